@@ -1,0 +1,31 @@
+// Scalar helpers shared by the CPU and CUDA quantization kernels. No ATen here.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define MMDAQ_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define MMDAQ_HOST_DEVICE inline
+#endif
+
+namespace mmdaq {
+
+// Largest INT8 code the symmetric quantizer produces; -128 is never used.
+constexpr int kInt8MaxCode = 127;
+
+// Symmetric INT8 code of `x` for step `scale`: round-half-to-even(x / scale), saturated to
+// [-127, 127]. A zero scale (all-zero tensor or channel) and a non-finite x give code 0: the
+// non-finite value stays visible through the scale (see mmdaq/quantization/quantize.py).
+MMDAQ_HOST_DEVICE int8_t quantize_code(float x, float scale) {
+  if (!(scale > 0.0f) || !(x - x == 0.0f)) {  // x - x is NaN for NaN and +-Inf
+    return 0;
+  }
+  float v = nearbyintf(x / scale);  // default FP environment: round half to even
+  v = v > kInt8MaxCode ? kInt8MaxCode : v;
+  v = v < -kInt8MaxCode ? -kInt8MaxCode : v;
+  return static_cast<int8_t>(v);
+}
+
+}  // namespace mmdaq

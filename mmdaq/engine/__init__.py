@@ -1,0 +1,1 @@
+"""mmengine integration: the runner helpers of tools/ and (later) DAQHook."""

@@ -1,0 +1,9 @@
+"""Autograd functions and ``torch.library`` ops (``torch.ops.mmdaq``) of the INT8 layers."""
+from .extension import (ExtensionNotBuiltError, extension_status, is_extension_available,
+                        require_extension)
+from .quantize import quantize_int8, quantize_int8_reference
+
+__all__ = [
+    'ExtensionNotBuiltError', 'extension_status', 'is_extension_available', 'require_extension',
+    'quantize_int8', 'quantize_int8_reference'
+]

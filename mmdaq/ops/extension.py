@@ -1,0 +1,78 @@
+"""Loading of the compiled kernels ``mmdaq._ext``.
+
+Importing mmdaq never requires the extension: the pure-PyTorch reference paths
+work without it. The first call of a compiled kernel raises
+:class:`ExtensionNotBuiltError`, which says why the import failed and how to
+build it.
+"""
+import importlib
+from types import ModuleType
+from typing import Optional
+
+import torch
+
+_BUILD_HINT = ('Build it from the repository root with `make install` (or `pip install -e . '
+               '--no-build-isolation` in the environment that has torch), then restart Python.')
+
+_module: Optional[ModuleType] = None
+_error: Optional[BaseException] = None
+_tried = False
+
+
+class ExtensionNotBuiltError(RuntimeError):
+    """The compiled extension ``mmdaq._ext`` is missing or failed to load."""
+
+
+def _try_load() -> Optional[ModuleType]:
+    global _module, _error, _tried
+    if not _tried:
+        _tried = True
+        try:
+            _module = importlib.import_module('mmdaq._ext')
+        except ImportError as e:  # missing .so, or built against another torch
+            _error = e
+    return _module
+
+
+def is_extension_available() -> bool:
+    """Whether ``mmdaq._ext`` is built and loads (its ops are then in ``torch.ops.mmdaq``)."""
+    return _try_load() is not None
+
+
+def require_extension(op_name: str) -> ModuleType:
+    """Return ``mmdaq._ext`` or raise a clear error naming ``op_name`` and the fix.
+
+    Args:
+        op_name (str): The kernel the caller is about to run, for the message.
+
+    Raises:
+        ExtensionNotBuiltError: The extension is missing or failed to load.
+    """
+    module = _try_load()
+    if module is None:
+        raise ExtensionNotBuiltError(
+            f'mmdaq kernel {op_name!r} needs the compiled extension mmdaq._ext, which could not '
+            f'be imported ({type(_error).__name__}: {_error}). {_BUILD_HINT}')
+    return module
+
+
+def extension_status() -> str:
+    """One line for logs: whether the extension loaded, and with which devices."""
+    module = _try_load()
+    if module is None:
+        return f'mmdaq._ext not available: {_error}'
+    devices = 'CPU+CUDA' if getattr(module, 'with_cuda', False) else 'CPU'
+    return f'mmdaq._ext loaded ({devices} kernels)'
+
+
+def register_fake_if_built(op_name: str):
+    """``torch.library.register_fake(op_name)`` when the extension (and so the op) exists.
+
+    Without the extension the op's schema is not defined; the decorated fake is then
+    returned unregistered, and the op's public wrapper raises on first use instead.
+    """
+    def decorator(fn):
+        if is_extension_available():
+            torch.library.register_fake(op_name)(fn)
+        return fn
+    return decorator

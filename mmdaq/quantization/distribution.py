@@ -1,0 +1,132 @@
+"""Per-channel gradient statistics and DAQ's bell-shaped / inverted-T classification.
+
+DAQ observes that, per output channel, layer gradients ``G_Y`` follow one of two families: a
+bell-shaped (Gaussian-like) one and a sharp, long-tailed one it calls "inverted-T" (a tall spike
+at 0 on a low, wide floor). A channel is called Gaussian when ``P(|g| > sigma) > lambda`` with
+``lambda = 0.3`` (paper). Reference values: ``P(|g| > sigma) = 0.3173`` for a zero-mean Gaussian,
+``exp(-sqrt(2)) = 0.2431`` for a Laplace law, less for sharper or heavier-tailed shapes.
+
+Choice: ``sigma`` is the RMS, ``sqrt(mean(g**2))``, i.e. the population standard deviation about
+**zero**, and the test counts ``|g| > sigma`` (not ``|g - mean| > sigma``). Reasons: the quantizer
+and the clipping derivation are symmetric about zero (``p(g) = p(-g)``), so the spread that
+matters is the one about zero; gradients are close to zero-mean, where RMS and the centred std
+coincide; and it saves the mean reduction. For a channel with a large mean ``mu`` the RMS test
+sees a narrow bump far from zero (``P(|g| > rms)`` near 0.5), which is correctly "no long tail".
+
+Passes over the data: the abs-max is one reduction; the second moment and the exceedance count
+are taken on ``|g| / abs_max``, which lies in ``[0, 1]``, so ``g**2`` cannot overflow for huge
+finite gradients (``1e30 ** 2`` would be Inf in float32). A fused kernel can do this in two passes
+(abs-max, then moment and count with a running rescale); in eager PyTorch each is one kernel.
+
+Edge cases: an all-zero or empty channel has ``abs_max = sigma = 0`` and ``frac_above_sigma = 0``
+(so it is classified inverted-T; its clip is 0 either way). A channel holding NaN/Inf has a
+non-finite ``abs_max`` (NaN or Inf), NaN ``sigma`` and ``frac_above_sigma``, and is classified
+inverted-T; the clipping rules then give it a NaN clip (see :mod:`mmdaq.quantization.quantize`).
+"""
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from .quantize import _as_float32, _normalize_dim
+
+
+class ChannelStats(NamedTuple):
+    """Per-channel statistics of a channel-major tensor.
+
+    Attributes:
+        abs_max (Tensor[C], float32): ``max |g|``; NaN/Inf where the channel is not finite.
+        sigma (Tensor[C], float32): RMS ``sqrt(mean(g**2))``; NaN where not finite.
+        frac_above_sigma (Tensor[C], float32): Fraction of elements with ``|g| > sigma``.
+    """
+    abs_max: Tensor
+    sigma: Tensor
+    frac_above_sigma: Tensor
+
+
+def channel_major(x: Tensor, dim: int) -> Tensor:
+    """Move ``dim`` to the front and flatten the rest: one row per channel.
+
+    A view for ``dim == 0`` on contiguous input, a copy otherwise.
+
+    Args:
+        x (Tensor[...]): Input of any shape with at least one dimension, e.g. ``G_Y`` as
+            Tensor[N, C_out, H, W] with ``dim=1``.
+        dim (int): Channel dimension (negative allowed).
+
+    Returns:
+        Tensor[C, M]: ``C = x.shape[dim]``, ``M = x.numel() // C`` (1 for 1-D input).
+
+    Examples:
+        >>> channel_major(torch.zeros(2, 3, 4, 5), dim=1).shape
+        torch.Size([3, 40])
+    """
+    if not isinstance(x, Tensor) or x.dim() == 0:
+        got = f'{x.dim()}-d tensor' if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f'x must be a tensor with at least one dimension, but got {got}')
+    dim = _normalize_dim(dim, x.dim())
+    num_channels = x.shape[dim]
+    num_elements = math.prod(size for d, size in enumerate(x.shape) if d != dim)
+    x = x.movedim(dim, 0)  # [.., C, ..] -> [C, ..]
+    return x.reshape(num_channels, num_elements)  # [C, ..] -> [C, M]
+
+
+def channel_statistics(g_cm: Tensor) -> ChannelStats:
+    """Abs-max, RMS and ``P(|g| > sigma)`` of every row of a channel-major tensor.
+
+    Args:
+        g_cm (Tensor[C, M], float32/float16/bfloat16): Channel-major data, see
+            :func:`channel_major`.
+
+    Returns:
+        ChannelStats: Three Tensor[C], float32.
+    """
+    g_cm = _check_channel_major(g_cm)
+    num_channels, num_elements = g_cm.shape
+    if num_elements == 0:
+        zeros = g_cm.new_zeros((num_channels, ))
+        return ChannelStats(zeros, zeros.clone(), zeros.clone())
+    magnitude = g_cm.abs()  # [C, M]
+    abs_max = magnitude.amax(dim=1)  # [C]
+    finite = torch.isfinite(abs_max)
+    norm = torch.where(finite & (abs_max > 0), abs_max, 1.0)  # [C]; 1 keeps 0 / NaN rows as is
+    relative = magnitude / norm[:, None]  # [C, M], in [0, 1] for finite rows
+    sigma_rel = relative.square().mean(dim=1).sqrt()  # [C]
+    frac = (relative > sigma_rel[:, None]).to(torch.float32).mean(dim=1)  # [C]
+    nan = torch.full_like(abs_max, float('nan'))
+    sigma = torch.where(finite, sigma_rel * norm, nan)
+    frac = torch.where(finite, frac, nan)
+    return ChannelStats(abs_max, sigma, frac)
+
+
+def classify_channels(g_cm: Tensor, threshold: float = 0.3) -> Tensor:
+    """DAQ's per-channel test: bell-shaped (True) or inverted-T (False).
+
+    Args:
+        g_cm (Tensor[C, M], float32/float16/bfloat16): Channel-major data.
+        threshold (float): ``lambda`` in ``[0, 1]``; a channel is bell-shaped when
+            ``P(|g| > sigma) > threshold``. Defaults to 0.3 (paper).
+
+    Returns:
+        Tensor[C], bool: True for bell-shaped (Gaussian) channels, False for inverted-T ones
+        (including all-zero and non-finite channels).
+    """
+    check_threshold(threshold)
+    return channel_statistics(g_cm).frac_above_sigma > threshold
+
+
+def check_threshold(threshold: float, name: str = 'threshold') -> None:
+    """Raise unless ``threshold`` is a real number in ``[0, 1]``."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
+            or not 0.0 <= threshold <= 1.0:
+        raise ValueError(f'{name} must be a number in [0, 1], but got {threshold!r}')
+
+
+def _check_channel_major(g_cm: Tensor) -> Tensor:
+    """Check a channel-major tensor and return it as float32 [C, M]."""
+    g_cm = _as_float32(g_cm, 'g_cm')
+    if g_cm.dim() != 2:
+        raise ValueError(f'g_cm must be a 2-d channel-major tensor [C, M], but got shape '
+                         f'{list(g_cm.shape)}; use channel_major(x, dim) first')
+    return g_cm

@@ -1,0 +1,245 @@
+"""Symmetric INT8 quantization as used by DAQ (Zhao et al., AAAI 2021).
+
+The quantizer has no zero point and uses ``Q = 2**(num_bits - 1) - 1`` levels on each side of zero
+(``Q = 127`` for INT8, so the code -128 is never produced)::
+
+    scale = clip / Q
+    q     = round(clamp(x, -clip, clip) / scale)      # int8 code in [-Q, Q]
+    x_hat = q * scale
+
+``clip`` defaults to the abs-max of the tensor (per-tensor) or of each channel (per-channel).
+Values beyond ``clip`` saturate to ``+-Q``.
+
+Rounding:
+    * ``'nearest'``: ``torch.round``, i.e. round half to even. The paper writes plain ``round``;
+      ties are a measure-zero event for real data, so the tie rule does not matter.
+    * ``'stochastic'``: ``floor(v) + (u < v - floor(v))`` with ``u ~ U[0, 1)`` drawn from the
+      given ``torch.Generator``. This equals ``floor(v + u)`` in distribution, is unbiased
+      (``E[q] = v`` inside the clip range) and, unlike ``floor(v + u)`` in float32, can never
+      round ``Q`` up to ``Q + 1``.
+
+Numerics:
+    All arithmetic is float32 whatever the input dtype (float32, float16 or bfloat16). Codes are
+    computed as ``x / scale``, never as ``x * (Q / clip)``: ``Q / clip`` overflows for tiny clips
+    and ``x * Q`` overflows near the float32 maximum, while ``x / scale`` only overflows for
+    values that saturate anyway (``inf`` clamps to ``+-Q``). If ``clip`` is within one ulp of the
+    float32 maximum the scale is nudged one ulp down, so that ``Q * scale`` stays finite. If
+    ``clip / Q`` underflows to 0 (``clip`` below about 1.8e-43, all values subnormal) the scale is
+    0 and the codes are 0.
+
+Zero policy:
+    An all-zero tensor (per-tensor) or channel (per-channel), or a clip of 0, gives scale 0 and
+    codes 0; :func:`dequantize` returns exact zeros there (no 0/0). Empty tensors are allowed.
+
+Non-finite policy:
+    NaN and Inf are never silently made finite. If a tensor (per-tensor) or a channel
+    (per-channel) holds a NaN or an Inf, its scale is NaN and its codes are 0, so the dequantized
+    values and every GEMM result rescaled by that scale are NaN, and the overflow checks of
+    mmengine's optimizer wrappers and of AMP's GradScaler see it. A clip that is NaN, Inf or
+    negative is invalid and also gives a NaN scale. Values that are finite, however large
+    (``1e30``, the float32 maximum), quantize normally.
+"""
+from typing import Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_ROUNDING_MODES = ('nearest', 'stochastic')
+
+Clip = Union[float, Tensor]
+
+
+def max_code(num_bits: int = 8) -> int:
+    """Largest code ``Q = 2**(num_bits - 1) - 1`` of the symmetric quantizer.
+
+    Args:
+        num_bits (int): Bit width, 2 to 8 (codes are stored as int8). Defaults to 8.
+
+    Returns:
+        int: ``Q`` (127 for INT8).
+    """
+    if isinstance(num_bits, bool) or not isinstance(num_bits, int) or not 2 <= num_bits <= 8:
+        raise ValueError(f'num_bits must be an int in [2, 8], but got {num_bits!r}')
+    return 2**(num_bits - 1) - 1
+
+
+def abs_max(x: Tensor, dim: Optional[int] = None) -> Tensor:
+    """Abs-max of a tensor or of each channel along ``dim``, in float32.
+
+    NaN propagates (the result is NaN) and an Inf gives Inf, so the result is finite exactly when
+    the tensor or channel is. Empty tensors and channels give 0.
+
+    Args:
+        x (Tensor[...], float32/float16/bfloat16): Input.
+        dim (int, optional): Channel dimension; ``None`` reduces over everything.
+            Defaults to None.
+
+    Returns:
+        Tensor[] if ``dim`` is None else Tensor[x.shape[dim]], float32.
+    """
+    x = _as_float32(x, 'x')
+    dim = _normalize_dim(dim, x.dim())
+    if dim is None:
+        return x.abs().amax() if x.numel() else x.new_zeros(())
+    reduce_dims = [d for d in range(x.dim()) if d != dim]
+    if x.numel() == 0:
+        return x.new_zeros((x.shape[dim], ))
+    if not reduce_dims:  # 1-D input: each element is its own channel; amax(()) would reduce all
+        return x.abs()
+    return x.abs().amax(dim=reduce_dims)
+
+
+@torch.no_grad()
+def quantize(x: Tensor,
+             clip: Optional[Clip] = None,
+             dim: Optional[int] = None,
+             rounding: str = 'nearest',
+             generator: Optional[torch.Generator] = None,
+             *,
+             num_bits: int = 8) -> Tuple[Tensor, Tensor]:
+    """Quantize ``x`` to symmetric integer codes, per tensor or per channel.
+
+    Not differentiable: gradients are defined by the ops layer.
+
+    Args:
+        x (Tensor[...], float32/float16/bfloat16): Values to quantize.
+        clip (float | Tensor[] | Tensor[C], optional): Clipping value ``s``; a per-channel
+            Tensor[C] needs ``dim``. Defaults to None (abs-max of the tensor or of each channel).
+        dim (int, optional): Channel dimension for per-channel quantization (negative allowed);
+            ``None`` is per-tensor. Defaults to None.
+        rounding (str): ``'nearest'`` or ``'stochastic'``. Defaults to ``'nearest'``.
+        generator (torch.Generator, optional): Source of the uniform noise for stochastic
+            rounding (on ``x.device``); ignored for nearest. Defaults to None (global RNG).
+        num_bits (int): Bit width, 2 to 8. Defaults to 8.
+
+    Returns:
+        tuple[Tensor, Tensor]:
+            - q (Tensor[...], int8): Codes in ``[-Q, Q]``, same shape as ``x``.
+            - scale (Tensor[] or Tensor[C], float32): ``clip / Q``; 0 for all-zero data or a
+              zero clip, NaN where the data hold NaN/Inf or the clip is invalid.
+
+    Examples:
+        >>> q, scale = quantize(torch.tensor([0.5, -1.0, 2.0]))
+        >>> q.tolist(), round(scale.item() * 127, 6)
+        ([32, -64, 127], 2.0)
+    """
+    qmax = max_code(num_bits)
+    if rounding not in _ROUNDING_MODES:
+        raise ValueError(f'rounding must be one of {_ROUNDING_MODES}, but got {rounding!r}')
+    x = _as_float32(x, 'x')
+    dim = _normalize_dim(dim, x.dim())
+    data_max = abs_max(x, dim)  # [] or [C]; non-finite exactly where the data are
+    clip = data_max if clip is None else _as_clip(clip, data_max)
+    scale = _scale_from_clip(clip, data_max, qmax)  # [] or [C]
+    scale_b = _broadcast_channels(scale, x.dim(), dim)
+    usable = scale_b > 0  # False for zero and NaN scales
+    v = (x / torch.where(usable, scale_b, 1.0)).clamp_(-qmax, qmax)
+    if rounding == 'nearest':
+        v = torch.round(v)
+    else:
+        u = torch.rand(v.shape, generator=generator, dtype=torch.float32, device=v.device)
+        floor = torch.floor(v)
+        v = floor + (u < v - floor).to(torch.float32)
+    q = torch.where(usable, v, 0.0).to(torch.int8)
+    return q, scale
+
+
+def dequantize(q: Tensor, scale: Union[float, Tensor], dim: Optional[int] = None) -> Tensor:
+    """Map integer codes back to float32: ``q * scale``.
+
+    A NaN scale gives NaN for the whole tensor or channel (also where ``q == 0``); a zero scale
+    gives exact zeros.
+
+    Args:
+        q (Tensor[...], int8): Codes from :func:`quantize`.
+        scale (float | Tensor[] | Tensor[C], float32): Scale per tensor, or per channel along
+            ``dim``.
+        dim (int, optional): Channel dimension of a per-channel scale. Defaults to None.
+
+    Returns:
+        Tensor[...], float32: Dequantized values, same shape as ``q``.
+    """
+    if not isinstance(q, Tensor) or q.dtype != torch.int8:
+        got = q.dtype if isinstance(q, Tensor) else type(q).__name__
+        raise TypeError(f'q must be an int8 tensor, but got {got}')
+    dim = _normalize_dim(dim, q.dim())
+    scale = torch.as_tensor(scale, dtype=torch.float32, device=q.device)
+    expected = () if dim is None else (q.shape[dim], )
+    if tuple(scale.shape) != expected:
+        raise ValueError(f'scale must have shape {list(expected)} for dim={dim}, '
+                         f'but got {list(scale.shape)}')
+    return q.to(torch.float32) * _broadcast_channels(scale, q.dim(), dim)
+
+
+def fake_quantize(x: Tensor,
+                  clip: Optional[Clip] = None,
+                  dim: Optional[int] = None,
+                  rounding: str = 'nearest',
+                  generator: Optional[torch.Generator] = None,
+                  *,
+                  num_bits: int = 8) -> Tensor:
+    """``dequantize(*quantize(x, ...))``: the float32 value the integer path represents.
+
+    Args:
+        x (Tensor[...], float32/float16/bfloat16): Values to quantize.
+        clip (float | Tensor[] | Tensor[C], optional): See :func:`quantize`. Defaults to None.
+        dim (int, optional): See :func:`quantize`. Defaults to None.
+        rounding (str): See :func:`quantize`. Defaults to ``'nearest'``.
+        generator (torch.Generator, optional): See :func:`quantize`. Defaults to None.
+        num_bits (int): See :func:`quantize`. Defaults to 8.
+
+    Returns:
+        Tensor[...], float32: Quantized-dequantized values, same shape as ``x``.
+    """
+    q, scale = quantize(x, clip, dim, rounding, generator, num_bits=num_bits)
+    return dequantize(q, scale, dim)
+
+
+def _as_float32(x: Tensor, name: str) -> Tensor:
+    """Check that ``x`` is a supported floating tensor and return it as float32."""
+    if not isinstance(x, Tensor) or x.dtype not in _FLOAT_DTYPES:
+        got = x.dtype if isinstance(x, Tensor) else type(x).__name__
+        raise TypeError(f'{name} must be a float32, float16 or bfloat16 tensor, but got {got}; '
+                        'cast float64 data with .float() first')
+    return x.to(torch.float32)
+
+
+def _normalize_dim(dim: Optional[int], ndim: int) -> Optional[int]:
+    """Map a possibly negative ``dim`` to ``[0, ndim)``; ``None`` stays ``None``."""
+    if dim is None:
+        return None
+    if isinstance(dim, bool) or not isinstance(dim, int) or not -ndim <= dim < ndim:
+        raise ValueError(f'dim must be None or an int in [{-ndim}, {ndim}) for a {ndim}-d '
+                         f'tensor, but got {dim!r}')
+    return dim % ndim
+
+
+def _as_clip(clip: Clip, data_max: Tensor) -> Tensor:
+    """Turn a user clip into a float32 tensor shaped like ``data_max`` ([] or [C])."""
+    clip_t = torch.as_tensor(clip, dtype=torch.float32, device=data_max.device)
+    if clip_t.dim() == 0:
+        return clip_t.expand_as(data_max)
+    if data_max.dim() == 0 or clip_t.shape != data_max.shape:
+        raise ValueError(f'clip must be a scalar or, with dim set, have shape '
+                         f'{list(data_max.shape)}, but got shape {list(clip_t.shape)}')
+    return clip_t
+
+
+def _scale_from_clip(clip: Tensor, data_max: Tensor, qmax: int) -> Tensor:
+    """``clip / qmax`` with the non-finite policy applied; ``clip``, ``data_max``: [] or [C]."""
+    valid = torch.isfinite(data_max) & torch.isfinite(clip) & (clip >= 0)
+    scale = clip / qmax
+    # qmax * scale may round up past the float32 maximum when clip is within an ulp of it.
+    scale = torch.where(torch.isinf(scale * qmax), torch.nextafter(scale, torch.zeros_like(scale)),
+                        scale)
+    return torch.where(valid, scale, torch.full_like(scale, float('nan')))
+
+
+def _broadcast_channels(t: Tensor, ndim: int, dim: Optional[int]) -> Tensor:
+    """View a per-channel Tensor[C] as [1, .., C, .., 1] (C at ``dim``); per-tensor unchanged."""
+    if dim is None:
+        return t
+    shape = [1] * ndim
+    shape[dim] = -1
+    return t.view(shape)  # [C] -> [1, .., C, .., 1]

@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from mmdaq.ops import is_extension_available, quantize_int8, quantize_int8_reference
+from mmdaq.testing import DEVICES
+
+needs_ext = pytest.mark.skipif(not is_extension_available(), reason='mmdaq._ext is not built')
+
+
+@needs_ext
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('shape, dim', [((7, ), 0), ((4, 5, 6), 1), ((3, 2, 5, 5), -1),
+                                        ((2, 3), 0), ((1, 1, 1), 2)])
+@pytest.mark.parametrize('per_channel', [False, True])
+def test_kernel_matches_reference_bitexact(device, shape, dim, per_channel):
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(shape, generator=g) * 10).to(device)
+    x.view(-1)[0] = float('nan')
+    if x.numel() > 2:
+        x.view(-1)[1] = float('inf')
+        x.view(-1)[2] = 2.5  # exact half step: round half to even on both paths
+    n = shape[dim] if per_channel else 1
+    scale = (torch.rand(n, generator=g) + 0.01).to(device)
+    if per_channel:
+        scale[0] = 0.0  # an all-zero channel has scale 0
+    scale = scale if per_channel else scale.reshape(())
+    got = quantize_int8(x, scale, dim)
+    want = quantize_int8_reference(x, scale, dim)
+    assert got.dtype == torch.int8 and got.shape == x.shape
+    assert torch.equal(got, want)
+    assert int(got.abs().max()) <= 127
+
+
+@needs_ext
+def test_kernel_rejects_bad_scale_length():
+    with pytest.raises(RuntimeError, match='scale must have 1 or x.size'):
+        quantize_int8(torch.randn(4, 3), torch.ones(2), 1)
+
+
+def test_missing_extension_error_says_how_to_build(monkeypatch):
+    from mmdaq.ops import extension
+    monkeypatch.setattr(extension, '_module', None)
+    monkeypatch.setattr(extension, '_tried', True)
+    monkeypatch.setattr(extension, '_error', ImportError('No module named mmdaq._ext'))
+    with pytest.raises(extension.ExtensionNotBuiltError, match='make install'):
+        quantize_int8(torch.randn(3), torch.ones(()), 0)
+    assert 'not available' in extension.extension_status()
