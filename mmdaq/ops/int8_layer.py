@@ -1,0 +1,178 @@
+"""Autograd function of the INT8 convolution / linear layer (the paper's dataflow).
+
+One function serves Conv1d/2d/3d and Linear: a Linear layer is a convolution with
+no spatial dims on ``x.reshape(-1, C_in)``. With L output positions and K the
+kernel volume, the three GEMMs are::
+
+    forward   Y[NL, C_out]     = cols(Xq)[NL, C_in*K] @ Wq[C_out, C_in*K]^T * s_x * s_w
+    G_W       G_W[C_out, C_in*K] = s_gw[c] * s_x * (G_Yq_vec[NL, C_out]^T @ cols(Xq))
+    G_X       cols(G_X)        = G_Yq[NL, C_out] @ Wq * s_g * s_w,  then col2im
+
+All three accumulate exactly in integers (:mod:`.int8_matmul`). The per-channel
+scale ``s_gw[c]`` of G_W is applied after the GEMM: row c of G_W only involves
+channel c of G_Y, so the scale factors out of the sum exactly. G_X sums over
+C_out, so its copy of G_Y has one scale for the whole tensor. Only the int8 codes
+of X (not the float X) are saved for backward. Bias, BN, activations and the
+optimizer stay in float.
+"""
+from typing import NamedTuple, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from ..quantization.schemes import QuantScheme
+from .grouped_matmul import grouped_int8_matmul
+from .im2col import col2im, im2col
+
+
+class ConvGeometry(NamedTuple):
+    """Static arguments of a convolution; all empty tuples for a Linear layer."""
+    kernel: Tuple[int, ...]
+    stride: Tuple[int, ...]
+    padding: Tuple[int, ...]
+    dilation: Tuple[int, ...]
+    groups: int = 1
+
+
+LINEAR_GEOMETRY = ConvGeometry((), (), (), (), 1)
+
+
+def _grouped(t: Tensor, groups: int) -> Tensor:
+    """[M, G*X] -> [G, M, X] (contiguous per group)."""
+    m = t.shape[0]
+    return t.reshape(m, groups, -1).transpose(0, 1).contiguous()
+
+
+def _ungrouped(t: Tensor) -> Tensor:
+    """[G, M, X] -> [M, G*X]."""
+    return t.transpose(0, 1).reshape(t.shape[1], -1)
+
+
+def int8_conv_forward(x_q: Tensor, w_q: Tensor, geo: ConvGeometry) -> Tuple[Tensor, Tuple]:
+    """Integer forward GEMM.
+
+    Args:
+        x_q (Tensor[N, C_in, *S], int8): Input codes.
+        w_q (Tensor[C_out, C_in/G, *k], int8): Weight codes.
+        geo (ConvGeometry): Convolution arguments.
+
+    Returns:
+        tuple: acc (Tensor[N*L, C_out], integer-valued) and the output size (O_1, ..).
+    """
+    cols, out_size = im2col(x_q, geo.kernel, geo.stride, geo.padding, geo.dilation)
+    w_g = w_q.reshape(geo.groups, w_q.shape[0] // geo.groups, -1).transpose(1, 2)  # [G, CgK, Cout_g]
+    acc = grouped_int8_matmul(_grouped(cols, geo.groups), w_g.contiguous())  # [G, NL, Cout_g]
+    return _ungrouped(acc), out_size
+
+
+def int8_conv_grad_weight(x_q: Tensor, g_q: Tensor, geo: ConvGeometry) -> Tensor:
+    """Integer G_W GEMM, reduction over N*L (split so int32 never overflows).
+
+    Args:
+        x_q (Tensor[N, C_in, *S], int8): Saved input codes.
+        g_q (Tensor[N*L, C_out], int8): Output-gradient codes, channels last.
+
+    Returns:
+        Tensor[C_out, C_in/G * K]: integer-valued.
+    """
+    cols, _ = im2col(x_q, geo.kernel, geo.stride, geo.padding, geo.dilation)  # [NL, C_in*K]
+    g_t = _grouped(g_q, geo.groups).transpose(1, 2).contiguous()  # [G, Cout_g, NL]
+    acc = grouped_int8_matmul(g_t, _grouped(cols, geo.groups))  # [G, Cout_g, Cg*K]
+    return acc.reshape(g_q.shape[1], -1)
+
+
+def int8_conv_grad_input(g_q: Tensor, w_q: Tensor, input_shape: torch.Size,
+                         geo: ConvGeometry) -> Tuple[Tensor, callable]:
+    """Integer G_X GEMM; returns the column gradient and the col2im to apply after scaling.
+
+    Args:
+        g_q (Tensor[N*L, C_out], int8): Output-gradient codes, channels last.
+        w_q (Tensor[C_out, C_in/G, *k], int8): Weight codes.
+
+    Returns:
+        Tensor[N*L, C_in*K]: integer-valued column gradient.
+    """
+    w_g = w_q.reshape(geo.groups, w_q.shape[0] // geo.groups, -1)  # [G, Cout_g, Cg*K]
+    return _ungrouped(grouped_int8_matmul(_grouped(g_q, geo.groups), w_g.contiguous()))
+
+
+def channels_last_2d(t: Tensor) -> Tensor:
+    """[N, C, *O] -> [N*L, C] (for Linear, [M, C] stays)."""
+    return t.movedim(1, -1).reshape(-1, t.shape[1])
+
+
+class Int8ConvFunction(torch.autograd.Function):
+    """``y = conv(x, w) + b`` with INT8 GEMMs in forward and backward (see module doc)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantScheme,
+                geo: ConvGeometry) -> Tensor:
+        x_q, s_x = scheme.quantize_input(x)
+        w_q, s_w = scheme.quantize_weight(weight)
+        acc, out_size = int8_conv_forward(x_q, w_q, geo)  # [NL, C_out]
+        y = acc.to(torch.float32) * (s_x * s_w)
+        n, c_out = x.shape[0], weight.shape[0]
+        y = y.reshape((n, ) + out_size + (c_out, )).movedim(-1, 1)  # [N, C_out, *O]
+        if bias is not None:
+            y = y + bias.float().reshape((1, c_out) + (1, ) * len(out_size))
+        ctx.save_for_backward(x_q, w_q, s_x, s_w)
+        ctx.scheme, ctx.geo = scheme, geo
+        ctx.has_bias = bias is not None
+        ctx.x_dtype, ctx.w_dtype = x.dtype, weight.dtype
+        return y.to(x.dtype).contiguous()
+
+    @staticmethod
+    def backward(ctx, grad_y: Tensor):
+        x_q, w_q, s_x, s_w = ctx.saved_tensors
+        scheme, geo = ctx.scheme, ctx.geo
+        grad_y = grad_y.float()
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[1]:
+            g_q, s_gw = scheme.quantize_grad_for_weight(grad_y, dim=1)  # s_gw: [C_out]
+            acc = int8_conv_grad_weight(x_q, channels_last_2d(g_q), geo)  # [C_out, CgK]
+            # The per-channel scale factors out of the integer sum: one multiply per row.
+            grad_w = acc.to(torch.float32) * (s_gw.unsqueeze(1) * s_x)
+            grad_w = grad_w.reshape(w_q.shape).to(ctx.w_dtype)
+        if ctx.needs_input_grad[0]:
+            g_q, s_g = scheme.quantize_grad_for_input(grad_y)
+            cols = int8_conv_grad_input(channels_last_2d(g_q), w_q, x_q.shape, geo)
+            cols = cols.to(torch.float32) * (s_g * s_w)
+            grad_x = col2im(cols, x_q.shape, geo.kernel, geo.stride, geo.padding, geo.dilation)
+            grad_x = grad_x.to(ctx.x_dtype)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad_y.sum(dim=[d for d in range(grad_y.dim()) if d != 1])
+        return grad_x, grad_w, grad_b, None, None
+
+
+def int8_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantScheme,
+              geo: ConvGeometry) -> Tensor:
+    """INT8 convolution (1-3 spatial dims) with the scheme's quantizers.
+
+    Args:
+        x (Tensor[N, C_in, *S]): Input.
+        weight (Tensor[C_out, C_in/G, *k]): Weight.
+        bias (Tensor[C_out], optional): Bias (float).
+        scheme (QuantScheme): Quantizers and their state.
+        geo (ConvGeometry): Convolution arguments.
+
+    Returns:
+        Tensor[N, C_out, *O].
+    """
+    return Int8ConvFunction.apply(x, weight, bias, scheme, geo)
+
+
+def int8_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor],
+                scheme: QuantScheme) -> Tensor:
+    """INT8 linear layer on the last dim.
+
+    Args:
+        x (Tensor[*, C_in]): Input.
+        weight (Tensor[C_out, C_in]): Weight.
+        bias (Tensor[C_out], optional): Bias.
+
+    Returns:
+        Tensor[*, C_out].
+    """
+    lead = x.shape[:-1]
+    y = Int8ConvFunction.apply(x.reshape(-1, x.shape[-1]), weight, bias, scheme, LINEAR_GEOMETRY)
+    return y.reshape(lead + (weight.shape[0], ))

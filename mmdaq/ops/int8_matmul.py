@@ -1,0 +1,119 @@
+"""INT8 x INT8 matrix product with exact integer accumulation and no int32 overflow.
+
+Every product of two codes in [-127, 127] is at most 127 * 127 = 16129 in size, so
+an int32 accumulator holds at most ``(2**31 - 1) // 16129 = 133144`` of them. The
+reduction dim K of the weight-gradient GEMM is N*H*W (often millions), so
+:func:`int8_matmul` splits K into chunks of :data:`MAX_CHUNK_K` = 2**17 = 131072,
+each accumulated exactly in int32, and adds the chunk results in int64.
+
+Backends, chosen per device at run time (``backend='auto'``):
+
+* ``'int_mm'``: ``torch._int_mm`` (int8 tensor cores on CUDA; oneDNN VNNI/AMX
+  kernels on CPUs that have them). On AVX2-only CPUs it falls back to a reference
+  loop 18-30x slower than FP32, so it is not used there.
+* ``'float_exact'``: float32 GEMM on the integer codes, K split into chunks of
+  :data:`MAX_FLOAT_EXACT_K` = 1040 so that every partial sum stays below 2**24 and
+  is therefore an exact integer in float32, whatever the summation order. Same
+  result as ``'int_mm'``, bit for bit, at FP32 speed.
+"""
+import functools
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+#: Largest reduction length accumulated in one int32 GEMM: 2**17 * 127**2 < 2**31.
+MAX_CHUNK_K = 1 << 17
+#: Largest K whose partial sums stay below 2**24 (exact in float32): 1040 * 127**2 < 2**24.
+MAX_FLOAT_EXACT_K = (1 << 24) // (127 * 127)
+
+BACKENDS = ('auto', 'int_mm', 'float_exact')
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_isa_flags() -> frozenset:
+    """The int8-relevant ISA flags of this CPU (from /proc/cpuinfo; empty if unreadable)."""
+    wanted = {'avx2', 'avx512f', 'avx512_vnni', 'avx_vnni', 'amx_int8'}
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('flags'):
+                    return frozenset(wanted & set(line.split(':', 1)[1].split()))
+    except OSError:
+        pass
+    return frozenset()
+
+
+def has_fast_int8_cpu() -> bool:
+    """Whether ``torch._int_mm`` has a fast (VNNI/AMX) kernel on this CPU."""
+    return bool(cpu_isa_flags() & {'avx512_vnni', 'avx_vnni', 'amx_int8'})
+
+
+def resolve_backend(device: torch.device, backend: str = 'auto') -> str:
+    """The backend ``'auto'`` stands for on ``device`` (see module docstring)."""
+    if backend not in BACKENDS:
+        raise ValueError(f'backend must be one of {BACKENDS}, but got {backend!r}')
+    if backend != 'auto':
+        return backend
+    if device.type == 'cuda' or (device.type == 'cpu' and has_fast_int8_cpu()):
+        return 'int_mm'
+    return 'float_exact'
+
+
+def _int_mm_padded(a: Tensor, b: Tensor) -> Tensor:
+    """``torch._int_mm`` with the CUDA shape rules met by zero padding (exact)."""
+    m, k = a.shape
+    n = b.shape[1]
+    if a.device.type != 'cuda':
+        return torch._int_mm(a, b)
+    pad_m, pad_k, pad_n = max(17 - m, 0), -k % 8, -n % 8
+    if pad_m or pad_k:
+        a = torch.nn.functional.pad(a, (0, pad_k, 0, pad_m))
+    if pad_k or pad_n:
+        b = torch.nn.functional.pad(b, (0, pad_n, 0, pad_k))
+    return torch._int_mm(a, b.contiguous())[:m, :n]
+
+
+def _float_exact_mm(a: Tensor, b: Tensor) -> Tensor:
+    """int32 ``a @ b`` computed by float32 GEMMs over K chunks that are exact."""
+    out: Optional[Tensor] = None
+    for k0 in range(0, a.shape[1], MAX_FLOAT_EXACT_K):
+        part = a[:, k0:k0 + MAX_FLOAT_EXACT_K].float() @ b[k0:k0 + MAX_FLOAT_EXACT_K].float()
+        part = part.to(torch.int32)  # exact: |part| < 2**24
+        out = part if out is None else out.add_(part)
+    return out
+
+
+def int8_matmul(a: Tensor, b: Tensor, backend: str = 'auto') -> Tensor:
+    """Exact integer product of two int8 matrices.
+
+    Args:
+        a (Tensor[M, K], int8): Left operand (codes in [-127, 127]).
+        b (Tensor[K, N], int8): Right operand (codes in [-127, 127]).
+        backend (str): 'auto', 'int_mm' or 'float_exact'. Defaults to 'auto'.
+
+    Returns:
+        Tensor[M, N]: int32 if K <= :data:`MAX_CHUNK_K` (cannot overflow), else int64
+        (int32 chunk results added in int64).
+    """
+    if a.dtype != torch.int8 or b.dtype != torch.int8:
+        raise TypeError(f'int8_matmul operands must be int8, but got {a.dtype} and {b.dtype}')
+    if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[0]:
+        raise ValueError(f'int8_matmul needs [M, K] @ [K, N], but got {tuple(a.shape)} @ '
+                         f'{tuple(b.shape)}')
+    m, k = a.shape
+    n = b.shape[1]
+    if m == 0 or n == 0 or k == 0:
+        return torch.zeros(m, n, dtype=torch.int32, device=a.device)
+    mm = _int_mm_padded if resolve_backend(a.device, backend) == 'int_mm' else _float_exact_mm
+    if k <= MAX_CHUNK_K:
+        return mm(a, b)
+    out = torch.zeros(m, n, dtype=torch.int64, device=a.device)
+    for k0 in range(0, k, MAX_CHUNK_K):
+        out += mm(a[:, k0:k0 + MAX_CHUNK_K], b[k0:k0 + MAX_CHUNK_K])
+    return out
+
+
+def int8_matmul_reference(a: Tensor, b: Tensor) -> Tensor:
+    """int64 ``a @ b`` in plain integer arithmetic (slow; for tests)."""
+    return a.long() @ b.long() if a.device.type == 'cpu' else (a.double() @ b.double()).long()

@@ -1,0 +1,217 @@
+"""Quantization schemes: how one layer quantizes the operands of its three GEMMs.
+
+A scheme is the per-layer policy and state behind a DAQ layer (see DESIGN.md)::
+
+    forward:   X   -> quantize_input(X)              per tensor            Y   = Xq (*) Wq
+               W   -> quantize_weight(W)             per tensor
+    backward:  G_Y -> quantize_grad_for_weight(G_Y)  per output channel    G_W = Xq^T (*) G_Yq
+               G_Y -> quantize_grad_for_input(G_Y)   per tensor            G_X = G_Yq (*)^T Wq
+
+``quantize_grad_for_weight`` always returns one scale per output channel (a
+per-tensor method repeats its one scale), so the G_W GEMM is the same code for
+every method. Methods are selected by name (:data:`SCHEMES`, :func:`build_scheme`):
+
+=============  =====================================================================
+``per_tensor`` abs-max per tensor everywhere, no clipping (the plain INT8 baseline)
+``per_channel`` G_Y for G_W per output channel (vectorized), abs-max, no clipping
+``daq``        G_Y for G_W per output channel with the Magnitude-aware Clipping
+               Strategy (:mod:`.clipping`); everything else abs-max per tensor
+=============  =====================================================================
+
+Other methods (UI8, ...) subclass :class:`QuantScheme` and register with
+:func:`register_scheme`. Scheme state (e.g. DAQ's clip of the previous iteration)
+is kept out of the module's ``state_dict``; :meth:`QuantScheme.state_dict` exposes
+it for the training hook to checkpoint separately.
+"""
+import dataclasses
+from typing import Any, Callable, Dict, Optional, Tuple, Type
+
+import torch
+from torch import Tensor
+
+from .clipping import MCSConfig, magnitude_aware_clip
+from .distribution import channel_major
+from .quantize import quantize
+
+QuantResult = Tuple[Tensor, Tensor]  # (codes int8, scale float32)
+
+_ROUNDINGS = ('nearest', 'stochastic')
+
+
+@dataclasses.dataclass
+class QuantScheme:
+    """Base scheme: symmetric INT8, abs-max, per tensor everywhere (method ``'per_tensor'``).
+
+    Args:
+        grad_rounding (str): Rounding of the gradient codes, ``'nearest'`` (the paper's
+            reading) or ``'stochastic'``. Defaults to ``'nearest'``.
+        seed (int, optional): Seed of the stochastic-rounding generator. Defaults to None.
+    """
+    grad_rounding: str = 'nearest'
+    seed: Optional[int] = None
+
+    name = 'per_tensor'
+
+    def __post_init__(self) -> None:
+        if self.grad_rounding not in _ROUNDINGS:
+            raise ValueError(f'grad_rounding must be one of {_ROUNDINGS}, but got '
+                             f'{self.grad_rounding!r}')
+        self._generators: Dict[torch.device, torch.Generator] = {}
+        #: Diagnostics of the last backward, filled when ``collect_stats`` is True.
+        self.collect_stats = False
+        self.last_stats: Dict[str, Tensor] = {}
+
+    # -- forward operands ---------------------------------------------------------------
+    def quantize_input(self, x: Tensor) -> QuantResult:
+        """X (Tensor[N, C_in, ...]) -> (int8 codes, scale Tensor[])."""
+        return quantize(x)
+
+    def quantize_weight(self, w: Tensor) -> QuantResult:
+        """W (Tensor[C_out, C_in/groups, ...]) -> (int8 codes, scale Tensor[])."""
+        return quantize(w)
+
+    # -- backward operands --------------------------------------------------------------
+    def grad_weight_clip(self, g_cm: Tensor) -> Optional[Tensor]:
+        """Clip per output channel for the G_W copy of G_Y; None means per-tensor abs-max."""
+        return None
+
+    def quantize_grad_for_weight(self, g: Tensor, dim: int = 1) -> QuantResult:
+        """G_Y (Tensor[N, C_out, ...]) -> (int8 codes, scale Tensor[C_out]), for the G_W GEMM."""
+        g_cm = channel_major(g, dim)  # [C_out, N*L]
+        clip = self.grad_weight_clip(g_cm)
+        if clip is None:  # one scale for the tensor, repeated per channel
+            q, scale = quantize(g, rounding=self.grad_rounding, generator=self._generator(g))
+            return q, scale.expand(g.shape[dim]).contiguous()
+        return quantize(g, clip=clip, dim=dim, rounding=self.grad_rounding,
+                        generator=self._generator(g))
+
+    def quantize_grad_for_input(self, g: Tensor) -> QuantResult:
+        """G_Y (Tensor[N, C_out, ...]) -> (int8 codes, scale Tensor[]), for the G_X GEMM."""
+        return quantize(g, rounding=self.grad_rounding, generator=self._generator(g))
+
+    # -- state ----------------------------------------------------------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        """Scheme state to checkpoint (tensors on CPU); empty for stateless schemes."""
+        return {}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; an empty dict resets the state."""
+
+    def _generator(self, g: Tensor) -> Optional[torch.Generator]:
+        if self.grad_rounding != 'stochastic' or self.seed is None:
+            return None
+        if g.device not in self._generators:
+            self._generators[g.device] = torch.Generator(g.device).manual_seed(self.seed)
+        return self._generators[g.device]
+
+
+@dataclasses.dataclass
+class PerChannelScheme(QuantScheme):
+    """Gradient Vectorized Quantization with abs-max clips (method ``'per_channel'``)."""
+    name = 'per_channel'
+
+    def grad_weight_clip(self, g_cm: Tensor) -> Optional[Tensor]:
+        clip = g_cm.abs().amax(dim=1).float()  # [C_out]
+        if self.collect_stats:
+            self.last_stats = {'clip_ratio': torch.ones_like(clip)}
+        return clip
+
+
+@dataclasses.dataclass
+class DAQScheme(QuantScheme):
+    """The paper's scheme (method ``'daq'``): GVQ with the Magnitude-aware Clipping Strategy.
+
+    Args:
+        threshold (float): lambda of the distribution test. Defaults to 0.3 (the paper's).
+        k (float): k of the clip update. Defaults to 1.0 (the paper's).
+        a (float): A of the clip update. Defaults to 0.8 (the paper's).
+        clip_interval (int): Iterations between clip updates; in between the last clips
+            are reused. Defaults to 1 (every iteration, the paper's reading).
+    """
+    threshold: float = 0.3
+    k: float = 1.0
+    a: float = 0.8
+    clip_interval: int = 1
+
+    name = 'daq'
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.mcs = MCSConfig(threshold=self.threshold, k=self.k, a=self.a)
+        if isinstance(self.clip_interval, bool) or not isinstance(self.clip_interval, int) \
+                or self.clip_interval < 1:
+            raise ValueError(f'clip_interval must be an int >= 1, but got {self.clip_interval!r}')
+        self.prev_clip: Optional[Tensor] = None
+        self.is_gaussian: Optional[Tensor] = None
+        self._steps = 0
+
+    def grad_weight_clip(self, g_cm: Tensor) -> Tensor:
+        reuse = (self.prev_clip is not None and self._steps % self.clip_interval != 0
+                 and self.prev_clip.shape[0] == g_cm.shape[0])
+        self._steps += 1
+        if reuse:
+            return self.prev_clip.to(g_cm.device)
+        clip, is_gaussian = magnitude_aware_clip(g_cm, self.prev_clip, self.mcs)
+        # A non-finite iteration (AMP overflow) keeps the history it would poison.
+        finite = torch.isfinite(clip)
+        self.prev_clip = clip if self.prev_clip is None else torch.where(
+            finite, clip, self.prev_clip.to(clip.device))
+        self.is_gaussian = is_gaussian
+        if self.collect_stats:
+            g_max = g_cm.abs().amax(dim=1).float()
+            ratio = torch.where(g_max > 0, clip / g_max.clamp_min(1e-30), torch.ones_like(clip))
+            self.last_stats = {'clip_ratio': ratio, 'is_gaussian': is_gaussian}
+        return clip
+
+    def state_dict(self) -> Dict[str, Any]:
+        if self.prev_clip is None:
+            return {}
+        return {'prev_clip': self.prev_clip.detach().cpu(), 'steps': self._steps}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.prev_clip = state.get('prev_clip')
+        self._steps = int(state.get('steps', 0))
+
+
+SCHEMES: Dict[str, Type[QuantScheme]] = {}
+
+
+def register_scheme(name: str) -> Callable[[Type[QuantScheme]], Type[QuantScheme]]:
+    """Class decorator adding a :class:`QuantScheme` subclass to :data:`SCHEMES`."""
+    def decorator(cls: Type[QuantScheme]) -> Type[QuantScheme]:
+        if name in SCHEMES:
+            raise ValueError(f'scheme name must be new, but {name!r} is taken by '
+                             f'{SCHEMES[name].__name__}')
+        SCHEMES[name] = cls
+        return cls
+    return decorator
+
+
+for _cls in (QuantScheme, PerChannelScheme, DAQScheme):
+    register_scheme(_cls.name)(_cls)
+
+
+def scheme_options(method: str) -> Tuple[str, ...]:
+    """Names of the options ``method`` accepts."""
+    return tuple(f.name for f in dataclasses.fields(_scheme_class(method)))
+
+
+def build_scheme(method: str = 'daq', **options: Any) -> QuantScheme:
+    """A new scheme of ``method`` with ``options``; unknown options raise, naming them.
+
+    Examples:
+        >>> build_scheme('daq', a=0.5).a
+        0.5
+    """
+    cls = _scheme_class(method)
+    unknown = sorted(set(options) - set(scheme_options(method)))
+    if unknown:
+        raise TypeError(f'options of method {method!r} must be among {list(scheme_options(method))}'
+                        f', but got unknown {unknown}')
+    return cls(**options)
+
+
+def _scheme_class(method: str) -> Type[QuantScheme]:
+    if method not in SCHEMES:
+        raise ValueError(f'method must be one of {sorted(SCHEMES)}, but got {method!r}')
+    return SCHEMES[method]
