@@ -4,4 +4,6 @@ from .version import __version__
 
 apply_compat_fixes()
 
-__all__ = ['__version__']
+from .cnn import DAQConv2d, DAQConv3d, DAQLinear, convert_model  # noqa: E402
+
+__all__ = ['__version__', 'DAQConv2d', 'DAQConv3d', 'DAQLinear', 'convert_model']

@@ -1,0 +1,12 @@
+"""DAQ layers, the model conversion, and their registration in the OpenMMLab registries."""
+from .convert import (ConversionReport, convert_model, convert_modules, daq_class_for,
+                      daq_layers)
+from .daq_layers import DAQConv2d, DAQConv3d, DAQLayerMixin, DAQLinear
+from .registry import register_daq_layers
+
+register_daq_layers()
+
+__all__ = [
+    'ConversionReport', 'DAQConv2d', 'DAQConv3d', 'DAQLayerMixin', 'DAQLinear', 'convert_model',
+    'convert_modules', 'daq_class_for', 'daq_layers', 'register_daq_layers'
+]
