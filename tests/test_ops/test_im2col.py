@@ -1,0 +1,33 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmdaq.ops.im2col import col2im, im2col
+
+CONVS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+@pytest.mark.parametrize('nd', [1, 2, 3])
+@pytest.mark.parametrize('k, s, p, d', [(3, 1, 1, 1), (3, 2, 1, 1), (1, 1, 0, 1), (3, 2, 2, 2),
+                                        (2, 3, 0, 1), (5, 1, 2, 1)])
+def test_im2col_gemm_is_conv_and_col2im_is_its_adjoint(nd, k, s, p, d):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn((2, 3) + (8, ) * nd, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn((4, 3) + (k, ) * nd, generator=g, dtype=torch.float64)
+    args = ((k, ) * nd, (s, ) * nd, (p, ) * nd, (d, ) * nd)
+    y = CONVS[nd](x, w, stride=args[1], padding=args[2], dilation=args[3])
+    cols, out_size = im2col(x.detach(), *args)
+    assert out_size == tuple(y.shape[2:])
+    y_gemm = (cols @ w.reshape(4, -1).t()).reshape((2, ) + out_size + (4, )).movedim(-1, 1)
+    torch.testing.assert_close(y_gemm, y)
+    gy = torch.randn(y.shape, generator=g, dtype=torch.float64)
+    y.backward(gy)
+    gx = col2im(gy.movedim(1, -1).reshape(-1, 4) @ w.reshape(4, -1), x.shape, *args)
+    torch.testing.assert_close(gx, x.grad)
+
+
+def test_im2col_works_on_int8_codes():
+    x = torch.randint(-127, 128, (1, 2, 5, 5), dtype=torch.int8)
+    cols, _ = im2col(x, (3, 3), (1, 1), (1, 1), (1, 1))
+    ref, _ = im2col(x.float(), (3, 3), (1, 1), (1, 1), (1, 1))
+    assert cols.dtype == torch.int8 and torch.equal(cols.float(), ref)
