@@ -60,6 +60,7 @@ class QuantScheme:
         #: Diagnostics of the last backward, filled when ``collect_stats`` is True.
         self.collect_stats = False
         self.last_stats: Dict[str, Tensor] = {}
+        self.last_grad_weight_scale: Optional[Tensor] = None
 
     # -- forward operands ---------------------------------------------------------------
     def quantize_input(self, x: Tensor) -> QuantResult:
@@ -81,9 +82,12 @@ class QuantScheme:
         clip = self.grad_weight_clip(g_cm)
         if clip is None:  # one scale for the tensor, repeated per channel
             q, scale = quantize(g, rounding=self.grad_rounding, generator=self._generator(g))
-            return q, scale.expand(g.shape[dim]).contiguous()
-        return quantize(g, clip=clip, dim=dim, rounding=self.grad_rounding,
-                        generator=self._generator(g))
+            scale = scale.expand(g.shape[dim]).contiguous()
+        else:
+            q, scale = quantize(g, clip=clip, dim=dim, rounding=self.grad_rounding,
+                                generator=self._generator(g))
+        self.last_grad_weight_scale = scale  # [C_out]; for diagnostics (clip = scale * 127)
+        return q, scale
 
     def quantize_grad_for_input(self, g: Tensor) -> QuantResult:
         """G_Y (Tensor[N, C_out, ...]) -> (int8 codes, scale Tensor[]), for the G_X GEMM."""

@@ -1,0 +1,90 @@
+"""Capture the inputs and output gradients of Conv/Linear layers, with hooks only.
+
+The model is not changed: a forward hook stores each chosen layer's input X and
+registers a tensor hook on its output that stores G_Y = dL/dY when backward
+reaches it. Works for any ``nn.Module`` (mmdet detectors, mmaction2 recognizers).
+"""
+import re
+from typing import Dict, List, Optional, Sequence, Tuple, Type
+
+from torch import Tensor, nn
+
+DEFAULT_TYPES: Tuple[Type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+class LayerRecord:
+    """What one layer saw in the last captured iteration.
+
+    Attributes:
+        module (nn.Module): The layer.
+        x (Tensor[N, C_in, *S] | None): Its input (detached; None if not kept).
+        g_y (Tensor[N, C_out, *O] | None): The gradient of the loss w.r.t. its output.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.x: Optional[Tensor] = None
+        self.g_y: Optional[Tensor] = None
+
+
+class GradientCapture:
+    """Context manager recording X and G_Y of the chosen layers.
+
+    Args:
+        model (nn.Module): Model to observe.
+        pattern (str, optional): Regex (``re.search``) on qualified names. Defaults to None (all).
+        layer_types (tuple[type]): Layer classes to observe. Defaults to Conv1d/2d/3d and Linear.
+        keep_input (bool): Also keep X (needed to recompute G_W). Defaults to True.
+
+    Examples:
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1))
+        >>> with GradientCapture(model) as cap:
+        ...     model(torch.randn(2, 3, 8, 8)).sum().backward()
+        >>> sorted(cap.records), tuple(cap.records['2'].g_y.shape)
+        (['0', '2'], (2, 2, 6, 6))
+    """
+
+    def __init__(self, model: nn.Module, pattern: Optional[str] = None,
+                 layer_types: Sequence[Type[nn.Module]] = DEFAULT_TYPES,
+                 keep_input: bool = True) -> None:
+        regex = re.compile(pattern) if pattern else None
+        self.records: Dict[str, LayerRecord] = {
+            name: LayerRecord(m)
+            for name, m in model.named_modules()
+            if name and isinstance(m, tuple(layer_types)) and (regex is None or regex.search(name))
+        }
+        if not self.records:
+            raise ValueError(f'pattern must match at least one {[t.__name__ for t in layer_types]}'
+                             f' layer of {type(model).__name__}, but got {pattern!r}')
+        self.keep_input = keep_input
+        self._handles: List = []
+
+    def _forward_hook(self, record: LayerRecord):
+
+        def hook(module, inputs, output):
+            if self.keep_input:
+                record.x = inputs[0].detach()
+            if isinstance(output, Tensor) and output.requires_grad:
+
+                def store(grad):
+                    record.g_y = grad.detach()
+
+                output.register_hook(store)
+
+        return hook
+
+    def __enter__(self) -> 'GradientCapture':
+        for record in self.records.values():
+            record.x = record.g_y = None
+            self._handles.append(record.module.register_forward_hook(self._forward_hook(record)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def complete(self) -> Dict[str, LayerRecord]:
+        """The records that have both X (if kept) and G_Y."""
+        return {n: r for n, r in self.records.items()
+                if r.g_y is not None and (r.x is not None or not self.keep_input)}

@@ -1,0 +1,97 @@
+"""Error of the INT8 gradients of a layer against FP32, per quantization method.
+
+Given a layer's real input X, weight W and output gradient G_Y (captured with
+:class:`~.capture.GradientCapture`), :func:`layer_gradient_errors` runs the INT8
+layer function of each method (full dataflow: X and W quantized per tensor, G_Y
+as the method does) and compares its G_W and G_X with the FP32 ones.
+"""
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..cnn.daq_layers import _explicit_padding
+from ..ops.int8_layer import LINEAR_GEOMETRY, ConvGeometry, Int8ConvFunction
+from ..quantization import channel_major, magnitude_weighted_error, max_code
+from ..quantization.schemes import QuantScheme
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def layer_geometry(module: nn.Module) -> ConvGeometry:
+    """The :class:`ConvGeometry` of a float Conv1d/2d/3d or Linear layer."""
+    if isinstance(module, nn.Linear):
+        return LINEAR_GEOMETRY
+    return ConvGeometry(tuple(module.kernel_size), tuple(module.stride), _explicit_padding(module),
+                        tuple(module.dilation), module.groups)
+
+
+def _fp32_grads(x: Tensor, w: Tensor, g_y: Tensor, geo: ConvGeometry):
+    x = x.detach().float().requires_grad_()
+    w = w.detach().float().requires_grad_()
+    if geo.kernel:
+        y = _CONV[len(geo.kernel)](x, w, None, geo.stride, geo.padding, geo.dilation, geo.groups)
+    else:
+        y = F.linear(x, w)
+    y.backward(g_y)
+    return x.grad, w.grad
+
+
+def _int8_grads(x: Tensor, w: Tensor, g_y: Tensor, geo: ConvGeometry, scheme: QuantScheme):
+    x = x.detach().float().requires_grad_()
+    w = w.detach().float().requires_grad_()
+    y = Int8ConvFunction.apply(x, w, None, scheme, geo)
+    y.backward(g_y)
+    return x.grad, w.grad
+
+
+def _compare(ref: Tensor, approx: Tensor) -> Dict[str, float]:
+    ref, approx = ref.double().flatten(), approx.double().flatten()
+    power = ref.pow(2).mean()
+    rel_mse = (ref - approx).pow(2).mean() / power if power > 0 else torch.tensor(0.0)
+    cos = F.cosine_similarity(ref, approx, dim=0)
+    return {'rel_mse': float(rel_mse), 'cos': float(cos)}
+
+
+def layer_gradient_errors(module: nn.Module, x: Tensor, g_y: Tensor,
+                          schemes: Dict[str, QuantScheme], alpha: float) -> Dict[str, dict]:
+    """Gradient errors of one layer for every method.
+
+    Args:
+        module (nn.Module): Float Conv1d/2d/3d or Linear layer (its weight is used).
+        x (Tensor[N, C_in, *S] or Tensor[*, C_in]): Captured input.
+        g_y (Tensor[N, C_out, *O] or Tensor[*, C_out]): Captured output gradient.
+        schemes (dict[str, QuantScheme]): Method name -> this layer's scheme (stateful
+            schemes keep their state across calls, as in training).
+        alpha (float): Magnitude weight of the MCS objective (see
+            :func:`~mmdaq.quantization.magnitude_weighted_error`).
+
+    Returns:
+        dict: method -> {'mwe': magnitude-weighted error of the G_W copy of G_Y (mean over
+        channels, relative to abs-max clipping of each channel), 'gw_rel_mse', 'gw_cos',
+        'gx_rel_mse', 'gx_cos', 'share_gaussian' (DAQ only, else NaN)}.
+    """
+    geo = layer_geometry(module)
+    if not geo.kernel:  # Linear on the last dim
+        x, g_y = x.reshape(-1, x.shape[-1]), g_y.reshape(-1, g_y.shape[-1])
+    g_y = g_y.float()
+    gx_ref, gw_ref = _fp32_grads(x, module.weight, g_y, geo)
+    g_cm = channel_major(g_y, 1)  # [C_out, N*L]
+    base_mwe = magnitude_weighted_error(g_cm, g_cm.abs().amax(dim=1), alpha)  # [C_out]
+    out = {}
+    for method, scheme in schemes.items():
+        scheme.collect_stats = True
+        gx, gw = _int8_grads(x, module.weight, g_y, geo, scheme)
+        clip = scheme.last_grad_weight_scale * max_code(8)  # [C_out], what was applied
+        mwe = magnitude_weighted_error(g_cm, clip, alpha)
+        ok = base_mwe > 0
+        gw_err, gx_err = _compare(gw_ref, gw), _compare(gx_ref, gx)
+        gauss = scheme.last_stats.get('is_gaussian')
+        out[method] = {
+            'mwe': float((mwe[ok] / base_mwe[ok]).mean()) if ok.any() else 1.0,
+            'gw_rel_mse': gw_err['rel_mse'], 'gw_cos': gw_err['cos'],
+            'gx_rel_mse': gx_err['rel_mse'], 'gx_cos': gx_err['cos'],
+            'share_gaussian': float(gauss.float().mean()) if gauss is not None else float('nan'),
+        }
+    return out

@@ -1,0 +1,100 @@
+"""Build the stock mmdet / mmaction2 models from their configs and feed them tiny batches.
+
+Used by the analysis tools, the benchmarks and the coverage tests: no dataset, no
+downloads (pretrained-weight references are removed from the config).
+"""
+import copy
+from typing import Any, Dict, Tuple
+
+import torch
+from mmengine.config import Config, ConfigDict
+from mmengine.logging import MMLogger
+from torch import nn
+
+import mmdaq  # noqa: F401  (compatibility fixes before OpenMMLab imports)
+
+TASKS = {'mmdet': 'detection', 'mmaction': 'video'}
+
+
+def load_stock_config(name: str) -> Config:
+    """A config by package scope (``'mmdet::faster_rcnn/...'``) or by file path."""
+    if '::' in name:
+        from mmengine.hub import get_config
+        return get_config(name)
+    return Config.fromfile(name)
+
+
+def strip_pretrained(cfg: Any) -> Any:
+    """Remove every reference to pretrained weights (they cannot be downloaded here)."""
+    if isinstance(cfg, (dict, ConfigDict)):
+        out = type(cfg)()
+        for key, value in cfg.items():
+            if key == 'pretrained':
+                value = None
+            elif key == 'pretrained2d':
+                value = False
+            elif key == 'init_cfg' and isinstance(value, dict) and value.get('type') == 'Pretrained':
+                value = None
+            out[key] = strip_pretrained(value)
+        return out
+    if isinstance(cfg, (list, tuple)):
+        return type(cfg)(strip_pretrained(v) for v in cfg)
+    return cfg
+
+
+def build_stock_model(cfg: Config) -> Tuple[nn.Module, str]:
+    """Build ``cfg.model`` in the config's scope with fresh weights.
+
+    Returns:
+        tuple: (model, task) with task 'detection' or 'video'.
+    """
+    scope = cfg.get('default_scope')
+    if scope not in TASKS:
+        raise ValueError(f"default_scope must be one of {sorted(TASKS)}, but got {scope!r}")
+    from mmengine.registry import DefaultScope, init_default_scope
+    init_default_scope(scope)
+    if scope == 'mmdet':
+        from mmdet.registry import MODELS
+    else:
+        from mmaction.registry import MODELS
+    with DefaultScope.overwrite_default_scope(scope):
+        model = MODELS.build(strip_pretrained(copy.deepcopy(cfg.model)))
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel('WARNING')  # init_weights logs every parameter at INFO
+    try:
+        model.init_weights()
+    finally:
+        logger.setLevel(level)
+    return model, TASKS[scope]
+
+
+def demo_batch(model: nn.Module, task: str, batch_size: int = 2, size: int = 128,
+               num_frames: int = 8, num_classes: int = 10, seed: int = 0) -> Dict[str, Any]:
+    """A random training batch, already through the model's data preprocessor.
+
+    Detection: ``batch_size`` images of ``size x size`` with 3 random boxes each.
+    Video: clips of ``num_frames`` frames (3D models) or segments (2D models).
+    """
+    if task == 'detection':
+        from mmdet.testing import demo_mm_inputs
+        packed = demo_mm_inputs(batch_size, [(3, size, size)] * batch_size,
+                                num_items=[3] * batch_size, num_classes=num_classes)
+    else:
+        from mmaction.structures import ActionDataSample
+        gen = torch.Generator().manual_seed(seed)
+        fmt = getattr(model.data_preprocessor, 'format_shape', 'NCHW')
+        shape = (1, 3, num_frames, size, size) if fmt == 'NCTHW' else (num_frames, 3, size, size)
+        packed = dict(
+            inputs=[torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8)
+                    for _ in range(batch_size)],
+            data_samples=[ActionDataSample().set_gt_label(i % num_classes)
+                          for i in range(batch_size)])
+    return model.data_preprocessor(packed, training=True)
+
+
+def training_loss(model: nn.Module, data: Dict[str, Any]) -> torch.Tensor:
+    """The summed training loss of one batch (as mmengine's ``train_step`` computes it)."""
+    losses = model(**data, mode='loss')
+    loss, _ = model.parse_losses(losses)
+    return loss
