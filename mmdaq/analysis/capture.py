@@ -12,19 +12,39 @@ from torch import Tensor, nn
 DEFAULT_TYPES: Tuple[Type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
+class LayerCall:
+    """One call of a layer: its input X (None if not kept) and output gradient G_Y."""
+
+    def __init__(self, x: Optional[Tensor]) -> None:
+        self.x = x
+        self.g_y: Optional[Tensor] = None
+
+
 class LayerRecord:
     """What one layer saw in the last captured iteration.
 
+    A layer applied several times per iteration (an RPN head on every FPN level) has
+    one :class:`LayerCall` per application, in forward order.
+
     Attributes:
         module (nn.Module): The layer.
-        x (Tensor[N, C_in, *S] | None): Its input (detached; None if not kept).
-        g_y (Tensor[N, C_out, *O] | None): The gradient of the loss w.r.t. its output.
+        calls (list[LayerCall]): X (Tensor[N, C_in, *S]) and G_Y (Tensor[N, C_out, *O])
+            of each call.
     """
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
-        self.x: Optional[Tensor] = None
-        self.g_y: Optional[Tensor] = None
+        self.calls: List[LayerCall] = []
+
+    @property
+    def x(self) -> Optional[Tensor]:
+        """Input of the first call."""
+        return self.calls[0].x if self.calls else None
+
+    @property
+    def g_y(self) -> Optional[Tensor]:
+        """Output gradient of the first call."""
+        return self.calls[0].g_y if self.calls else None
 
 
 class GradientCapture:
@@ -62,12 +82,12 @@ class GradientCapture:
     def _forward_hook(self, record: LayerRecord):
 
         def hook(module, inputs, output):
-            if self.keep_input:
-                record.x = inputs[0].detach()
+            call = LayerCall(inputs[0].detach() if self.keep_input else None)
+            record.calls.append(call)
             if isinstance(output, Tensor) and output.requires_grad:
 
                 def store(grad):
-                    record.g_y = grad.detach()
+                    call.g_y = grad.detach()
 
                 output.register_hook(store)
 
@@ -75,7 +95,7 @@ class GradientCapture:
 
     def __enter__(self) -> 'GradientCapture':
         for record in self.records.values():
-            record.x = record.g_y = None
+            record.calls = []
             self._handles.append(record.module.register_forward_hook(self._forward_hook(record)))
         return self
 
@@ -85,6 +105,6 @@ class GradientCapture:
         self._handles.clear()
 
     def complete(self) -> Dict[str, LayerRecord]:
-        """The records that have both X (if kept) and G_Y."""
-        return {n: r for n, r in self.records.items()
-                if r.g_y is not None and (r.x is not None or not self.keep_input)}
+        """The records whose every call has G_Y (and X, if kept)."""
+        return {n: r for n, r in self.records.items() if r.calls and all(
+            c.g_y is not None and (c.x is not None or not self.keep_input) for c in r.calls)}

@@ -38,10 +38,11 @@ def _fp32_grads(x: Tensor, w: Tensor, g_y: Tensor, geo: ConvGeometry):
     return x.grad, w.grad
 
 
-def _int8_grads(x: Tensor, w: Tensor, g_y: Tensor, geo: ConvGeometry, scheme: QuantScheme):
+def _int8_grads(x: Tensor, w: Tensor, g_y: Tensor, geo: ConvGeometry, scheme: QuantScheme,
+                slot: int):
     x = x.detach().float().requires_grad_()
     w = w.detach().float().requires_grad_()
-    y = Int8ConvFunction.apply(x, w, None, scheme, geo)
+    y = Int8ConvFunction.apply(x, w, None, scheme, geo, slot)
     y.backward(g_y)
     return x.grad, w.grad
 
@@ -55,7 +56,8 @@ def _compare(ref: Tensor, approx: Tensor) -> Dict[str, float]:
 
 
 def layer_gradient_errors(module: nn.Module, x: Tensor, g_y: Tensor,
-                          schemes: Dict[str, QuantScheme], alpha: float) -> Dict[str, dict]:
+                          schemes: Dict[str, QuantScheme], alpha: float,
+                          slot: int = 0) -> Dict[str, dict]:
     """Gradient errors of one layer for every method.
 
     Args:
@@ -66,6 +68,7 @@ def layer_gradient_errors(module: nn.Module, x: Tensor, g_y: Tensor,
             schemes keep their state across calls, as in training).
         alpha (float): Magnitude weight of the MCS objective (see
             :func:`~mmdaq.quantization.magnitude_weighted_error`).
+        slot (int): Call slot (index of the call within the iteration). Defaults to 0.
 
     Returns:
         dict: method -> {'mwe': magnitude-weighted error of the G_W copy of G_Y (mean over
@@ -82,7 +85,7 @@ def layer_gradient_errors(module: nn.Module, x: Tensor, g_y: Tensor,
     out = {}
     for method, scheme in schemes.items():
         scheme.collect_stats = True
-        gx, gw = _int8_grads(x, module.weight, g_y, geo, scheme)
+        gx, gw = _int8_grads(x, module.weight, g_y, geo, scheme, slot)
         clip = scheme.last_grad_weight_scale * max_code(8)  # [C_out], what was applied
         mwe = magnitude_weighted_error(g_cm, clip, alpha)
         ok = base_mwe > 0

@@ -50,6 +50,10 @@ class DAQLayerMixin:
                 new.__dict__[key] = value
         return new.train(mod.training)
 
+    def _call_slot(self) -> int:
+        """Call slot of this forward for the scheme's state (0 when no gradient is tracked)."""
+        return self.quant_scheme.next_call_slot() if torch.is_grad_enabled() else 0
+
     def extra_repr(self) -> str:
         state = 'int8' if self.quant_enabled else 'float (int8 off)'
         return f'{super().extra_repr()}, method={self.quant_scheme.name}, {state}'
@@ -85,7 +89,8 @@ class _DAQConvNd(DAQLayerMixin):
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
         if not self.quant_enabled or input.numel() == 0:
             return super()._conv_forward(input, weight, bias)
-        return int8_conv(input, weight, bias, self.quant_scheme, self._geometry())
+        return int8_conv(input, weight, bias, self.quant_scheme, self._geometry(),
+                         self._call_slot())
 
 
 class DAQConv2d(_DAQConvNd, nn.Conv2d):
@@ -146,4 +151,4 @@ class DAQLinear(DAQLayerMixin, nn.Linear):
     def forward(self, input: Tensor) -> Tensor:
         if not self.quant_enabled or input.numel() == 0:
             return super().forward(input)
-        return int8_linear(input, self.weight, self.bias, self.quant_scheme)
+        return int8_linear(input, self.weight, self.bias, self.quant_scheme, self._call_slot())

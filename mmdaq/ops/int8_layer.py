@@ -106,7 +106,7 @@ class Int8ConvFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantScheme,
-                geo: ConvGeometry) -> Tensor:
+                geo: ConvGeometry, slot: int = 0) -> Tensor:
         x_q, s_x = scheme.quantize_input(x)
         w_q, s_w = scheme.quantize_weight(weight)
         acc, out_size = int8_conv_forward(x_q, w_q, geo)  # [NL, C_out]
@@ -116,7 +116,7 @@ class Int8ConvFunction(torch.autograd.Function):
         if bias is not None:
             y = y + bias.float().reshape((1, c_out) + (1, ) * len(out_size))
         ctx.save_for_backward(x_q, w_q, s_x, s_w)
-        ctx.scheme, ctx.geo = scheme, geo
+        ctx.scheme, ctx.geo, ctx.slot = scheme, geo, slot
         ctx.has_bias = bias is not None
         ctx.x_dtype, ctx.w_dtype = x.dtype, weight.dtype
         return y.to(x.dtype).contiguous()
@@ -125,10 +125,11 @@ class Int8ConvFunction(torch.autograd.Function):
     def backward(ctx, grad_y: Tensor):
         x_q, w_q, s_x, s_w = ctx.saved_tensors
         scheme, geo = ctx.scheme, ctx.geo
+        scheme.note_backward()
         grad_y = grad_y.float()
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[1]:
-            g_q, s_gw = scheme.quantize_grad_for_weight(grad_y, dim=1)  # s_gw: [C_out]
+            g_q, s_gw = scheme.quantize_grad_for_weight(grad_y, dim=1, slot=ctx.slot)  # [C_out]
             acc = int8_conv_grad_weight(x_q, channels_last_2d(g_q), geo)  # [C_out, CgK]
             # The per-channel scale factors out of the integer sum: one multiply per row.
             grad_w = acc.to(torch.float32) * (s_gw.unsqueeze(1) * s_x)
@@ -141,11 +142,11 @@ class Int8ConvFunction(torch.autograd.Function):
             grad_x = grad_x.to(ctx.x_dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_y.sum(dim=[d for d in range(grad_y.dim()) if d != 1])
-        return grad_x, grad_w, grad_b, None, None
+        return grad_x, grad_w, grad_b, None, None, None
 
 
 def int8_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantScheme,
-              geo: ConvGeometry) -> Tensor:
+              geo: ConvGeometry, slot: int = 0) -> Tensor:
     """INT8 convolution (1-3 spatial dims) with the scheme's quantizers.
 
     Args:
@@ -154,15 +155,16 @@ def int8_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantSc
         bias (Tensor[C_out], optional): Bias (float).
         scheme (QuantScheme): Quantizers and their state.
         geo (ConvGeometry): Convolution arguments.
+        slot (int): Call slot of stateful schemes (see ``QuantScheme.next_call_slot``).
 
     Returns:
         Tensor[N, C_out, *O].
     """
-    return Int8ConvFunction.apply(x, weight, bias, scheme, geo)
+    return Int8ConvFunction.apply(x, weight, bias, scheme, geo, slot)
 
 
-def int8_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor],
-                scheme: QuantScheme) -> Tensor:
+def int8_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantScheme,
+                slot: int = 0) -> Tensor:
     """INT8 linear layer on the last dim.
 
     Args:
@@ -174,5 +176,6 @@ def int8_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor],
         Tensor[*, C_out].
     """
     lead = x.shape[:-1]
-    y = Int8ConvFunction.apply(x.reshape(-1, x.shape[-1]), weight, bias, scheme, LINEAR_GEOMETRY)
+    y = Int8ConvFunction.apply(x.reshape(-1, x.shape[-1]), weight, bias, scheme, LINEAR_GEOMETRY,
+                               slot)
     return y.reshape(lead + (weight.shape[0], ))

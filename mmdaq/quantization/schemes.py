@@ -61,6 +61,24 @@ class QuantScheme:
         self.collect_stats = False
         self.last_stats: Dict[str, Tensor] = {}
         self.last_grad_weight_scale: Optional[Tensor] = None
+        self._calls = 0
+        self._backward_seen = False
+
+    # -- call slots -----------------------------------------------------------------------
+    # A layer may run several times per iteration (an RPN head on every FPN level), each call
+    # with its own gradient statistics. Stateful schemes keep one state per call slot: the
+    # k-th training forward of an iteration gets slot k; the first forward after a backward
+    # starts a new iteration.
+    def next_call_slot(self) -> int:
+        """Slot of a training forward call (see above)."""
+        if self._backward_seen:
+            self._calls, self._backward_seen = 0, False
+        self._calls += 1
+        return self._calls - 1
+
+    def note_backward(self) -> None:
+        """Called by the layer's backward: the next forward starts a new iteration."""
+        self._backward_seen = True
 
     # -- forward operands ---------------------------------------------------------------
     def quantize_input(self, x: Tensor) -> QuantResult:
@@ -72,14 +90,17 @@ class QuantScheme:
         return quantize(w)
 
     # -- backward operands --------------------------------------------------------------
-    def grad_weight_clip(self, g_cm: Tensor) -> Optional[Tensor]:
+    def grad_weight_clip(self, g_cm: Tensor, slot: int = 0) -> Optional[Tensor]:
         """Clip per output channel for the G_W copy of G_Y; None means per-tensor abs-max."""
         return None
 
-    def quantize_grad_for_weight(self, g: Tensor, dim: int = 1) -> QuantResult:
-        """G_Y (Tensor[N, C_out, ...]) -> (int8 codes, scale Tensor[C_out]), for the G_W GEMM."""
+    def quantize_grad_for_weight(self, g: Tensor, dim: int = 1, slot: int = 0) -> QuantResult:
+        """G_Y (Tensor[N, C_out, ...]) -> (int8 codes, scale Tensor[C_out]), for the G_W GEMM.
+
+        ``slot`` is the call slot of the forward this gradient belongs to.
+        """
         g_cm = channel_major(g, dim)  # [C_out, N*L]
-        clip = self.grad_weight_clip(g_cm)
+        clip = self.grad_weight_clip(g_cm, slot)
         if clip is None:  # one scale for the tensor, repeated per channel
             q, scale = quantize(g, rounding=self.grad_rounding, generator=self._generator(g))
             scale = scale.expand(g.shape[dim]).contiguous()
@@ -114,7 +135,7 @@ class PerChannelScheme(QuantScheme):
     """Gradient Vectorized Quantization with abs-max clips (method ``'per_channel'``)."""
     name = 'per_channel'
 
-    def grad_weight_clip(self, g_cm: Tensor) -> Optional[Tensor]:
+    def grad_weight_clip(self, g_cm: Tensor, slot: int = 0) -> Optional[Tensor]:
         clip = g_cm.abs().amax(dim=1).float()  # [C_out]
         if self.collect_stats:
             self.last_stats = {'clip_ratio': torch.ones_like(clip)}
@@ -131,35 +152,46 @@ class DAQScheme(QuantScheme):
         a (float): A of the clip update. Defaults to 0.8 (the paper's).
         clip_interval (int): Iterations between clip updates; in between the last clips
             are reused. Defaults to 1 (every iteration, the paper's reading).
+        cap_at_abs_max (bool): Cap the clip of sharp long-tailed channels at the current
+            abs-max (not in the paper; see :class:`~.clipping.MCSConfig`). Defaults to False.
     """
     threshold: float = 0.3
     k: float = 1.0
     a: float = 0.8
     clip_interval: int = 1
+    cap_at_abs_max: bool = False
 
     name = 'daq'
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.mcs = MCSConfig(threshold=self.threshold, k=self.k, a=self.a)
+        self.mcs = MCSConfig(threshold=self.threshold, k=self.k, a=self.a,
+                             cap_at_abs_max=self.cap_at_abs_max)
         if isinstance(self.clip_interval, bool) or not isinstance(self.clip_interval, int) \
                 or self.clip_interval < 1:
             raise ValueError(f'clip_interval must be an int >= 1, but got {self.clip_interval!r}')
-        self.prev_clip: Optional[Tensor] = None
+        self.prev_clips: Dict[int, Tensor] = {}  # call slot -> clip of the last update [C]
         self.is_gaussian: Optional[Tensor] = None
-        self._steps = 0
+        self._updates: Dict[int, int] = {}  # call slot -> clip requests so far
 
-    def grad_weight_clip(self, g_cm: Tensor) -> Tensor:
-        reuse = (self.prev_clip is not None and self._steps % self.clip_interval != 0
-                 and self.prev_clip.shape[0] == g_cm.shape[0])
-        self._steps += 1
-        if reuse:
-            return self.prev_clip.to(g_cm.device)
-        clip, is_gaussian = magnitude_aware_clip(g_cm, self.prev_clip, self.mcs)
+    @property
+    def prev_clip(self) -> Optional[Tensor]:
+        """The clip state of the first call slot (the only one of most layers)."""
+        return self.prev_clips.get(0)
+
+    def grad_weight_clip(self, g_cm: Tensor, slot: int = 0) -> Tensor:
+        prev = self.prev_clips.get(slot)
+        if prev is not None and prev.shape[0] != g_cm.shape[0]:
+            prev = None  # the layer changed shape: no usable history
+        step = self._updates.get(slot, 0)
+        self._updates[slot] = step + 1
+        if prev is not None and step % self.clip_interval != 0:
+            return prev.to(g_cm.device)
+        clip, is_gaussian = magnitude_aware_clip(g_cm, prev, self.mcs)
         # A non-finite iteration (AMP overflow) keeps the history it would poison.
         finite = torch.isfinite(clip)
-        self.prev_clip = clip if self.prev_clip is None else torch.where(
-            finite, clip, self.prev_clip.to(clip.device))
+        self.prev_clips[slot] = clip if prev is None else torch.where(finite, clip,
+                                                                      prev.to(clip.device))
         self.is_gaussian = is_gaussian
         if self.collect_stats:
             g_max = g_cm.abs().amax(dim=1).float()
@@ -168,13 +200,14 @@ class DAQScheme(QuantScheme):
         return clip
 
     def state_dict(self) -> Dict[str, Any]:
-        if self.prev_clip is None:
+        if not self.prev_clips:
             return {}
-        return {'prev_clip': self.prev_clip.detach().cpu(), 'steps': self._steps}
+        return {'prev_clips': {k: v.detach().cpu() for k, v in self.prev_clips.items()},
+                'updates': dict(self._updates)}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        self.prev_clip = state.get('prev_clip')
-        self._steps = int(state.get('steps', 0))
+        self.prev_clips = dict(state.get('prev_clips', {}))
+        self._updates = dict(state.get('updates', {}))
 
 
 SCHEMES: Dict[str, Type[QuantScheme]] = {}
