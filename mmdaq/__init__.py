@@ -6,4 +6,10 @@ apply_compat_fixes()
 
 from .cnn import DAQConv2d, DAQConv3d, DAQLinear, convert_model  # noqa: E402
 
+try:  # the OpenMMLab integration needs mmengine; the core does not
+    from .engine import DAQHook  # noqa: F401
+except ImportError as e:  # pragma: no cover
+    if 'mmengine' not in str(e):
+        raise
+
 __all__ = ['__version__', 'DAQConv2d', 'DAQConv3d', 'DAQLinear', 'convert_model']

@@ -1,1 +1,4 @@
-"""mmengine integration: the runner helpers of tools/ and (later) DAQHook."""
+"""mmengine integration: DAQHook, the runner helpers of tools/, the stock-model builder."""
+from .hooks import DAQHook
+
+__all__ = ['DAQHook']

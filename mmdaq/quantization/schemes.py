@@ -31,7 +31,7 @@ from torch import Tensor
 
 from .clipping import MCSConfig, magnitude_aware_clip
 from .distribution import channel_major
-from .quantize import quantize
+from .quantize import dequantize, quantize
 
 QuantResult = Tuple[Tensor, Tensor]  # (codes int8, scale float32)
 
@@ -108,6 +108,11 @@ class QuantScheme:
             q, scale = quantize(g, clip=clip, dim=dim, rounding=self.grad_rounding,
                                 generator=self._generator(g))
         self.last_grad_weight_scale = scale  # [C_out]; for diagnostics (clip = scale * 127)
+        if self.collect_stats:
+            g_hat = dequantize(q, scale, dim=dim)
+            norm = g.float().norm()
+            error = (g.float() - g_hat).norm() / norm if norm > 0 else norm
+            self.last_stats = dict(self.last_stats, grad_rel_error=error)
         return q, scale
 
     def quantize_grad_for_input(self, g: Tensor) -> QuantResult:

@@ -1,0 +1,3 @@
+from .daq_hook import DAQHook
+
+__all__ = ['DAQHook']

@@ -1,0 +1,188 @@
+"""DAQHook: turn a model's Conv/Linear layers into INT8 DAQ layers inside an mmengine run."""
+import importlib
+import re
+from typing import Callable, Dict, Optional, Sequence, Union
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+from torch import nn
+
+from ...cnn import convert_modules, daq_layers
+from ...quantization.schemes import build_scheme
+
+#: Final prediction layers of the stock mmdet / mmaction2 heads, kept in FP32 by default.
+DEFAULT_FP32_HEADS = (
+    r'(^|\.)(rpn_cls|rpn_reg|fc_cls|fc_reg|retina_cls|retina_reg|conv_cls|conv_reg|'
+    r'conv_centerness|conv_logits|fcos_cls|fcos_reg)$', )
+
+LAYER_TYPES = {'Conv2d': nn.Conv2d, 'Conv3d': nn.Conv3d, 'Linear': nn.Linear}
+
+CKPT_KEY = 'daq_state'
+
+
+def _import_callable(path: str) -> Callable:
+    module, _, name = path.rpartition('.')
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ValueError(f'filter_fn must be an importable "module.function" path, but got '
+                         f'{path!r} ({e})')
+
+
+@HOOKS.register_module()
+class DAQHook(Hook):
+    """Swap FP32 Conv2d/Conv3d/Linear layers for DAQ INT8 layers when the run starts.
+
+    Conversion happens in ``before_run``: after the model is built (and DDP-wrapped) and the
+    optimizer exists, before weights are initialised and ``load_from`` / ``--resume``
+    checkpoints are loaded. The very same Parameter objects are kept, so DDP, the optimizer,
+    EMA copies and checkpoints (same keys as the FP32 model) keep working. The clip state of
+    the layers is saved under ``checkpoint['daq_state']`` and restored on resume.
+
+    By default the first conv of the model (the stem, which sees raw pixels) and the final
+    prediction layers of the heads (:data:`DEFAULT_FP32_HEADS`) stay in FP32, as in the paper
+    and the INT8-training work it builds on: they are cheap, and their inputs/outputs (pixels,
+    logits, box deltas) are the most sensitive to quantization.
+
+    Args:
+        method (str): 'daq', 'per_channel' or 'per_tensor'. Defaults to 'daq'.
+        layer_types (Sequence[str]): Which of 'Conv2d', 'Conv3d', 'Linear' to convert.
+            Defaults to all three.
+        include (Sequence[str]): Regexes (``re.search``) of layer names to convert; empty
+            means all. Defaults to ().
+        exclude (Sequence[str]): Regexes of layer names kept in FP32, added to the defaults.
+            Defaults to ().
+        keep_first_conv (bool): Keep the first conv of the model in FP32. Defaults to True.
+        keep_heads_fp32 (bool): Keep the final prediction layers in FP32. Defaults to True.
+        filter_fn (str | Callable, optional): ``filter_fn(module, name) -> bool``, or its
+            import path ``'pkg.module.fn'``; False keeps a layer in FP32. Defaults to None.
+        warmup_iters (int): Iterations trained in FP32 before INT8 switches on. Defaults to 0.
+        stats_interval (int): Iterations between logged quantization statistics; 0 turns
+            them off. Defaults to 50.
+        **options: Options of the method (e.g. ``a=0.8``, ``clip_interval=1`` for 'daq').
+    """
+
+    priority = 'ABOVE_NORMAL'  # convert before EMAHook (NORMAL) copies the model
+
+    def __init__(self, method: str = 'daq', layer_types: Sequence[str] = ('Conv2d', 'Conv3d',
+                                                                           'Linear'),
+                 include: Sequence[str] = (), exclude: Sequence[str] = (),
+                 keep_first_conv: bool = True, keep_heads_fp32: bool = True,
+                 filter_fn: Union[str, Callable, None] = None, warmup_iters: int = 0,
+                 stats_interval: int = 50, **options) -> None:
+        build_scheme(method, **options)  # unknown method or option: error naming it
+        unknown = sorted(set(layer_types) - set(LAYER_TYPES))
+        if unknown or isinstance(layer_types, str):
+            raise ValueError(f'layer_types must be a list from {sorted(LAYER_TYPES)}, but got '
+                             f'{layer_types!r}')
+        for name, value in (('warmup_iters', warmup_iters), ('stats_interval', stats_interval)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f'{name} must be an int >= 0, but got {value!r}')
+        self.method, self.options = method, options
+        self.layer_types = tuple(LAYER_TYPES[t] for t in layer_types)
+        self.include = tuple([include] if isinstance(include, str) else include)
+        self.exclude = tuple([exclude] if isinstance(exclude, str) else exclude)
+        if keep_heads_fp32:
+            self.exclude += DEFAULT_FP32_HEADS
+        self.keep_first_conv = keep_first_conv
+        self.filter_fn = _import_callable(filter_fn) if isinstance(filter_fn, str) else filter_fn
+        self.warmup_iters = warmup_iters
+        self.stats_interval = stats_interval
+        self.report = None
+        self._pending_state: Optional[Dict] = None
+
+    # -- conversion ----------------------------------------------------------------------
+    @staticmethod
+    def _unwrap(runner) -> nn.Module:
+        return runner.model.module if is_model_wrapper(runner.model) else runner.model
+
+    def _first_conv(self, model: nn.Module) -> Optional[str]:
+        for name, module in model.named_modules():
+            if isinstance(module, (nn.Conv2d, nn.Conv3d)):
+                return name
+        return None
+
+    def convert(self, model: nn.Module):
+        """Convert ``model`` in place with this hook's selection; returns the report."""
+        first = self._first_conv(model) if self.keep_first_conv else None
+        user_filter = self.filter_fn
+
+        def select(module: nn.Module, name: str) -> bool:
+            if not isinstance(module, self.layer_types) or name == first:
+                return False
+            return user_filter is None or bool(user_filter(module, name))
+
+        report = convert_modules(model, self.method, filter_fn=select, include=self.include,
+                                 exclude=self.exclude, **self.options)
+        for name, reason in list(report.skipped.items()):
+            if reason == 'rejected by filter_fn':
+                report.skipped[name] = ('first conv (stem) kept in FP32' if name == first else
+                                        'layer type not selected' if not isinstance(
+                                            model.get_submodule(name), self.layer_types) else
+                                        'rejected by filter_fn')
+        return report
+
+    def before_run(self, runner) -> None:
+        model = self._unwrap(runner)
+        if daq_layers(model):
+            return  # already converted (e.g. val/test after train in the same process)
+        self.report = self.convert(model)
+        if not self.report.converted:
+            raise RuntimeError(f'DAQHook converted no layer of {type(model).__name__}: '
+                               f'{self.report.summary()}')
+        print_log(f'DAQHook ({self.method}): {self.report.summary()}', logger='current')
+
+    # -- FP32 warm-up and statistics -----------------------------------------------------
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        layers = daq_layers(self._unwrap(runner))
+        enabled = runner.iter >= self.warmup_iters
+        collect = bool(self.stats_interval) and self.every_n_train_iters(runner,
+                                                                          self.stats_interval)
+        for layer in layers.values():
+            layer.quant_enabled = enabled
+            layer.quant_scheme.collect_stats = collect and enabled
+            layer.quant_scheme.last_stats = {}
+        if self.warmup_iters and runner.iter == self.warmup_iters:
+            print_log(f'DAQHook: FP32 warm-up done, INT8 from iteration {runner.iter + 1}',
+                      logger='current')
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        layers = daq_layers(self._unwrap(runner))
+        stats = [l.quant_scheme.last_stats for l in layers.values()
+                 if l.quant_scheme.collect_stats and l.quant_scheme.last_stats]
+        for layer in layers.values():
+            layer.quant_scheme.collect_stats = False
+        if not stats:
+            return
+        hub = runner.message_hub
+        for key in ('clip_ratio', 'is_gaussian', 'grad_rel_error'):
+            values = [s[key].float().mean() for s in stats if key in s]
+            if values:
+                name = {'is_gaussian': 'share_gaussian'}.get(key, key)
+                hub.update_scalar(f'train/daq/{name}', float(torch.stack(values).mean()))
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint[CKPT_KEY] = {
+            name: layer.quant_scheme.state_dict()
+            for name, layer in daq_layers(self._unwrap(runner)).items()
+        }
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        state = checkpoint.get(CKPT_KEY)
+        layers = daq_layers(self._unwrap(runner))
+        if state is None:
+            if layers and checkpoint.get('meta', {}).get('iter', 0) > self.warmup_iters:
+                print_log('DAQHook: the checkpoint has no DAQ clip state (an FP32 checkpoint?); '
+                          'clips restart from the gradients\' abs-max', logger='current',
+                          level=30)
+            return
+        unknown = sorted(set(state) - set(layers))
+        if unknown:
+            print_log(f'DAQHook: checkpoint DAQ state for layers not converted here: {unknown}',
+                      logger='current', level=30)
+        for name, layer in layers.items():
+            layer.quant_scheme.load_state_dict(state.get(name, {}))
