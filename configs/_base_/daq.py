@@ -1,0 +1,15 @@
+# The one file to add to a config's `_base_` list to train it with DAQ INT8 quantization.
+# It imports mmdaq (registers DAQHook, the DAQ layers and the compatibility fixes) and adds the
+# hook. Lists are not merged across `_base_` files: if your config has its own `custom_hooks`,
+# append `dict(type='DAQHook')` there instead.
+custom_imports = dict(imports=['mmdaq'], allow_failed_imports=False)
+custom_hooks = [
+    dict(
+        type='DAQHook',
+        method='daq',  # 'daq' | 'per_channel' | 'per_tensor'
+        keep_first_conv=True,  # the stem sees raw pixels: FP32, as in the paper
+        keep_heads_fp32=True,  # final cls/reg/logit layers: FP32
+        warmup_iters=0,  # FP32 iterations before INT8 switches on
+        stats_interval=50,  # quantization statistics to the logger / TensorBoard
+    )
+]
