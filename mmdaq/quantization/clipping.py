@@ -1,4 +1,48 @@
-"""DERIVATION PLACEHOLDER"""
+"""Magnitude-aware Clipping Strategy (MCS) of DAQ, its objective and a numeric reference solver.
+
+Tags: [P]/[G] = the paper (as retyped by the GiantPandaCV write-up), [M] = this implementation's
+own step, not the paper's. ``docs/quantization.md`` has the longer version with measurements.
+
+Objective [G]. Per channel, with clip ``s``, ``Q = 127`` and step ``s / Q``::
+
+    E(s) = integral |g - g_hat(g)| f(g) p(g) dg,     f(g) = exp(alpha |g|)
+
+Large gradients carry more information, so their error weighs more. With p symmetric and the
+rounding error taken as half a step inside the clip range [G], ``E`` splits into a rounding and
+a clipping term (``G = |g|max``)::
+
+    E(s) = (s / Q) F(s) + 2 integral_s^G (g - s) f p dg,    F(s) = integral_0^s f p dg
+    dE/ds = (F(s) + s f(s) p(s)) / Q - 2 T(s),               T(s) = integral_s^G f p dg  [M]
+
+Gaussian channels [G]: the paper concludes ``s = |g|max``. [M]: at ``s = G`` the tail T is 0 and
+dE/ds > 0, so the model's optimum lies a little below G; a first-order expansion of T near G gives
+``s ~ G (1 - delta)``, ``delta = (1 + F(G) / (G f(G) p(G))) / (2Q)``, which is ~0 only when the
+weighted density peaks at the edge, i.e. when the weight outgrows the Gaussian decay there
+(with the scale-free weight ``exp(alpha |g| / G)``: ``alpha ~> (G / sigma)**2``). The paper
+gives no alpha.
+
+Inverted-T channels [G]: piecewise-uniform model ``p = a`` on ``|g| < eps``, ``p = b`` on
+``eps < |g| < G`` (``a >> b``). For ``eps < s < G`` [M]::
+
+    F(s) = (a/alpha)(e^{alpha eps} - 1) + (b/alpha)(e^{alpha s} - e^{alpha eps})
+    dE/ds = (F(s) + s b e^{alpha s}) / Q - (2b/alpha)(e^{alpha G} - e^{alpha s})
+
+The paper then states the per-iteration update [G], with ``k = 1``, ``A = 0.8`` (grid search)::
+
+    s_t = (1 - k A) s_{t-1} + A |g|max_t  =  s_{t-1} - A (k s_{t-1} - |g|max_t)
+
+[M] reading (the paper's intermediate step was not recovered): one damped step on the linear
+surrogate ``dE/ds ~ c (k s - G_t)``, whose root ``G_t / k`` matches one Newton step of the model
+from ``s = G``: ``s_1 = G (1 - delta)``, ``delta = (1 + F(G) / (G b e^{alpha G})) /
+(2Q + 2 + alpha G)``, i.e. ``k = 1 / (1 - delta) ~ 1 + delta``, and delta is a few per mille to a
+few percent for 8 bits. ``A < 1 / k`` keeps 1 - k A of the previous clip: an exponential moving
+average of the per-iteration abs-max, so a sudden outlier burst is partly clipped. ``k A <= 1``
+keeps the clip positive.
+
+Empirical objective [M]: :func:`magnitude_weighted_error` uses the actual quantization error
+(not the half-step model) and ``f(g) = exp(alpha |g| / |g|max)``, which makes alpha scale-free;
+:func:`solve_optimal_clip` minimises it on the data, as a reference for MCS.
+"""
 import dataclasses
 import math
 from typing import Optional, Tuple, Union
@@ -76,10 +120,10 @@ def magnitude_aware_clip(g_cm: Tensor,
             - is_gaussian (Tensor[C], bool): True for bell-shaped channels.
 
     Examples:
-        >>> g = torch.tensor([[1.0, -2.0, 0.5, 0.0], [0.0, 0.0, 0.0, 8.0]])
+        >>> g = torch.tensor([[1.0, -2.0, 1.5, 0.5], [0.0, 0.0, 0.0, 8.0]])
         >>> clip, is_gaussian = magnitude_aware_clip(g, prev_clip=torch.tensor([4.0, 4.0]))
-        >>> clip.tolist(), is_gaussian.tolist()
-        ([2.0, 7.199999809265137], [True, False])
+        >>> [round(c, 4) for c in clip.tolist()], is_gaussian.tolist()  # 0.2 * 4 + 0.8 * 8
+        ([2.0, 7.2], [True, False])
     """
     config = MCSConfig() if config is None else config
     if not isinstance(config, MCSConfig):
@@ -100,7 +144,6 @@ def magnitude_aware_clip(g_cm: Tensor,
     return clip, is_gaussian
 
 
-
 def _check_prev_clip(prev_clip: Tensor, g_max: Tensor) -> Tensor:
     """Check ``prev_clip`` against the channel count and return it as float32 [C]."""
     if not isinstance(prev_clip, Tensor) or tuple(prev_clip.shape) != tuple(g_max.shape):
@@ -108,6 +151,7 @@ def _check_prev_clip(prev_clip: Tensor, g_max: Tensor) -> Tensor:
         raise ValueError(f'prev_clip must be None or a tensor of shape {list(g_max.shape)} (one '
                          f'clip per channel), but got {got}')
     return prev_clip.to(device=g_max.device, dtype=torch.float32)
+
 
 @register_clip_strategy('mcs', config_cls=MCSConfig)
 def _mcs_strategy(g_cm: Tensor, prev_clip: Optional[Tensor], config: MCSConfig) -> ClipResult:
@@ -138,8 +182,9 @@ def magnitude_weighted_error(g: Tensor,
         channels with NaN/Inf. Overflows to Inf only if the true value exceeds float32.
     """
     g = _check_channel_major(g)
-    scaled, norm = _scaled_error(g, clip, alpha, num_bits)
-    return scaled * norm * math.exp(alpha)
+    scaled, norm = _scaled_error(g, clip, alpha, num_bits)  # [C], [C]
+    log_err = torch.log(scaled.double() * norm.double()) + alpha  # [C]; log(0) = -inf gives 0
+    return torch.exp(log_err).to(torch.float32)
 
 
 def solve_optimal_clip(g_cm: Tensor,
@@ -147,22 +192,26 @@ def solve_optimal_clip(g_cm: Tensor,
                        num_bits: int = 8,
                        *,
                        num_grid: int = 64,
+                       num_starts: int = 3,
                        num_refine: int = 2,
                        min_ratio: float = 2.0**-10) -> Tensor:
     """Per-channel clip minimising :func:`magnitude_weighted_error` directly on the data.
 
-    A log-spaced grid of ``num_grid`` ratios ``s / |g|max`` in ``[min_ratio, 1]``, then
-    ``num_refine`` rounds of a 17-point linear grid between the neighbours of the best point.
-    The objective is piecewise smooth, not convex, so a grid is used rather than golden-section.
-    The abs-max (ratio 1) is always a candidate and ties keep it, so the result is never worse
-    than abs-max clipping. Cost: ``(num_grid + 17 * num_refine)`` quantize passes over the data.
+    A log-spaced grid of ``num_grid`` ratios ``s / |g|max`` in ``[min_ratio, 1]``; then, around
+    each of the ``num_starts`` best grid points, ``num_refine`` rounds of a 17-point linear grid
+    between the neighbours of the best point so far. The empirical objective is piecewise smooth
+    and can have several local minima (each large value that crosses the clip makes a kink), so a
+    multi-start grid is used rather than golden-section. The abs-max (ratio 1) is a candidate and
+    ties keep the larger clip, so the result is never worse than abs-max clipping.
+    Cost: ``num_grid + 17 * num_starts * num_refine`` quantize passes over the data.
 
     Args:
         g_cm (Tensor[C, M], float32/float16/bfloat16): Channel-major data.
         alpha (float): Magnitude weight exponent, ``>= 0``.
         num_bits (int): Bit width. Defaults to 8.
         num_grid (int): Points of the initial log grid, ``>= 2``. Defaults to 64.
-        num_refine (int): Refinement rounds, ``>= 0``. Defaults to 2.
+        num_starts (int): Grid points refined, ``>= 1``. Defaults to 3.
+        num_refine (int): Refinement rounds per start, ``>= 0``. Defaults to 2.
         min_ratio (float): Smallest ratio ``s / |g|max`` tried, in ``(0, 1)``.
             Defaults to 2**-10.
 
@@ -171,51 +220,61 @@ def solve_optimal_clip(g_cm: Tensor,
         NaN/Inf.
     """
     g_cm = _check_channel_major(g_cm)
-    if isinstance(num_grid, bool) or not isinstance(num_grid, int) or num_grid < 2:
-        raise ValueError(f'num_grid must be an int >= 2, but got {num_grid!r}')
-    if isinstance(num_refine, bool) or not isinstance(num_refine, int) or num_refine < 0:
-        raise ValueError(f'num_refine must be an int >= 0, but got {num_refine!r}')
-    if not 0.0 < min_ratio < 1.0:
-        raise ValueError(f'min_ratio must be in (0, 1), but got {min_ratio!r}')
+    _check_solver_options(num_grid, num_starts, num_refine, min_ratio)
     g_max = abs_max(g_cm, dim=0)  # [C]
     grid = torch.logspace(math.log10(min_ratio), 0.0, num_grid, device=g_cm.device)  # [G]
     grid[-1] = 1.0  # exactly the abs-max
     ratios = grid.expand(g_cm.shape[0], num_grid)  # [C, G]
-    best_ratio, best_err, lo, hi = _search(g_cm, g_max, ratios, alpha, num_bits)
+    errors = _errors(g_cm, g_max, ratios, alpha, num_bits)  # [C, G]
+    order = torch.argsort(errors.flip(1), dim=1, stable=True)  # ties: larger ratio first
+    starts = num_grid - 1 - order[:, :num_starts]  # [C, K], best grid point first
+    best_ratio, best_err = _pick(ratios, starts[:, 0]), _pick(errors, starts[:, 0])
     steps = torch.linspace(0.0, 1.0, 17, device=g_cm.device)  # [P]
-    for _ in range(num_refine):
-        ratios = lo[:, None] + (hi - lo)[:, None] * steps  # [C, P]
-        ratio, err, lo, hi = _search(g_cm, g_max, ratios, alpha, num_bits)
-        better = err < best_err
-        best_ratio = torch.where(better, ratio, best_ratio)
-        best_err = torch.where(better, err, best_err)
+    for k in range(starts.shape[1]):
+        lo, hi = _neighbours(ratios, starts[:, k])
+        for _ in range(num_refine):
+            candidates = lo[:, None] + (hi - lo)[:, None] * steps  # [C, P]
+            cand_errors = _errors(g_cm, g_max, candidates, alpha, num_bits)  # [C, P]
+            idx = steps.numel() - 1 - cand_errors.flip(1).argmin(dim=1)  # ties: larger ratio
+            err = _pick(cand_errors, idx)
+            better = err < best_err
+            best_ratio = torch.where(better, _pick(candidates, idx), best_ratio)
+            best_err = torch.where(better, err, best_err)
+            lo, hi = _neighbours(candidates, idx)
     clip = best_ratio * g_max
     return torch.where(torch.isfinite(g_max), clip, torch.full_like(clip, float('nan')))
 
 
-def _search(g_cm: Tensor, g_max: Tensor, ratios: Tensor, alpha: float,
-            num_bits: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Best of the candidate ratios per channel; ``ratios``: [C, P], ascending in P.
+def _check_solver_options(num_grid: int, num_starts: int, num_refine: int,
+                          min_ratio: float) -> None:
+    """Raise on invalid search options of :func:`solve_optimal_clip`."""
+    for name, value, least in (('num_grid', num_grid, 2), ('num_starts', num_starts, 1),
+                               ('num_refine', num_refine, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f'{name} must be an int >= {least}, but got {value!r}')
+    if isinstance(min_ratio, bool) or not isinstance(min_ratio, (int, float)) \
+            or not 0.0 < min_ratio < 1.0:
+        raise ValueError(f'min_ratio must be in (0, 1), but got {min_ratio!r}')
 
-    Returns the best ratio [C], its scaled error [C] and the neighbouring ratios [C] (lo, hi)
-    bracketing it. Candidates are scanned from the largest down and only a strictly lower error
-    replaces the best, so ties keep the larger clip (the abs-max if it is a candidate).
-    """
-    num_points = ratios.shape[1]
-    best_err = torch.full_like(g_max, float('inf'))
-    best_idx = torch.full(g_max.shape, num_points - 1, dtype=torch.long, device=g_max.device)
-    for j in range(num_points - 1, -1, -1):
-        err, _ = _scaled_error(g_cm, ratios[:, j] * g_max, alpha, num_bits)  # [C]
-        better = err < best_err
-        best_err = torch.where(better, err, best_err)
-        best_idx = torch.where(better, j, best_idx)
 
-    def pick(idx: Tensor) -> Tensor:
-        return ratios.gather(1, idx[:, None]).squeeze(1)  # [C, P] -> [C]
+def _errors(g_cm: Tensor, g_max: Tensor, ratios: Tensor, alpha: float, num_bits: int) -> Tensor:
+    """Scaled objective of each candidate clip ``ratios * g_max``; ``ratios``: [C, P] -> [C, P]."""
+    columns = [
+        _scaled_error(g_cm, ratios[:, j] * g_max, alpha, num_bits)[0]
+        for j in range(ratios.shape[1])
+    ]  # P x [C]
+    return torch.stack(columns, dim=1)
 
-    lo = pick((best_idx - 1).clamp(min=0))
-    hi = pick((best_idx + 1).clamp(max=num_points - 1))
-    return pick(best_idx), best_err, lo, hi
+
+def _pick(values: Tensor, idx: Tensor) -> Tensor:
+    """``values[c, idx[c]]`` for every row: [C, P], [C] -> [C]."""
+    return values.gather(1, idx[:, None]).squeeze(1)
+
+
+def _neighbours(ratios: Tensor, idx: Tensor) -> Tuple[Tensor, Tensor]:
+    """Ratios just below and above ``idx`` (clamped at the ends): [C, P], [C] -> [C], [C]."""
+    last = ratios.shape[1] - 1
+    return _pick(ratios, (idx - 1).clamp(min=0)), _pick(ratios, (idx + 1).clamp(max=last))
 
 
 def _scaled_error(g_cm: Tensor, clip: Union[float, Tensor], alpha: float,

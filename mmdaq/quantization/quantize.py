@@ -37,7 +37,8 @@ Non-finite policy:
     values and every GEMM result rescaled by that scale are NaN, and the overflow checks of
     mmengine's optimizer wrappers and of AMP's GradScaler see it. A clip that is NaN, Inf or
     negative is invalid and also gives a NaN scale. Values that are finite, however large
-    (``1e30``, the float32 maximum), quantize normally.
+    (``1e30``, the float32 maximum), quantize normally. To see NaN/Inf per channel, the abs-max
+    reduction runs even when a clip is given (a fused kernel gets it in the same pass).
 """
 from typing import Optional, Tuple, Union
 
@@ -120,9 +121,9 @@ def quantize(x: Tensor,
               zero clip, NaN where the data hold NaN/Inf or the clip is invalid.
 
     Examples:
-        >>> q, scale = quantize(torch.tensor([0.5, -1.0, 2.0]))
+        >>> q, scale = quantize(torch.tensor([0.5, -1.2, 2.0]))  # scale = 2 / 127
         >>> q.tolist(), round(scale.item() * 127, 6)
-        ([32, -64, 127], 2.0)
+        ([32, -76, 127], 2.0)
     """
     qmax = max_code(num_bits)
     if rounding not in _ROUNDING_MODES:
