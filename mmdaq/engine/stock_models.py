@@ -4,6 +4,7 @@ Used by the analysis tools, the benchmarks and the coverage tests: no dataset, n
 downloads (pretrained-weight references are removed from the config).
 """
 import copy
+import inspect
 from typing import Any, Dict, Tuple
 
 import torch
@@ -24,8 +25,13 @@ def load_stock_config(name: str) -> Config:
     return Config.fromfile(name)
 
 
-def strip_pretrained(cfg: Any) -> Any:
-    """Remove every reference to pretrained weights (they cannot be downloaded here)."""
+def strip_pretrained(cfg: Any, registry=None) -> Any:
+    """Remove every reference to pretrained weights (they cannot be downloaded here).
+
+    ``pretrained`` becomes None, Pretrained ``init_cfg`` None, and ``pretrained2d`` False, also
+    where a module only has it as a default (mmaction2's ResNetTSM/ResNet3d, looked up in
+    ``registry``).
+    """
     if isinstance(cfg, (dict, ConfigDict)):
         out = type(cfg)()
         for key, value in cfg.items():
@@ -35,10 +41,14 @@ def strip_pretrained(cfg: Any) -> Any:
                 value = False
             elif key == 'init_cfg' and isinstance(value, dict) and value.get('type') == 'Pretrained':
                 value = None
-            out[key] = strip_pretrained(value)
+            out[key] = strip_pretrained(value, registry)
+        if 'pretrained' in cfg and 'pretrained2d' not in cfg and registry is not None:
+            cls = registry.get(cfg.get('type')) if isinstance(cfg.get('type'), str) else None
+            if cls is not None and 'pretrained2d' in inspect.signature(cls).parameters:
+                out['pretrained2d'] = False
         return out
     if isinstance(cfg, (list, tuple)):
-        return type(cfg)(strip_pretrained(v) for v in cfg)
+        return type(cfg)(strip_pretrained(v, registry) for v in cfg)
     return cfg
 
 
@@ -58,7 +68,7 @@ def build_stock_model(cfg: Config) -> Tuple[nn.Module, str]:
     else:
         from mmaction.registry import MODELS
     with DefaultScope.overwrite_default_scope(scope):
-        model = MODELS.build(strip_pretrained(copy.deepcopy(cfg.model)))
+        model = MODELS.build(strip_pretrained(copy.deepcopy(cfg.model), MODELS))
     logger = MMLogger.get_current_instance()
     level = logger.level
     logger.setLevel('WARNING')  # init_weights logs every parameter at INFO
@@ -78,8 +88,11 @@ def demo_batch(model: nn.Module, task: str, batch_size: int = 2, size: int = 128
     """
     if task == 'detection':
         from mmdet.testing import demo_mm_inputs
+        with_mask = any('mask_head' in name for name, _ in model.named_children()) or \
+            hasattr(getattr(model, 'roi_head', None), 'mask_head')
         packed = demo_mm_inputs(batch_size, [(3, size, size)] * batch_size,
-                                num_items=[3] * batch_size, num_classes=num_classes)
+                                num_items=[3] * batch_size, num_classes=num_classes,
+                                with_mask=with_mask)
     else:
         from mmaction.structures import ActionDataSample
         gen = torch.Generator().manual_seed(seed)

@@ -16,7 +16,9 @@ from ...quantization.schemes import build_scheme
 #: Final prediction layers of the stock mmdet / mmaction2 heads, kept in FP32 by default.
 DEFAULT_FP32_HEADS = (
     r'(^|\.)(rpn_cls|rpn_reg|fc_cls|fc_reg|retina_cls|retina_reg|conv_cls|conv_reg|'
-    r'conv_centerness|conv_logits|fcos_cls|fcos_reg)$', )
+    r'conv_centerness|conv_logits|fcos_cls|fcos_reg)$',
+    r'(^|\.)cls_head\.fc2$',  # X3D's head: fc1 (hidden) -> fc2 (logits)
+)
 
 LAYER_TYPES = {'Conv2d': nn.Conv2d, 'Conv3d': nn.Conv3d, 'Linear': nn.Linear}
 
