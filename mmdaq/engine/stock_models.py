@@ -88,11 +88,12 @@ def demo_batch(model: nn.Module, task: str, batch_size: int = 2, size: int = 128
     """
     if task == 'detection':
         from mmdet.testing import demo_mm_inputs
-        with_mask = any('mask_head' in name for name, _ in model.named_children()) or \
-            hasattr(getattr(model, 'roi_head', None), 'mask_head')
+        with_mask = hasattr(getattr(model, 'roi_head', None), 'mask_head')
         packed = demo_mm_inputs(batch_size, [(3, size, size)] * batch_size,
                                 num_items=[3] * batch_size, num_classes=num_classes,
                                 with_mask=with_mask)
+        if not with_mask:  # synthetic shapes instead of noise: realistic, seeded gradients
+            _fill_with_shapes(packed, size, seed)
     else:
         from mmaction.structures import ActionDataSample
         gen = torch.Generator().manual_seed(seed)
@@ -104,6 +105,22 @@ def demo_batch(model: nn.Module, task: str, batch_size: int = 2, size: int = 128
             data_samples=[ActionDataSample().set_gt_label(i % num_classes)
                           for i in range(batch_size)])
     return model.data_preprocessor(packed, training=True)
+
+
+def _fill_with_shapes(packed: Dict[str, Any], size: int, seed: int) -> None:
+    """Replace demo images and boxes by rendered synthetic shapes (seeded)."""
+    import numpy as np
+    from mmengine.structures import InstanceData
+
+    from mmdaq.datasets.synthetic_detection import render_detection_image
+    rng = np.random.default_rng(seed)
+    for i, sample in enumerate(packed['data_samples']):
+        image, _, anns = render_detection_image(rng, (size, size))
+        packed['inputs'][i] = torch.from_numpy(image).permute(2, 0, 1).contiguous()
+        boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a['bbox'] for a in anns)],
+                             dtype=torch.float32)
+        sample.gt_instances = InstanceData(
+            bboxes=boxes, labels=torch.tensor([a['label'] for a in anns], dtype=torch.long))
 
 
 def training_loss(model: nn.Module, data: Dict[str, Any]) -> torch.Tensor:

@@ -29,13 +29,16 @@ from typing import Any, Callable, Dict, Optional, Tuple, Type
 import torch
 from torch import Tensor
 
+from .clip_strategies import max_clip
 from .clipping import MCSConfig, magnitude_aware_clip
-from .distribution import channel_major
+from .distribution import channel_major, classify_channels
+from .histogram_clip import histogram_objective_clip
 from .quantize import dequantize, quantize
 
 QuantResult = Tuple[Tensor, Tensor]  # (codes int8, scale float32)
 
 _ROUNDINGS = ('nearest', 'stochastic')
+_LONG_TAIL_RULES = ('ema', 'objective')
 
 
 @dataclasses.dataclass
@@ -159,12 +162,18 @@ class DAQScheme(QuantScheme):
             are reused. Defaults to 1 (every iteration, the paper's reading).
         cap_at_abs_max (bool): Cap the clip of sharp long-tailed channels at the current
             abs-max (not in the paper; see :class:`~.clipping.MCSConfig`). Defaults to False.
+        long_tail_rule (str): Clip of the sharp long-tailed channels: ``'ema'``, the paper's
+            iterative update, or ``'objective'``, the minimiser of the same magnitude-weighted
+            error on the channel's histogram (:mod:`.histogram_clip`). Defaults to 'ema'.
+        alpha (float): Magnitude weight of the ``'objective'`` rule. Defaults to 3.0.
     """
     threshold: float = 0.3
     k: float = 1.0
     a: float = 0.8
     clip_interval: int = 1
     cap_at_abs_max: bool = False
+    long_tail_rule: str = 'ema'
+    alpha: float = 3.0
 
     name = 'daq'
 
@@ -175,6 +184,12 @@ class DAQScheme(QuantScheme):
         if isinstance(self.clip_interval, bool) or not isinstance(self.clip_interval, int) \
                 or self.clip_interval < 1:
             raise ValueError(f'clip_interval must be an int >= 1, but got {self.clip_interval!r}')
+        if self.long_tail_rule not in _LONG_TAIL_RULES:
+            raise ValueError(f'long_tail_rule must be one of {_LONG_TAIL_RULES}, but got '
+                             f'{self.long_tail_rule!r}')
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) \
+                or not 0 <= self.alpha < float('inf'):
+            raise ValueError(f'alpha must be a finite number >= 0, but got {self.alpha!r}')
         self.prev_clips: Dict[int, Tensor] = {}  # call slot -> clip of the last update [C]
         self.is_gaussian: Optional[Tensor] = None
         self._updates: Dict[int, int] = {}  # call slot -> clip requests so far
@@ -192,7 +207,12 @@ class DAQScheme(QuantScheme):
         self._updates[slot] = step + 1
         if prev is not None and step % self.clip_interval != 0:
             return prev.to(g_cm.device)
-        clip, is_gaussian = magnitude_aware_clip(g_cm, prev, self.mcs)
+        if self.long_tail_rule == 'ema':
+            clip, is_gaussian = magnitude_aware_clip(g_cm, prev, self.mcs)
+        else:
+            is_gaussian = classify_channels(g_cm, self.threshold)
+            clip = torch.where(is_gaussian, max_clip(g_cm),
+                               histogram_objective_clip(g_cm, self.alpha))
         # A non-finite iteration (AMP overflow) keeps the history it would poison.
         finite = torch.isfinite(clip)
         self.prev_clips[slot] = clip if prev is None else torch.where(finite, clip,

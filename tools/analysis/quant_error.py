@@ -55,12 +55,12 @@ def analyse(model_key: str, methods, iters: int, lr: float, alpha: float, seed: 
     torch.manual_seed(seed)
     model, task = build_stock_model(load_stock_config(config))
     model.train()
-    data = demo_batch(model, task, batch_size=2, seed=seed, **batch_kw)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     schemes: Dict[str, Dict] = {}
     per_layer: Dict[str, Dict[str, List[dict]]] = {}
     for it in range(iters):
         t0 = time.time()
+        data = demo_batch(model, task, batch_size=2, seed=seed + it, **batch_kw)  # a new batch
         with GradientCapture(model) as capture:
             loss = training_loss(model, data)
             optimizer.zero_grad()
@@ -102,7 +102,7 @@ def main(argv=None) -> Dict:
     parser.add_argument('--methods', nargs='+', default=['per_tensor', 'per_channel', 'daq'],
                         help="method specs, e.g. daq 'daq:cap_at_abs_max=true'")
     parser.add_argument('--iters', type=int, default=4)
-    parser.add_argument('--lr', type=float, default=0.01)
+    parser.add_argument('--lr', type=float, default=0.002)
     parser.add_argument('--alpha', type=float, default=1.0,
                         help='magnitude weight exponent of the MCS objective')
     parser.add_argument('--seed', type=int, default=0)
