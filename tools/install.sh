@@ -95,8 +95,8 @@ fi
 say "installing mmengine, mmdet, mmaction2 and test requirements"
 pipq install -q -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt" \
   "mmcv==$MMCV_VERSION" "torch==$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])')"
-if ! "$PY" -c 'import mmdaq' >/dev/null 2>&1 || \
-   [ "$("$PY" -c 'import mmdaq, os; print(os.path.dirname(os.path.dirname(mmdaq.__file__)))' 2>/dev/null)" != "$ROOT" ]; then
+# Checked from / so that the checkout itself (the current directory) does not count as installed.
+if [ "$(cd / && "$PY" -c 'import mmdaq, os; print(os.path.dirname(os.path.dirname(mmdaq.__file__)))' 2>/dev/null)" != "$ROOT" ]; then
   say "installing mmdaq (editable)"
   MMDAQ_SKIP_EXT=1 pipq install -q --no-deps --no-build-isolation -e "$ROOT"
 fi
@@ -108,8 +108,8 @@ if ! (cd "$ROOT" && "$PY" setup.py build_ext --inplace >"$EXT_LOG" 2>&1); then
   say "mmdaq._ext FAILED to build; last lines of $EXT_LOG:"; tail -n 30 "$EXT_LOG"; exit 1
 fi
 
-# 6. Check the result.
-"$PY" - <<'PYEOF'
+# 6. Check the result (from /, i.e. the installed package, not the checkout).
+(cd / && "$PY" - <<'PYEOF'
 import torch, mmcv, mmengine, mmdet, mmaction, mmdaq
 import mmcv.ops, mmdet.models, mmaction.models  # noqa: F401
 from mmdaq.ops import extension_status
@@ -117,3 +117,4 @@ print(f'[install] ok: torch {torch.__version__}, mmengine {mmengine.__version__}
       f'mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmaction2 {mmaction.__version__}, '
       f'mmdaq {mmdaq.__version__} ({extension_status()})')
 PYEOF
+)

@@ -1,7 +1,8 @@
 # The one file to add to a config's `_base_` list to train it with DAQ INT8 quantization.
 # It imports mmdaq (registers DAQHook, the DAQ layers and the compatibility fixes) and adds the
-# hook. Lists are not merged across `_base_` files: if your config has its own `custom_hooks`,
-# append `dict(type='DAQHook')` there instead.
+# hook. mmengine refuses a key that two `_base_` files both define: if another base of yours
+# already sets `custom_imports` or `custom_hooks`, add 'mmdaq' / `dict(type='DAQHook')` to
+# those instead of inheriting this file.
 custom_imports = dict(imports=['mmdaq'], allow_failed_imports=False)
 custom_hooks = [
     dict(
