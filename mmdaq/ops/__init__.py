@@ -3,6 +3,8 @@ from .extension import (ExtensionNotBuiltError, extension_status, is_extension_a
                         require_extension)
 from .quantize import quantize_int8, quantize_int8_reference
 
+is_extension_available()  # load mmdaq._ext if built, so its ops exist in torch.ops.mmdaq
+
 __all__ = [
     'ExtensionNotBuiltError', 'extension_status', 'is_extension_available', 'require_extension',
     'quantize_int8', 'quantize_int8_reference'

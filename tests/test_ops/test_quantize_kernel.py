@@ -45,3 +45,19 @@ def test_missing_extension_error_says_how_to_build(monkeypatch):
     with pytest.raises(extension.ExtensionNotBuiltError, match='make install'):
         quantize_int8(torch.randn(3), torch.ones(()), 0)
     assert 'not available' in extension.extension_status()
+
+
+@needs_ext
+@pytest.mark.parametrize('dim', [None, 0, 1, -1])
+def test_quantize_uses_kernel_with_identical_codes(monkeypatch, dim):
+    import sys
+    quantize_mod = sys.modules['mmdaq.quantization.quantize']
+    x = torch.randn(4, 6, 5, generator=torch.Generator().manual_seed(0)) * 3
+    x[1] = 0.0
+    x[2, 0, 0] = float('nan')
+    clip = None if dim is None else torch.rand(x.shape[dim]) * 2
+    fast = quantize_mod.quantize(x, clip=clip, dim=dim)
+    monkeypatch.setattr(quantize_mod, '_COMPILED_CODES', False)
+    slow = quantize_mod.quantize(x, clip=clip, dim=dim)
+    assert torch.equal(fast[0], slow[0])
+    torch.testing.assert_close(fast[1], slow[1], equal_nan=True)
