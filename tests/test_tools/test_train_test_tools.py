@@ -102,3 +102,48 @@ def test_train_video_config(tmp_path):
           'val_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
           'val_dataloader.persistent_workers=False', 'default_hooks.logger.interval=1'], cwd=tmp_path)
     assert any('acc/top1' in r for r in _scalars(work))
+
+
+DAQ_DET_CONFIG = osp.join(ROOT, 'configs/demo/faster_rcnn_r50_fpn_daq_synthetic_shapes.py')
+
+
+def test_daq_checkpoint_evaluates_with_the_fp32_config_and_fp32_loads_into_daq(det_dir):
+    work = str(det_dir / 'work_daq')
+    out = _run([sys.executable, osp.join(ROOT, 'tools/train.py'), DAQ_DET_CONFIG, '--work-dir',
+                work, '--cfg-options'] + TINY_DET + ['train_cfg.val_interval=10'], cwd=det_dir)
+    assert 'DAQHook (daq): 63 layers INT8, 5 kept in float' in out
+    ckpt = osp.join(work, 'epoch_1.pth')
+    out = _run([sys.executable, osp.join(ROOT, 'tools/test.py'), DET_CONFIG, ckpt, '--work-dir',
+                str(det_dir / 'work_daq_test'), '--cfg-options', 'test_dataloader.batch_size=2'],
+               cwd=det_dir)
+    assert 'Epoch(test) [2/2]' in out and 'DAQHook' not in out  # the plain FP32 model
+    assert 'unexpected key' not in out and 'missing keys' not in out
+    # ... and an FP32 checkpoint starts a DAQ run (load_from).
+    fp32_ckpt = osp.join(str(det_dir / 'work_train'), 'epoch_1.pth')
+    if not osp.isfile(fp32_ckpt):
+        pytest.skip('needs the checkpoint of test_train_then_test_detection')
+    out = _run([sys.executable, osp.join(ROOT, 'tools/train.py'), DAQ_DET_CONFIG, '--work-dir',
+                str(det_dir / 'work_daq_from_fp32'), '--cfg-options'] + TINY_DET +
+               ['train_cfg.val_interval=10', f'load_from={fp32_ckpt}'], cwd=det_dir)
+    assert 'Load checkpoint from' in out and 'no DAQ clip state' not in out
+
+
+def test_resume_after_sigkill(det_dir):
+    import signal
+    import time
+    work = str(det_dir / 'work_kill')
+    cmd = [sys.executable, osp.join(ROOT, 'tools/train.py'), DAQ_DET_CONFIG, '--work-dir', work,
+           '--cfg-options'] + TINY_DET + ['train_cfg.max_epochs=4', 'train_cfg.val_interval=10',
+                                          'default_hooks.checkpoint.interval=1',
+                                          'default_hooks.checkpoint.max_keep_ckpts=4']
+    proc = subprocess.Popen(cmd, cwd=det_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not osp.isfile(osp.join(work, 'epoch_1.pth')) and time.time() < deadline:
+        time.sleep(0.5)
+    time.sleep(1.0)  # mid-epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not osp.isfile(osp.join(work, 'epoch_4.pth'))
+    out = _run(cmd[:5] + ['--resume'] + cmd[5:], cwd=det_dir)  # --resume before --cfg-options
+    assert 'resumed epoch: ' in out
+    assert osp.isfile(osp.join(work, 'epoch_4.pth'))

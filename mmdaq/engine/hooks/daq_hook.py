@@ -177,7 +177,11 @@ class DAQHook(Hook):
         state = checkpoint.get(CKPT_KEY)
         layers = daq_layers(self._unwrap(runner))
         if state is None:
-            if layers and checkpoint.get('meta', {}).get('iter', 0) > self.warmup_iters:
+            # Only a resumed run expects clip state (load_from starts fresh); mmengine offers
+            # no public flag for that, so read runner._resume as mmengine's own EMAHook does.
+            resuming = getattr(runner, '_resume', False)
+            if layers and resuming and checkpoint.get('meta', {}).get('iter', 0) > \
+                    self.warmup_iters:
                 print_log('DAQHook: the checkpoint has no DAQ clip state (an FP32 checkpoint?); '
                           'clips restart from the gradients\' abs-max', logger='current',
                           level=30)
