@@ -87,8 +87,8 @@ class DAQHook(Hook):
         self.layer_types = tuple(LAYER_TYPES[t] for t in layer_types)
         self.include = tuple([include] if isinstance(include, str) else include)
         self.exclude = tuple([exclude] if isinstance(exclude, str) else exclude)
-        if keep_heads_fp32:
-            self.exclude += DEFAULT_FP32_HEADS
+        self.head_patterns = tuple(re.compile(p) for p in DEFAULT_FP32_HEADS) \
+            if keep_heads_fp32 else ()
         self.keep_first_conv = keep_first_conv
         self.filter_fn = _import_callable(filter_fn) if isinstance(filter_fn, str) else filter_fn
         self.warmup_iters = warmup_iters
@@ -110,21 +110,23 @@ class DAQHook(Hook):
     def convert(self, model: nn.Module):
         """Convert ``model`` in place with this hook's selection; returns the report."""
         first = self._first_conv(model) if self.keep_first_conv else None
-        user_filter = self.filter_fn
+        reasons = {}  # why select() said no, for the report
 
         def select(module: nn.Module, name: str) -> bool:
-            if not isinstance(module, self.layer_types) or name == first:
-                return False
-            return user_filter is None or bool(user_filter(module, name))
+            if not isinstance(module, self.layer_types):
+                reasons[name] = 'layer type not selected'
+            elif name == first:
+                reasons[name] = 'first conv (stem) kept in FP32'
+            elif any(p.search(name) for p in self.head_patterns):
+                reasons[name] = 'final prediction layer kept in FP32'
+            elif self.filter_fn is not None and not self.filter_fn(module, name):
+                reasons[name] = 'rejected by filter_fn'
+            return name not in reasons
 
+        # Only the user's patterns are checked for matching nothing, not the default heads.
         report = convert_modules(model, self.method, filter_fn=select, include=self.include,
                                  exclude=self.exclude, **self.options)
-        for name, reason in list(report.skipped.items()):
-            if reason == 'rejected by filter_fn':
-                report.skipped[name] = ('first conv (stem) kept in FP32' if name == first else
-                                        'layer type not selected' if not isinstance(
-                                            model.get_submodule(name), self.layer_types) else
-                                        'rejected by filter_fn')
+        report.skipped.update({n: reasons[n] for n in report.skipped if n in reasons})
         return report
 
     def before_run(self, runner) -> None:
