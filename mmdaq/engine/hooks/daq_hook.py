@@ -155,6 +155,31 @@ class DAQHook(Hook):
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         layers = daq_layers(self._unwrap(runner))
+        self._sync_clip_state(layers)
+        self._log_statistics(runner, layers)
+
+    @staticmethod
+    def _sync_clip_state(layers: Dict[str, nn.Module]) -> None:
+        """Average the clip state over ranks (one all-reduce per iteration for all layers).
+
+        Each rank quantizes its own gradients, so its clip history would drift from the
+        others'; averaging keeps the quantizer state identical on every rank.
+        """
+        from mmengine.dist import all_reduce, get_world_size
+        if get_world_size() < 2:
+            return
+        slots = [(scheme, slot) for scheme in (l.quant_scheme for l in layers.values())
+                 for slot in sorted(getattr(scheme, 'prev_clips', {}))]
+        if not slots:
+            return
+        flat = torch.cat([scheme.prev_clips[slot].float() for scheme, slot in slots])
+        all_reduce(flat, op='mean')
+        for (scheme, slot), value in zip(slots, flat.split([s.prev_clips[k].numel()
+                                                            for s, k in slots])):
+            scheme.prev_clips[slot] = value.to(scheme.prev_clips[slot].device)
+
+    @staticmethod
+    def _log_statistics(runner, layers: Dict[str, nn.Module]) -> None:
         stats = [l.quant_scheme.last_stats for l in layers.values()
                  if l.quant_scheme.collect_stats and l.quant_scheme.last_stats]
         for layer in layers.values():
