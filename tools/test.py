@@ -15,7 +15,7 @@ import mmdaq  # noqa: E402,F401  (compatibility fixes before any OpenMMLab impor
 from mmengine.config import DictAction  # noqa: E402
 from mmengine.evaluator import DumpResults  # noqa: E402
 
-from mmdaq.engine.launch import build_runner, load_config  # noqa: E402
+from mmdaq.engine.launch import build_runner, load_config, shutdown_distributed  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -46,7 +46,10 @@ def main(argv=None) -> dict:
     runner = build_runner(cfg)
     if args.out is not None:
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
-    return runner.test()
+    try:
+        return runner.test()
+    finally:
+        shutdown_distributed()
 
 
 if __name__ == '__main__':

@@ -18,7 +18,7 @@ import mmdaq  # noqa: E402,F401  (compatibility fixes before any OpenMMLab impor
 from mmengine.config import DictAction  # noqa: E402
 
 from mmdaq.engine.launch import (apply_resume, build_runner, enable_amp,  # noqa: E402
-                                 enable_auto_scale_lr, load_config)
+                                 enable_auto_scale_lr, load_config, shutdown_distributed)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -52,7 +52,10 @@ def main(argv=None) -> None:
         enable_auto_scale_lr(cfg)
     apply_resume(cfg, args.resume)
     runner = build_runner(cfg)
-    runner.train()
+    try:
+        runner.train()
+    finally:
+        shutdown_distributed()
 
 
 if __name__ == '__main__':

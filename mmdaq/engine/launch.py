@@ -88,3 +88,10 @@ def build_runner(cfg: Config):
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
+
+
+def shutdown_distributed() -> None:
+    """Destroy the process group, if any: gloo's threads must stop before the interpreter exits."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

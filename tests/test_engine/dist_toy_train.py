@@ -27,7 +27,7 @@ class Record(Hook):
         self.losses = []
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        self.losses.append(float(outputs['loss']))
+        self.losses.append(float(outputs['loss'].detach()))
 
 
 def main():
@@ -60,6 +60,8 @@ def main():
                                            else runner.model).items()}
     with open(f'{out}.rank{get_rank()}', 'w') as f:
         json.dump(dict(losses=losses.tolist(), state=state), f)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()  # gloo threads must stop before exit
 
 
 if __name__ == '__main__':
