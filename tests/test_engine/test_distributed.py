@@ -15,12 +15,19 @@ SCRIPT = osp.join(osp.dirname(osp.abspath(__file__)), 'dist_toy_train.py')
 LOSS_RTOL = 1e-2
 
 
+def _free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
 def _run(tmp_path, nproc, name):
     out = str(tmp_path / name)
     cmd = [sys.executable, SCRIPT, str(tmp_path / f'work_{name}'), '8', out]
     if nproc > 1:
         cmd = [sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={nproc}',
-               '--master_port=29547'] + cmd[1:]
+               f'--master_port={_free_port()}'] + cmd[1:]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                          env={**__import__('os').environ, 'OMP_NUM_THREADS': '1'})
     assert res.returncode == 0, res.stderr[-3000:]

@@ -19,6 +19,13 @@ TINY_DET = ['train_cfg.max_epochs=1', 'train_cfg.val_interval=1', 'train_dataloa
             'default_hooks.logger.interval=1', 'param_scheduler.0.end=2']
 
 
+def _free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
 def _run(args, cwd, timeout=600, env=None):
     out = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
                          env=dict(os.environ, **(env or {})))
@@ -84,7 +91,7 @@ def test_dist_train_two_cpu_processes(det_dir):
     work = str(det_dir / 'work_dist')
     out = _run(['bash', osp.join(ROOT, 'tools/dist_train.sh'), DET_CONFIG, '2', '--work-dir', work,
                 '--cfg-options'] + TINY_DET + ['train_cfg.val_interval=10'], cwd=det_dir,
-               env=dict(PORT='29531', PYTHON=sys.executable))
+               env=dict(PORT=str(_free_port()), PYTHON=sys.executable))
     assert 'Distributed launcher: pytorch' in out or 'distributed: True' in out
     assert osp.isfile(osp.join(work, 'epoch_1.pth'))
     assert any('loss' in r for r in _scalars(work))
