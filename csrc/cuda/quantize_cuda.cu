@@ -5,6 +5,7 @@
 #include <torch/types.h>
 
 #include "../common/quant_utils.h"
+#include "../quantize_args.h"
 
 namespace {
 
@@ -18,20 +19,7 @@ __global__ void quantize_int8_kernel(const float* __restrict__ x, const float* _
 }
 
 at::Tensor quantize_int8_cuda(const at::Tensor& x, const at::Tensor& scale, int64_t dim) {
-  TORCH_CHECK(x.scalar_type() == at::kFloat, "quantize_int8: x must be float32, but got ",
-              x.scalar_type());
-  TORCH_CHECK(scale.scalar_type() == at::kFloat, "quantize_int8: scale must be float32, but got ",
-              scale.scalar_type());
-  TORCH_CHECK(scale.device() == x.device(), "quantize_int8: scale must be on ", x.device(),
-              ", but got ", scale.device());
-  const int64_t ndim = std::max<int64_t>(x.dim(), 1);
-  TORCH_CHECK(dim >= -ndim && dim < ndim, "quantize_int8: dim must be in [", -ndim, ", ", ndim,
-              "), but got ", dim);
-  dim = dim < 0 ? dim + ndim : dim;
-  const bool per_tensor = scale.numel() == 1;
-  TORCH_CHECK(per_tensor || (x.dim() > 0 && scale.numel() == x.size(dim)),
-              "quantize_int8: scale must have 1 or x.size(dim) = ", x.dim() > 0 ? x.size(dim) : 1,
-              " elements, but got ", scale.numel());
+  const auto layout = mmdaq::check_quantize_args(x, scale, dim);
   const c10::cuda::CUDAGuard guard(x.device());
   auto out = at::empty(x.sizes(), x.options().dtype(at::kChar));
   if (x.numel() == 0) {
@@ -39,15 +27,11 @@ at::Tensor quantize_int8_cuda(const at::Tensor& x, const at::Tensor& scale, int6
   }
   const auto xc = x.contiguous();
   const auto sc = scale.contiguous();
-  const int64_t channels = per_tensor ? 1 : x.size(dim);
-  int64_t inner = 1;
-  for (int64_t d = dim + 1; d < x.dim(); ++d) inner *= x.size(d);
-  if (per_tensor) inner = x.numel();
   const int threads = 256;
   const int64_t blocks = std::min<int64_t>((x.numel() + threads - 1) / threads, 65535);
   quantize_int8_kernel<<<blocks, threads, 0, at::cuda::getCurrentCUDAStream()>>>(
-      xc.data_ptr<float>(), sc.data_ptr<float>(), out.data_ptr<int8_t>(), x.numel(), inner,
-      channels);
+      xc.data_ptr<float>(), sc.data_ptr<float>(), out.data_ptr<int8_t>(), x.numel(), layout.inner,
+      layout.channels);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
 }
