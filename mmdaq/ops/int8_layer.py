@@ -81,9 +81,8 @@ def int8_conv_grad_weight(x_q: Tensor, g_q: Tensor, geo: ConvGeometry) -> Tensor
     return acc.reshape(g_q.shape[1], -1)
 
 
-def int8_conv_grad_input(g_q: Tensor, w_q: Tensor, input_shape: torch.Size,
-                         geo: ConvGeometry) -> Tuple[Tensor, callable]:
-    """Integer G_X GEMM; returns the column gradient and the col2im to apply after scaling.
+def int8_conv_grad_input(g_q: Tensor, w_q: Tensor, geo: ConvGeometry) -> Tensor:
+    """Integer G_X GEMM; the caller scales the columns and folds them back with col2im.
 
     Args:
         g_q (Tensor[N*L, C_out], int8): Output-gradient codes, channels last.
@@ -136,7 +135,7 @@ class Int8ConvFunction(torch.autograd.Function):
             grad_w = grad_w.reshape(w_q.shape).to(ctx.w_dtype)
         if ctx.needs_input_grad[0]:
             g_q, s_g = scheme.quantize_grad_for_input(grad_y)
-            cols = int8_conv_grad_input(channels_last_2d(g_q), w_q, x_q.shape, geo)
+            cols = int8_conv_grad_input(channels_last_2d(g_q), w_q, geo)
             cols = cols.to(torch.float32) * (s_g * s_w)
             grad_x = col2im(cols, x_q.shape, geo.kernel, geo.stride, geo.padding, geo.dilation)
             grad_x = grad_x.to(ctx.x_dtype)

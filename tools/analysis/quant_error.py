@@ -111,7 +111,6 @@ def main(argv=None) -> Dict:
     if args.iters < 2:
         parser.error(f'--iters must be >= 2, but got {args.iters}')
     methods = [parse_method(m) for m in args.methods]
-    torch.set_num_threads(torch.get_num_threads())
     print(f'quant_error: torch {torch.__version__}, {torch.get_num_threads()} threads, '
           f'alpha={args.alpha}, iters={args.iters}, lr={args.lr}, seed={args.seed}')
     results = {}
