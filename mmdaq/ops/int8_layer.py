@@ -109,7 +109,7 @@ class Int8ConvFunction(torch.autograd.Function):
         x_q, s_x = scheme.quantize_input(x)
         w_q, s_w = scheme.quantize_weight(weight)
         acc, out_size = int8_conv_forward(x_q, w_q, geo)  # [NL, C_out]
-        y = acc.to(torch.float32) * (s_x * s_w)
+        y = acc * (s_x * s_w)  # int -> float32 by type promotion, one pass
         n, c_out = x.shape[0], weight.shape[0]
         y = y.reshape((n, ) + out_size + (c_out, )).movedim(-1, 1)  # [N, C_out, *O]
         if bias is not None:
@@ -131,12 +131,12 @@ class Int8ConvFunction(torch.autograd.Function):
             g_q, s_gw = scheme.quantize_grad_for_weight(grad_y, dim=1, slot=ctx.slot)  # [C_out]
             acc = int8_conv_grad_weight(x_q, channels_last_2d(g_q), geo)  # [C_out, CgK]
             # The per-channel scale factors out of the integer sum: one multiply per row.
-            grad_w = acc.to(torch.float32) * (s_gw.unsqueeze(1) * s_x)
+            grad_w = acc * (s_gw.unsqueeze(1) * s_x)
             grad_w = grad_w.reshape(w_q.shape).to(ctx.w_dtype)
         if ctx.needs_input_grad[0]:
             g_q, s_g = scheme.quantize_grad_for_input(grad_y)
             cols = int8_conv_grad_input(channels_last_2d(g_q), w_q, geo)
-            cols = cols.to(torch.float32) * (s_g * s_w)
+            cols = cols * (s_g * s_w)
             grad_x = col2im(cols, x_q.shape, geo.kernel, geo.stride, geo.padding, geo.dilation)
             grad_x = grad_x.to(ctx.x_dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
