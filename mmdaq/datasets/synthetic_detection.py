@@ -53,8 +53,8 @@ def _shape_mask(rng: np.random.Generator, shape: str, height: int, width: int,
     Returns:
         ndarray[H, W], bool.
     """
-    aspect = rng.uniform(0.6, 1.0)
-    w, h = (size, max(4, int(size * aspect)))[::1 if rng.random() < 0.5 else -1]
+    short_side = max(4, int(size * rng.uniform(0.6, 1.0)))
+    w, h = (size, short_side) if rng.random() < 0.5 else (short_side, size)
     x0 = int(rng.integers(0, width - w + 1))
     y0 = int(rng.integers(0, height - h + 1))
     cx, cy = x0 + (w - 1) / 2, y0 + (h - 1) / 2
@@ -151,7 +151,9 @@ def render_detection_image(rng: np.random.Generator, image_size: Tuple[int, int]
 
 
 def _coco_categories() -> List[dict]:
-    return [dict(id=i + 1, name=name, supercategory='shape') for i, name in enumerate(SHAPE_CLASSES)]
+    """COCO categories with ids 1..K in :data:`SHAPE_CLASSES` order."""
+    return [dict(id=k + 1, name=name, supercategory='shape')
+            for k, name in enumerate(SHAPE_CLASSES)]
 
 
 def _write_split(out_dir: str, split: str, num_images: int, seed: int, image_ext: str,

@@ -2,8 +2,9 @@
 
 The class is the pair (shape, motion): a circle or a square that moves left-right, moves
 up-down, or grows and shrinks in place, so neither the shape nor the motion alone decides the
-label (6 classes, chance 1/6). Paths are sinusoidal with random amplitude, phase and speed;
-backgrounds are textured (gradient, stripes or blobs) and every frame gets fresh pixel noise.
+label (6 classes, chance 1/6). Paths are triangle waves (back and forth at constant speed) with
+random amplitude, phase and speed. Backgrounds are textured (gradient, stripes or blobs, at a
+third of their contrast) and every frame gets fresh pixel noise.
 
 Each frame also shows a fading trail of the shape's ``trail`` previous positions (like motion
 blur), so the motion is visible in a single frame and a frame-level 2D model such as TSN can
@@ -35,7 +36,7 @@ from .synthetic_common import (add_noise, check_image_ext, check_int, check_size
 SHAPES = ('circle', 'square')
 MOTIONS = ('horizontal', 'vertical', 'zoom')
 VIDEO_CLASSES = tuple(f'{shape}_{motion}' for shape in SHAPES for motion in MOTIONS)
-GENERATOR_VERSION = 1  # bump when the rendering changes, so old datasets are regenerated
+GENERATOR_VERSION = 4  # bump when the rendering changes, so old datasets are regenerated
 
 
 def clip_label(shape: str, motion: str) -> int:
@@ -57,9 +58,11 @@ def _trajectory(rng: np.random.Generator, motion: str, num_frames: int, trail: i
     """
     t = np.arange(-trail, num_frames, dtype=np.float64)
     short = min(height, width)
-    cycles = rng.uniform(0.5, 1.0)  # sine periods per clip: the speed
-    wave = np.sin(2 * np.pi * cycles * t / num_frames + rng.uniform(0, 2 * np.pi))
-    base = rng.uniform(0.2, 0.3) * short
+    cycles = rng.uniform(0.75, 1.25)  # periods per clip: the speed
+    # A triangle wave in [-1, 1]: constant speed between the turns, so most frames show a trail.
+    wave = 2 / np.pi * np.arcsin(np.sin(2 * np.pi * cycles * t / num_frames
+                                        + rng.uniform(0, 2 * np.pi)))
+    base = rng.uniform(0.35, 0.45) * short  # large: a 2D CNN from scratch sees it quickly
     sizes = np.full_like(t, base)
     if motion == 'zoom':
         sizes = base * (1.0 + 0.45 * wave)  # 0.55x to 1.45x
@@ -91,8 +94,8 @@ def _draw(mask: np.ndarray, shape: str, centre: np.ndarray, size: float) -> None
 
 
 def render_clip(rng: np.random.Generator, shape: str, motion: str, num_frames: int = 12,
-                frame_size: Tuple[int, int] = (64, 64), trail: int = 2,
-                noise_sigma: float = 8.0) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+                frame_size: Tuple[int, int] = (64, 64), trail: int = 3,
+                noise_sigma: float = 6.0) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
     """Render one clip.
 
     Args:
@@ -101,8 +104,8 @@ def render_clip(rng: np.random.Generator, shape: str, motion: str, num_frames: i
         motion (str): One of :data:`MOTIONS`.
         num_frames (int): T. Defaults to 12.
         frame_size (tuple[int, int]): ``(H, W)``. Defaults to (64, 64).
-        trail (int): Number of fading earlier positions drawn behind the shape. Defaults to 2.
-        noise_sigma (float): Upper bound of the per-frame Gaussian noise sigma. Defaults to 8.
+        trail (int): Number of fading earlier positions drawn behind the shape. Defaults to 3.
+        noise_sigma (float): Upper bound of the per-frame Gaussian noise sigma. Defaults to 6.
 
     Returns:
         tuple: ``frames`` (ndarray[T, H, W, 3], uint8, BGR) and a dict with the ground truth:
@@ -112,10 +115,12 @@ def render_clip(rng: np.random.Generator, shape: str, motion: str, num_frames: i
     clip_label(shape, motion)  # validates both
     height, width = frame_size
     background = random_background(rng, height, width)  # [H, W, 3] float32
+    mean = background.mean(axis=(0, 1))  # [3]
+    background = mean + 0.35 * (background - mean)  # low contrast: the shape stays salient
     centres, sizes = _trajectory(rng, motion, num_frames, trail, height, width)
     probe = np.zeros((height, width), np.uint8)
     _draw(probe, shape, centres[trail], sizes[trail])
-    colour = contrasting_colour(rng, background, probe.astype(bool))
+    colour = contrasting_colour(rng, background, probe.astype(bool), min_distance=100.0)
     sigma = rng.uniform(2.0, noise_sigma)
     frames = np.empty((num_frames, height, width, 3), np.uint8)
     for i in range(num_frames):
@@ -123,7 +128,7 @@ def render_clip(rng: np.random.Generator, shape: str, motion: str, num_frames: i
         for lag in range(trail, -1, -1):  # oldest ghost first, the shape itself last
             mask = np.zeros((height, width), np.uint8)
             _draw(mask, shape, centres[trail + i - lag], sizes[trail + i - lag])
-            alpha = 1.0 if lag == 0 else 0.5 * (trail + 1 - lag) / (trail + 1)
+            alpha = 1.0 if lag == 0 else 0.8 * (trail + 1 - lag) / (trail + 1)
             region = mask.astype(bool)
             frame[region] = (1 - alpha) * frame[region] + alpha * colour
         frames[i] = add_noise(rng, frame, sigma)
@@ -153,9 +158,9 @@ def _write_split(out_dir: str, split: str, num_clips: int, seed: int, image_ext:
     return ann_file
 
 
-def generate_video_dataset(out_dir: str, num_train: int = 600, num_val: int = 120,
+def generate_video_dataset(out_dir: str, num_train: int = 1200, num_val: int = 120,
                            num_frames: int = 12, frame_size: Tuple[int, int] = (64, 64),
-                           seed: int = 0, *, trail: int = 2, image_ext: str = '.jpg',
+                           seed: int = 0, *, trail: int = 3, image_ext: str = '.jpg',
                            overwrite: bool = False) -> Dict[str, Any]:
     """Generate (or reuse) the synthetic moving-shapes clips as mmaction2 rawframes.
 
@@ -165,12 +170,12 @@ def generate_video_dataset(out_dir: str, num_train: int = 600, num_val: int = 12
 
     Args:
         out_dir (str): Dataset root, e.g. ``'data/synthetic_clips'``.
-        num_train (int): Number of training clips. Defaults to 600.
+        num_train (int): Number of training clips. Defaults to 1200.
         num_val (int): Number of validation clips. Defaults to 120.
         num_frames (int): Frames per clip (T). Defaults to 12.
         frame_size (tuple[int, int]): ``(H, W)`` of every frame. Defaults to (64, 64).
         seed (int): Seed of the numpy generators. Defaults to 0.
-        trail (int): Fading earlier positions drawn in each frame (0: none). Defaults to 2.
+        trail (int): Fading earlier positions drawn in each frame (0: none). Defaults to 3.
         image_ext (str): ``'.jpg'`` or ``'.png'`` (lossless). Defaults to ``'.jpg'``.
         overwrite (bool): Regenerate even if the manifest matches. Defaults to False.
 
