@@ -19,3 +19,16 @@ def sqnr(reference: Tensor, approximation: Tensor) -> float:
     if noise == 0:
         return float('inf')
     return float(20 * torch.log10(reference.norm() / noise))
+
+
+def laplace(shape, generator: torch.Generator) -> Tensor:
+    """Laplace(0, 1) samples (a sharp, long-tailed gradient channel), by inverse CDF."""
+    u = torch.rand(shape, generator=generator) - 0.5
+    return -torch.sign(u) * torch.log1p(-2 * u.abs())
+
+
+def spike_and_slab(shape, generator: torch.Generator, slab: float = 0.1) -> Tensor:
+    """"Inverted-T" samples: a N(0, 0.05^2) spike, with probability ``slab`` a N(0, 1) value."""
+    is_slab = torch.rand(shape, generator=generator) < slab
+    return torch.where(is_slab, torch.randn(shape, generator=generator),
+                       0.05 * torch.randn(shape, generator=generator))

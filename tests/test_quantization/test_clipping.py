@@ -6,7 +6,7 @@ import torch
 
 from mmdaq.quantization import (MCSConfig, magnitude_aware_clip, magnitude_weighted_error,
                                 solve_optimal_clip)
-from mmdaq.testing import DEVICES
+from mmdaq.testing import DEVICES, laplace, spike_and_slab
 
 # One inverted-T row (P(|g| > sigma) = 1/8) and one bell-shaped row (P = 1/2), abs-max 10 and 4.
 SHAPES = torch.tensor([[0.0, 0, 0, 0, 0, 0, 0, -10], [1, -4, 3, -1, 0.5, 2, -3, 1]])
@@ -14,18 +14,6 @@ SHAPES = torch.tensor([[0.0, 0, 0, 0, 0, 0, 0, -10], [1, -4, 3, -1, 0.5, 2, -3, 
 
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-def _laplace(shape, gen):
-    u = torch.rand(shape, generator=gen) - 0.5
-    return -torch.sign(u) * torch.log1p(-2 * u.abs())
-
-
-def _spike_and_slab(shape, gen, slab=0.1):
-    """Inverted-T: 90% N(0, 0.05^2) spike, 10% N(0, 1) slab."""
-    is_slab = torch.rand(shape, generator=gen) < slab
-    return torch.where(is_slab, torch.randn(shape, generator=gen),
-                       0.05 * torch.randn(shape, generator=gen))
 
 
 def _inverted_t(abs_max: float) -> torch.Tensor:
@@ -159,7 +147,7 @@ def test_objective_with_hand_computed_numbers():
 
 @pytest.mark.parametrize('device', DEVICES)
 def test_objective_matches_a_float64_reference(device):
-    g = _laplace((3, 500), _gen(1)).to(device)
+    g = laplace((3, 500), _gen(1)).to(device)
     clip = g.abs().amax(1) * torch.tensor([1.0, 0.5, 0.1], device=device)
     step = clip.double()[:, None] / 127
     g64 = g.double()
@@ -173,7 +161,7 @@ def test_objective_matches_a_float64_reference(device):
 
 
 def test_objective_scale_covariance_and_edge_channels():
-    g = _laplace((2, 256), _gen(2))
+    g = laplace((2, 256), _gen(2))
     base = magnitude_weighted_error(g, 0.3, alpha=2.0)
     scaled = magnitude_weighted_error(g * 2.0**90, 0.3 * 2.0**90, alpha=2.0)  # ~1e27: no overflow
     torch.testing.assert_close(scaled, base * 2.0**90, rtol=1e-5, atol=0)
@@ -197,7 +185,7 @@ def test_solver_is_never_worse_than_abs_max_and_finds_the_bulk():
 @pytest.mark.parametrize('alpha', [0.0, 1.0, 4.0])
 def test_solver_matches_a_dense_brute_force_search(alpha):
     """Within 0.2% of a 2000-point grid (measured <= 0.07% over seeds 0-5)."""
-    g = _laplace((1, 1024), _gen(5))
+    g = laplace((1, 1024), _gen(5))
     candidates = torch.linspace(1, 2000, 2000) / 2000 * g.abs().max()  # [2000]
     errors = magnitude_weighted_error(g.expand(2000, -1), candidates, alpha)  # one row each
     clip = solve_optimal_clip(g, alpha)
@@ -223,8 +211,8 @@ def _mcs_clip_after(sampler, iterations: int, config: MCSConfig, seed: int):
 
 @pytest.mark.parametrize('sampler, iterations, mean_bound, max_bound', [
     (lambda shape, gen: torch.randn(shape, generator=gen), 1, 1.05, 1.10),
-    (_laplace, 5, 1.10, 1.25),
-    (_spike_and_slab, 5, 1.10, 1.25),
+    (laplace, 5, 1.10, 1.25),
+    (spike_and_slab, 5, 1.10, 1.25),
 ])
 def test_mcs_is_near_optimal_for_moderate_alpha(sampler, iterations, mean_bound, max_bound):
     """MCS error / solver error at alpha = 3, 8 bits, 8 channels x 4096 values, paper defaults.

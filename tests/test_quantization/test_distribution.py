@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmdaq.quantization import channel_major, channel_statistics, classify_channels
-from mmdaq.testing import DEVICES
+from mmdaq.testing import DEVICES, laplace, spike_and_slab
 
 P_GAUSSIAN = math.erfc(1 / math.sqrt(2))  # P(|g| > sigma) = 0.3173
 P_LAPLACE = math.exp(-math.sqrt(2))  # 0.2431
@@ -16,18 +16,6 @@ P_UNIFORM = 1 - 1 / math.sqrt(3)  # 0.4226
 
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-def _laplace(shape, gen):
-    u = torch.rand(shape, generator=gen) - 0.5
-    return -torch.sign(u) * torch.log1p(-2 * u.abs())
-
-
-def _spike_and_slab(shape, gen, slab=0.1):
-    """Inverted-T: 90% N(0, 0.05^2) spike, 10% N(0, 1) slab."""
-    is_slab = torch.rand(shape, generator=gen) < slab
-    return torch.where(is_slab, torch.randn(shape, generator=gen),
-                       0.05 * torch.randn(shape, generator=gen))
 
 
 def _student_t3(shape, gen):
@@ -71,7 +59,7 @@ def test_statistics_match_a_float64_reference(device):
 
 @pytest.mark.parametrize('sampler, expected', [
     (lambda shape, gen: torch.randn(shape, generator=gen), P_GAUSSIAN),
-    (_laplace, P_LAPLACE),
+    (laplace, P_LAPLACE),
     (lambda shape, gen: 2 * torch.rand(shape, generator=gen) - 1, P_UNIFORM),
 ])
 def test_known_exceedance_fractions(sampler, expected):
@@ -86,9 +74,9 @@ def test_known_exceedance_fractions(sampler, expected):
 def test_classification_of_bell_shaped_and_inverted_t_channels():
     shape = (8, 2**16)
     assert classify_channels(torch.randn(shape, generator=_gen(3))).all()
-    for sampler in (_laplace, _spike_and_slab, _student_t3):
+    for sampler in (laplace, spike_and_slab, _student_t3):
         assert not classify_channels(sampler(shape, _gen(4))).any(), sampler
-    mixed = torch.stack([torch.randn(2**16, generator=_gen(5)), _laplace(2**16, _gen(6))])
+    mixed = torch.stack([torch.randn(2**16, generator=_gen(5)), laplace(2**16, _gen(6))])
     assert classify_channels(mixed).tolist() == [True, False]
     assert classify_channels(mixed, threshold=0.2).tolist() == [True, True]
 
