@@ -47,9 +47,12 @@ def main(argv=None) -> dict:
     if args.out is not None:
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
     try:
-        return runner.test()
-    finally:
-        shutdown_distributed()
+        metrics = runner.test()
+    except BaseException:
+        shutdown_distributed(synchronize=False)
+        raise
+    shutdown_distributed()
+    return metrics
 
 
 if __name__ == '__main__':

@@ -54,8 +54,10 @@ def main(argv=None) -> None:
     runner = build_runner(cfg)
     try:
         runner.train()
-    finally:
-        shutdown_distributed()
+    except BaseException:
+        shutdown_distributed(synchronize=False)
+        raise
+    shutdown_distributed()
 
 
 if __name__ == '__main__':

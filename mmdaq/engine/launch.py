@@ -90,8 +90,16 @@ def build_runner(cfg: Config):
     return Runner.from_cfg(cfg)
 
 
-def shutdown_distributed() -> None:
-    """Destroy the process group, if any: gloo's threads must stop before the interpreter exits."""
+def shutdown_distributed(synchronize: bool = True) -> None:
+    """Destroy the process group, if any: gloo's threads must stop before the interpreter exits.
+
+    Args:
+        synchronize (bool): Wait for every rank first (a rank that tears down while a peer is
+            still talking aborts with "terminate called without an active exception"). Pass
+            False on an error path, where a peer may never arrive. Defaults to True.
+    """
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()

@@ -17,7 +17,7 @@ from mmengine.hooks import Hook  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from mmdaq.cnn import daq_layers  # noqa: E402
-from mmdaq.engine.launch import setup_launcher  # noqa: E402
+from mmdaq.engine.launch import setup_launcher, shutdown_distributed  # noqa: E402
 from test_daq_hook import ToyData, ToyNet  # noqa: E402
 
 
@@ -60,8 +60,7 @@ def main():
                                            else runner.model).items()}
     with open(f'{out}.rank{get_rank()}', 'w') as f:
         json.dump(dict(losses=losses.tolist(), state=state), f)
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()  # gloo threads must stop before exit
+    shutdown_distributed()  # every rank done, then gloo's threads stop before exit
 
 
 if __name__ == '__main__':

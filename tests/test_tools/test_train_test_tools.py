@@ -140,17 +140,17 @@ def test_resume_after_sigkill(det_dir):
     import time
     work = str(det_dir / 'work_kill')
     cmd = [sys.executable, osp.join(ROOT, 'tools/train.py'), DAQ_DET_CONFIG, '--work-dir', work,
-           '--cfg-options'] + TINY_DET + ['train_cfg.max_epochs=2', 'train_cfg.val_interval=10',
+           '--cfg-options'] + TINY_DET + ['train_cfg.max_epochs=4', 'train_cfg.val_interval=10',
                                           'default_hooks.checkpoint.interval=1',
                                           'default_hooks.checkpoint.max_keep_ckpts=4']
     proc = subprocess.Popen(cmd, cwd=det_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not osp.isfile(osp.join(work, 'epoch_1.pth')) and time.time() < deadline:
-        time.sleep(0.5)
-    time.sleep(1.0)  # mid-epoch 2
-    proc.send_signal(signal.SIGKILL)
+    # mmengine writes `last_checkpoint` (what --resume reads) after the checkpoint file itself.
+    while not osp.isfile(osp.join(work, 'last_checkpoint')) and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)  # right after the first checkpoint: mid-run
     proc.wait()
-    assert not osp.isfile(osp.join(work, 'epoch_2.pth'))
+    assert not osp.isfile(osp.join(work, 'epoch_4.pth'))
     out = _run(cmd[:5] + ['--resume'] + cmd[5:], cwd=det_dir)  # --resume before --cfg-options
     assert 'resumed epoch: ' in out
-    assert osp.isfile(osp.join(work, 'epoch_2.pth'))
+    assert osp.isfile(osp.join(work, 'epoch_4.pth'))
