@@ -76,6 +76,16 @@ def _explicit_padding(conv: nn.modules.conv._ConvNd) -> Tuple[int, ...]:
 
 
 class _DAQConvNd(DAQLayerMixin):
+    """Shared by DAQConv2d/3d; ``super()`` here is their torch base (nn.Conv2d / nn.Conv3d)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = 'zeros',
+                 device=None, dtype=None, method: str = 'daq', **options: Any) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode, device=device, dtype=dtype)
+        _explicit_padding(self)
+        self._init_quantization(method, options)
+
 
     @staticmethod
     def _float_args(conv: nn.modules.conv._ConvNd) -> tuple:
@@ -109,25 +119,9 @@ class DAQConv2d(_DAQConvNd, nn.Conv2d):
         torch.Size([2, 8, 16, 16])
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = 'zeros',
-                 device=None, dtype=None, method: str = 'daq', **options: Any) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         groups, bias, padding_mode, device=device, dtype=dtype)
-        _explicit_padding(self)
-        self._init_quantization(method, options)
-
 
 class DAQConv3d(_DAQConvNd, nn.Conv3d):
     """``nn.Conv3d`` with INT8 GEMMs; arguments as :class:`DAQConv2d`."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = 'zeros',
-                 device=None, dtype=None, method: str = 'daq', **options: Any) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         groups, bias, padding_mode, device=device, dtype=dtype)
-        _explicit_padding(self)
-        self._init_quantization(method, options)
 
 
 class DAQLinear(DAQLayerMixin, nn.Linear):
