@@ -40,14 +40,15 @@ def test_grad_for_weight_scales_per_method():
 
 
 def test_daq_state_follows_the_paper_update_and_round_trips():
-    scheme = build_scheme('daq', threshold=1.0)  # every channel counts as long-tailed
+    # threshold 1: every channel counts as long-tailed
+    scheme = build_scheme('daq', threshold=1.0, long_tail_rule='ema')
     scheme.quantize_grad_for_weight(_grad(0))
     first = scheme.prev_clip.clone()
     g2 = _grad(1, scale=2.0)
     scheme.quantize_grad_for_weight(g2)
     want = 0.2 * first + 0.8 * g2.abs().amax(dim=(0, 2, 3))
     torch.testing.assert_close(scheme.prev_clip, want)
-    twin = build_scheme('daq', threshold=1.0)
+    twin = build_scheme('daq', threshold=1.0, long_tail_rule='ema')
     twin.load_state_dict(copy.deepcopy(scheme.state_dict()))
     torch.testing.assert_close(twin.prev_clip, scheme.prev_clip)
     twin.load_state_dict({})
@@ -55,7 +56,7 @@ def test_daq_state_follows_the_paper_update_and_round_trips():
 
 
 def test_clip_interval_reuses_clips_and_slots_are_separate():
-    scheme = build_scheme('daq', clip_interval=2)
+    scheme = build_scheme('daq', clip_interval=2, long_tail_rule='ema')
     scheme.quantize_grad_for_weight(_grad(0), slot=0)
     kept = scheme.prev_clip.clone()
     scheme.quantize_grad_for_weight(_grad(1, scale=5.0), slot=0)  # not an update step
@@ -79,3 +80,20 @@ def test_objective_rule_never_exceeds_abs_max():
     _, scale = scheme.quantize_grad_for_weight(g)
     assert torch.all(scale * 127 <= g.abs().amax(dim=(0, 2, 3)) + 1e-6)
     assert torch.any(scale * 127 < g.abs().amax(dim=(0, 2, 3)))
+
+
+def test_objective_rule_is_the_default_and_reuses_ratios_between_updates():
+    scheme = build_scheme('daq', clip_interval=2, alpha=1.0)
+    assert scheme.long_tail_rule == 'objective'
+    g = torch.randn(64, 6, 8, 8, generator=torch.Generator().manual_seed(3))
+    g[0, :, 0, 0] = 12.0
+    clip = scheme.quantize_grad_for_weight(g)[1] * 127
+    ratio = clip / g.abs().amax(dim=(0, 2, 3))
+    torch.testing.assert_close(scheme.clip_ratios[0], ratio)
+    # Not an update step: the same ratios on a gradient 5x larger (the clip follows the scale).
+    clip2 = scheme.quantize_grad_for_weight(g * 5.0)[1] * 127
+    torch.testing.assert_close(clip2, clip * 5.0)
+    twin = build_scheme('daq', clip_interval=2, alpha=1.0)
+    twin.load_state_dict(copy.deepcopy(scheme.state_dict()))
+    torch.testing.assert_close(twin.clip_ratios[0], scheme.clip_ratios[0])
+    assert twin._updates == scheme._updates

@@ -168,15 +168,16 @@ class DAQHook(Hook):
         from mmengine.dist import all_reduce, get_world_size
         if get_world_size() < 2:
             return
-        slots = [(scheme, slot) for scheme in (l.quant_scheme for l in layers.values())
-                 for slot in sorted(getattr(scheme, 'prev_clips', {}))]
-        if not slots:
+        entries = [(state, slot) for scheme in (l.quant_scheme for l in layers.values())
+                   for state in (getattr(scheme, 'prev_clips', {}),
+                                 getattr(scheme, 'clip_ratios', {}))
+                   for slot in sorted(state)]
+        if not entries:
             return
-        flat = torch.cat([scheme.prev_clips[slot].float() for scheme, slot in slots])
+        flat = torch.cat([state[slot].float() for state, slot in entries])
         all_reduce(flat, op='mean')
-        for (scheme, slot), value in zip(slots, flat.split([s.prev_clips[k].numel()
-                                                            for s, k in slots])):
-            scheme.prev_clips[slot] = value.to(scheme.prev_clips[slot].device)
+        for (state, slot), value in zip(entries, flat.split([s[k].numel() for s, k in entries])):
+            state[slot] = value.to(state[slot].device)
 
     @staticmethod
     def _log_statistics(runner, layers: Dict[str, nn.Module]) -> None:
