@@ -5,7 +5,7 @@ the same seed and schedule (each through tools/train.py, progress and ETA from m
 logger), then prints the final metric of both side by side and the wall-time ratio::
 
     python tools/demo.py detection            # Faster R-CNN R50-FPN, bbox mAP
-    python tools/demo.py video                # TSN R50, top-1
+    python tools/demo.py video                # TSN R18, top-1
     python tools/demo.py detection --only fp32
 """
 import argparse
@@ -29,8 +29,8 @@ DEMOS = {
         metric='coco/bbox_mAP', label='bbox mAP'),
     'video': dict(
         data=('video', 'data/synthetic_clips'),
-        configs={'fp32': 'configs/demo/tsn_r50_synthetic_clips.py',
-                 'daq': 'configs/demo/tsn_r50_daq_synthetic_clips.py'},
+        configs={'fp32': 'configs/demo/tsn_r18_synthetic_clips.py',
+                 'daq': 'configs/demo/tsn_r18_daq_synthetic_clips.py'},
         metric='acc/top1', label='top-1'),
 }
 PROGRESS = re.compile(r'(Epoch\((train|val)\)\s+\[\d+\]\[\s*\d+/\d+\].*?(eta: \S+)?\s+time|'

@@ -13,7 +13,7 @@ pytest.importorskip('mmaction')
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DET_CONFIG = osp.join(ROOT, 'configs/demo/faster_rcnn_r50_fpn_synthetic_shapes.py')
-VIDEO_CONFIG = osp.join(ROOT, 'configs/demo/tsn_r50_synthetic_clips.py')
+VIDEO_CONFIG = osp.join(ROOT, 'configs/demo/tsn_r18_synthetic_clips.py')
 TINY_DET = ['train_cfg.max_epochs=1', 'train_cfg.val_interval=1', 'train_dataloader.batch_size=2',
             'val_dataloader.batch_size=2', 'test_dataloader.batch_size=2',
             'default_hooks.logger.interval=1', 'param_scheduler.0.end=2']
