@@ -1,0 +1,143 @@
+"""FP32 vs BF16 (autocast) vs DAQ INT8, side by side in one run: conv layers and training steps.
+
+Layer mode (default): every distinct convolution of ResNet-50 (mmdet's backbone) at the given
+batch and image size; forward, backward and forward+backward time of each precision and the
+bytes saved for backward. End-to-end mode (``--e2e``): one training iteration (forward, loss,
+backward, SGD step) of stock mmdet / mmaction2 models on synthetic batches, DAQ converted as
+``DAQHook`` does by default. Prints speed-ups relative to FP32 (>1: faster than FP32), the CPU
+ISA and the INT8 GEMM backend, and writes JSON with ``--json``::
+
+    python tools/benchmarks/bench_layers.py                      # ResNet-50 convs, batch 8, 224 px
+    python tools/benchmarks/bench_layers.py --limit 4 --size 112 # a quick look
+    python tools/benchmarks/bench_layers.py --e2e faster_rcnn tsn i3d
+"""
+import argparse
+import json
+import os.path as osp
+import platform
+import statistics
+import sys
+import time
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+import torch  # noqa: E402
+
+from mmdaq.analysis.benchmark import (PRECISIONS, prepare, resnet50_conv_shapes,  # noqa: E402
+                                      saved_activation_bytes, time_layer, time_train_step)
+from mmdaq.ops.int8_matmul import cpu_isa_flags, resolve_backend  # noqa: E402
+
+E2E_MODELS = {
+    'faster_rcnn': ('mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py', dict(size=320)),
+    'tsn': ('mmaction::recognition/tsn/tsn_imagenet-pretrained-r50_8xb32-1x1x3-100e_'
+            'kinetics400-rgb.py', dict(size=112, num_frames=3)),
+    'i3d': ('mmaction::recognition/i3d/i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e_'
+            'kinetics400-rgb.py', dict(size=64, num_frames=8)),
+}
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or 'cpu'
+    try:
+        with open('/proc/cpuinfo') as f:
+            model = next(line.split(':', 1)[1].strip() for line in f
+                         if line.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    isa = ','.join(sorted(cpu_isa_flags())) or 'unknown'
+    return f'{model}, {torch.get_num_threads()} threads, ISA {isa}'
+
+
+def bench_layers(args, device: torch.device) -> list:
+    shapes = resnet50_conv_shapes(args.batch, args.size)[:args.limit or None]
+    rows = []
+    print(f'{"conv (input -> out)":<40}{"n":>3}{"fp32 ms":>10}{"bf16 x":>8}{"daq x":>8}'
+          f'{"daq fwd x":>10}{"daq bwd x":>10}{"saved fp32/daq":>16}', flush=True)
+    for shape, count in shapes:
+        torch.manual_seed(0)
+        base = shape.build().to(device)
+        x = torch.randn(shape.input_shape, device=device)
+        row = dict(shape=shape._asdict(), count=count, label=shape.label())
+        for precision in PRECISIONS:
+            module = prepare(base, precision)
+            row[precision] = time_layer(module, x, precision, args.reps, args.warmup)
+            row[precision]['saved_bytes'] = saved_activation_bytes(module, x, precision)
+        fp32, bf16, daq = row['fp32'], row['bf16'], row['daq']
+        row['speedup'] = {p: {k: fp32[k] / row[p][k] if row[p][k] > 0 else float('nan')
+                              for k in ('fwd', 'bwd', 'fwd_bwd')} for p in ('bf16', 'daq')}
+        mem = fp32['saved_bytes'] / max(daq['saved_bytes'], 1)
+        print(f'{shape.label():<40}{count:>3}{1e3 * fp32["fwd_bwd"]:>10.2f}'
+              f'{row["speedup"]["bf16"]["fwd_bwd"]:>8.2f}{row["speedup"]["daq"]["fwd_bwd"]:>8.2f}'
+              f'{row["speedup"]["daq"]["fwd"]:>10.2f}{row["speedup"]["daq"]["bwd"]:>10.2f}'
+              f'{mem:>16.2f}', flush=True)
+        rows.append(row)
+    for p in ('bf16', 'daq'):
+        med = statistics.median(r['speedup'][p]['fwd_bwd'] for r in rows)
+        total = sum(r['fp32']['fwd_bwd'] * r['count'] for r in rows) / \
+            sum(r[p]['fwd_bwd'] * r['count'] for r in rows)
+        print(f'{p}: median fwd+bwd speed-up over FP32 {med:.2f}x; whole network (each shape '
+              f'times its count) {total:.2f}x')
+    return rows
+
+
+def bench_e2e(args, device: torch.device) -> dict:
+    from mmdaq.engine.hooks import DAQHook
+    from mmdaq.engine.stock_models import (build_stock_model, demo_batch, load_stock_config,
+                                           training_loss)
+    results = {}
+    for key in args.e2e:
+        config, batch_kw = E2E_MODELS[key]
+        times = {}
+        for precision in PRECISIONS:
+            torch.manual_seed(0)
+            model, task = build_stock_model(load_stock_config(config))
+            model.to(device).train()
+            if precision == 'daq':
+                DAQHook().convert(model)
+            data = demo_batch(model, task, batch_size=args.e2e_batch, seed=0, **batch_kw)
+            times[precision] = time_train_step(model, lambda m: training_loss(m, data), precision,
+                                               device, args.e2e_reps, 1)
+        results[key] = dict(times, speedup={p: times['fp32'] / times[p] for p in ('bf16', 'daq')})
+        print(f'{key}: iteration FP32 {times["fp32"]:.3f}s, BF16 {times["bf16"]:.3f}s '
+              f'({results[key]["speedup"]["bf16"]:.2f}x), DAQ {times["daq"]:.3f}s '
+              f'({results[key]["speedup"]["daq"]:.2f}x)', flush=True)
+    return results
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--batch', type=int, default=None,
+                        help='layer mode batch (default 8 on CPU, 64 on CUDA)')
+    parser.add_argument('--size', type=int, default=224, help='ResNet-50 input size')
+    parser.add_argument('--limit', type=int, default=0, help='only the first N shapes')
+    parser.add_argument('--reps', type=int, default=5)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--e2e', nargs='*', choices=list(E2E_MODELS),
+                        help='time training iterations of these models instead of layers')
+    parser.add_argument('--e2e-batch', type=int, default=2)
+    parser.add_argument('--e2e-reps', type=int, default=3)
+    parser.add_argument('--json', help='also write the results here')
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if args.batch is None:
+        args.batch = 64 if device.type == 'cuda' else 8
+    print(f'bench_layers: {device_description(device)}; torch {torch.__version__}; INT8 GEMM '
+          f'backend {resolve_backend(device)}; {time.strftime("%Y-%m-%d %H:%M")}', flush=True)
+    print('command: python tools/benchmarks/bench_layers.py ' + ' '.join(sys.argv[1:]), flush=True)
+    result = dict(device=device_description(device), torch=torch.__version__,
+                  backend=resolve_backend(device), args=vars(args))
+    if args.e2e:
+        result['e2e'] = bench_e2e(args, device)
+    else:
+        result['layers'] = bench_layers(args, device)
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(result, f, indent=1)
+    return result
+
+
+if __name__ == '__main__':
+    main()
