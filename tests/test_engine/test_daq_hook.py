@@ -1,4 +1,6 @@
 """DAQHook in a real mmengine Runner on a toy conv net."""
+import glob
+
 import pytest
 import torch
 from torch import nn
@@ -43,7 +45,8 @@ class ToyData(Dataset):
         return dict(inputs=self.x[i], labels=self.y[i])
 
 
-def make_runner(work_dir, max_iters=8, hook=None, resume=False, load_from=None, name='toy'):
+def make_runner(work_dir, max_iters=8, hook=None, resume=False, load_from=None, name='toy',
+                visualizer=None):
     torch.manual_seed(0)
     losses = []
 
@@ -64,7 +67,7 @@ def make_runner(work_dir, max_iters=8, hook=None, resume=False, load_from=None, 
                            logger=dict(type='LoggerHook', interval=1)),
         custom_hooks=[hook or dict(type='DAQHook', stats_interval=2), Record()],
         randomness=dict(seed=0, deterministic=True), resume=resume, load_from=load_from,
-        default_scope='mmengine', experiment_name=name)
+        default_scope='mmengine', experiment_name=name, visualizer=visualizer)
     runner.losses = losses
     return runner
 
@@ -92,6 +95,24 @@ def test_statistics_reach_the_message_hub(tmp_path):
     share = scalars['train/daq/share_gaussian'].current()
     assert 0.0 <= share <= 1.0
     assert 0.0 < scalars['train/daq/grad_rel_error'].current() < 0.1
+
+
+def test_statistics_reach_tensorboard(tmp_path):
+    pytest.importorskip('tensorboard')
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    vis = dict(type='Visualizer', vis_backends=[dict(type='TensorboardVisBackend')],
+               name='daq_tb_test')
+    runner = make_runner(tmp_path, max_iters=4, visualizer=vis, name='tb')
+    runner.train()
+    runner.visualizer.close()
+    events = glob.glob(str(tmp_path / '*' / 'vis_data' / 'events.out.tfevents.*'))
+    assert events, sorted(p.name for p in tmp_path.rglob('*'))
+    acc = EventAccumulator(events[0])
+    acc.Reload()
+    tags = set(acc.Tags()['scalars'])
+    assert {'daq/share_gaussian', 'daq/clip_ratio', 'daq/grad_rel_error'} <= tags, tags
+    ratios = [e.value for e in acc.Scalars('daq/clip_ratio')]
+    assert ratios and all(0.0 < r <= 1.0 for r in ratios)
 
 
 def test_fp32_warmup_then_int8(tmp_path):
