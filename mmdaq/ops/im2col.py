@@ -22,18 +22,24 @@ def conv_output_size(size: Sequence[int], kernel: Sequence[int], stride: Sequenc
 
 
 def im2col(x: Tensor, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
-           dilation: Sequence[int]) -> Tuple[Tensor, Tuple[int, ...]]:
+           dilation: Sequence[int], groups: int = 0) -> Tuple[Tensor, Tuple[int, ...]]:
     """Columns of a convolution input.
 
     Args:
         x (Tensor[N, C, *S]): Input with 1 to 3 spatial dims S (any dtype).
         kernel, stride, padding, dilation (Sequence[int]): One value per spatial dim.
+        groups (int): 0 (default): columns ordered (C, k_1, .., k_d) like
+            ``weight.reshape(C_out, -1)``. G >= 1: ordered (G, k_1, .., k_d, C/G), channels
+            innermost (see :func:`channels_inner_weight`): the copy then moves runs of C/G
+            contiguous values of a channels-last input instead of single elements, several
+            times faster for int8.
 
     Returns:
-        tuple: cols (Tensor[N*L, C*K], x.dtype), ordered (C, k_1, .., k_d) along the
-        second dim like ``weight.reshape(C_out, -1)``; and the output size (O_1, .., O_d)
-        with L = prod(O).
+        tuple: cols (Tensor[N*L, C*K], x.dtype) and the output size (O_1, .., O_d) with
+        L = prod(O).
     """
+    if groups:
+        return _im2col_channels_inner(x, kernel, stride, padding, dilation, groups)
     n, c = x.shape[:2]
     nd = x.dim() - 2
     out_size = conv_output_size(x.shape[2:], kernel, stride, padding, dilation)
@@ -50,6 +56,49 @@ def im2col(x: Tensor, kernel: Sequence[int], stride: Sequence[int], padding: Seq
     perm = (0, ) + tuple(range(2, 2 + nd)) + (1, ) + tuple(range(2 + nd, 2 + 2 * nd))
     cols = x.permute(perm).reshape(n * _prod(out_size), c * _prod(kernel))
     return cols, out_size
+
+
+def _im2col_channels_inner(x: Tensor, kernel: Sequence[int], stride: Sequence[int],
+                           padding: Sequence[int], dilation: Sequence[int],
+                           groups: int) -> Tuple[Tensor, Tuple[int, ...]]:
+    n, c = x.shape[:2]
+    nd = x.dim() - 2
+    out_size = conv_output_size(x.shape[2:], kernel, stride, padding, dilation)
+    x = x.movedim(1, -1)  # [N, *S, C]; free for a channels_last input
+    if any(p > 0 for p in padding):
+        x = F.pad(x, [0, 0] + [p for p in reversed(padding) for _ in range(2)])
+    for i in range(nd):  # [N, O.., C, w_1..]: windows appended as trailing dims
+        window = dilation[i] * (kernel[i] - 1) + 1
+        x = x.unfold(1 + i, window, stride[i])
+    if any(d > 1 for d in dilation):
+        x = x[(Ellipsis, ) + tuple(slice(None, None, d) for d in dilation)]
+    x = x[(slice(None), ) + tuple(slice(0, o) for o in out_size)]
+    x = x.reshape(x.shape[:1 + nd] + (groups, c // groups) + x.shape[2 + nd:])
+    # [N, O.., G, Cg, k..] -> [N, O.., G, k.., Cg] -> [N*L, C*K]
+    perm = tuple(range(2 + nd)) + tuple(range(3 + nd, 3 + 2 * nd)) + (2 + nd, )
+    return x.permute(perm).reshape(n * _prod(out_size), c * _prod(kernel)), out_size
+
+
+def channels_inner_weight(w: Tensor, groups: int) -> Tensor:
+    """Weight in the column order of ``im2col(..., groups=G)``.
+
+    Args:
+        w (Tensor[C_out, C_in/G, *k]): Weight (any dtype).
+        groups (int): G.
+
+    Returns:
+        Tensor[G, C_out/G, K*C_in/G]: row r of group g pairs with the columns of group g.
+    """
+    c_out = w.shape[0]
+    w = w.reshape((groups, c_out // groups) + tuple(w.shape[1:]))  # [G, Cout_g, Cg, k..]
+    return w.movedim(2, -1).reshape(groups, c_out // groups, -1)
+
+
+def channels_inner_to_weight(t: Tensor, weight_shape: Sequence[int]) -> Tensor:
+    """Inverse of :func:`channels_inner_weight`: [C_out, K*C_in/G] -> [C_out, C_in/G, *k]."""
+    c_out, c_in_g = weight_shape[:2]
+    kernel = tuple(weight_shape[2:])
+    return t.reshape((c_out, ) + kernel + (c_in_g, )).movedim(-1, 1)
 
 
 def col2im(cols: Tensor, input_shape: Sequence[int], kernel: Sequence[int],

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..quantization.schemes import QuantScheme
 from .grouped_matmul import grouped_int8_matmul
-from .im2col import col2im, im2col
+from .im2col import channels_inner_to_weight, channels_inner_weight, col2im, im2col
 
 
 class ConvGeometry(NamedTuple):
@@ -59,8 +59,8 @@ def int8_conv_forward(x_q: Tensor, w_q: Tensor, geo: ConvGeometry) -> Tuple[Tens
     Returns:
         tuple: acc (Tensor[N*L, C_out], integer-valued) and the output size (O_1, ..).
     """
-    cols, out_size = im2col(x_q, geo.kernel, geo.stride, geo.padding, geo.dilation)
-    w_g = w_q.reshape(geo.groups, w_q.shape[0] // geo.groups, -1).transpose(1, 2)  # [G, CgK, Cout_g]
+    cols, out_size = im2col(x_q, geo.kernel, geo.stride, geo.padding, geo.dilation, geo.groups)
+    w_g = channels_inner_weight(w_q, geo.groups).transpose(1, 2)  # [G, K*Cg, Cout_g]
     acc = grouped_int8_matmul(_grouped(cols, geo.groups), w_g.contiguous())  # [G, NL, Cout_g]
     return _ungrouped(acc), out_size
 
@@ -73,16 +73,18 @@ def int8_conv_grad_weight(x_q: Tensor, g_q: Tensor, geo: ConvGeometry) -> Tensor
         g_q (Tensor[N*L, C_out], int8): Output-gradient codes, channels last.
 
     Returns:
-        Tensor[C_out, C_in/G * K]: integer-valued.
+        Tensor[C_out, K * C_in/G]: integer-valued, columns in (k, C_in/G) order
+        (:func:`~.im2col.channels_inner_to_weight` gives the weight layout).
     """
-    cols, _ = im2col(x_q, geo.kernel, geo.stride, geo.padding, geo.dilation)  # [NL, C_in*K]
+    cols, _ = im2col(x_q, geo.kernel, geo.stride, geo.padding, geo.dilation,
+                     geo.groups)  # [NL, C_in*K], (G, k, Cg) order
     g_t = _grouped(g_q, geo.groups).transpose(1, 2).contiguous()  # [G, Cout_g, NL]
-    acc = grouped_int8_matmul(g_t, _grouped(cols, geo.groups))  # [G, Cout_g, Cg*K]
+    acc = grouped_int8_matmul(g_t, _grouped(cols, geo.groups))  # [G, Cout_g, K*Cg]
     return acc.reshape(g_q.shape[1], -1)
 
 
 def int8_conv_grad_input(g_q: Tensor, w_q: Tensor, geo: ConvGeometry) -> Tensor:
-    """Integer G_X GEMM; the caller scales the columns and folds them back with col2im.
+    """Integer G_X GEMM into columns; the caller scales them and folds them back with col2im.
 
     Args:
         g_q (Tensor[N*L, C_out], int8): Output-gradient codes, channels last.
@@ -93,6 +95,38 @@ def int8_conv_grad_input(g_q: Tensor, w_q: Tensor, geo: ConvGeometry) -> Tensor:
     """
     w_g = w_q.reshape(geo.groups, w_q.shape[0] // geo.groups, -1)  # [G, Cout_g, Cg*K]
     return _ungrouped(grouped_int8_matmul(_grouped(g_q, geo.groups), w_g.contiguous()))
+
+
+def transposed_geometry(geo: ConvGeometry) -> Optional[ConvGeometry]:
+    """Geometry of G_X as a plain convolution of G_Y, or None where there is none.
+
+    With stride 1, ``G_X = conv(G_Y, W')`` with ``W'[c_in, c_out, j] = W[c_out, c_in, k-1-j]``
+    (per group), padding ``d (k - 1) - p`` and the same dilation: the columns of G_Y are int8
+    (1 byte each) and the GEMM output is the size of X, instead of int32 columns K times
+    the size of X folded back by col2im. Needs ``p <= d (k - 1)``; strided convolutions would
+    need zeros inserted into G_Y and keep the col2im path.
+    """
+    if not geo.kernel or any(s != 1 for s in geo.stride):
+        return None
+    padding = tuple(d * (k - 1) - p for k, p, d in zip(geo.kernel, geo.padding, geo.dilation))
+    if any(p < 0 for p in padding):
+        return None
+    return ConvGeometry(geo.kernel, geo.stride, padding, geo.dilation, geo.groups)
+
+
+def transposed_weight(w_q: Tensor, groups: int) -> Tensor:
+    """[C_out, C_in/G, *k] -> [C_in, C_out/G, *k], spatially flipped: the weight of G_X."""
+    c_out, c_in_g = w_q.shape[:2]
+    spatial = tuple(w_q.shape[2:])
+    w = w_q.reshape((groups, c_out // groups, c_in_g) + spatial).transpose(1, 2)
+    w = w.flip(dims=tuple(range(3, 3 + len(spatial))))
+    return w.reshape((groups * c_in_g, c_out // groups) + spatial)
+
+
+def _to_channels_first(t: Tensor, shape: Tuple[int, ...]) -> Tensor:
+    """[N*L, C] -> [N, C, *S] for ``shape = (N, C, *S)``."""
+    n, c = shape[:2]
+    return t.reshape((n, ) + tuple(shape[2:]) + (c, )).movedim(-1, 1)
 
 
 def channels_last_2d(t: Tensor) -> Tensor:
@@ -129,15 +163,21 @@ class Int8ConvFunction(torch.autograd.Function):
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[1]:
             g_q, s_gw = scheme.quantize_grad_for_weight(grad_y, dim=1, slot=ctx.slot)  # [C_out]
-            acc = int8_conv_grad_weight(x_q, channels_last_2d(g_q), geo)  # [C_out, CgK]
+            acc = int8_conv_grad_weight(x_q, channels_last_2d(g_q), geo)  # [C_out, K*Cg]
             # The per-channel scale factors out of the integer sum: one multiply per row.
             grad_w = acc * (s_gw.unsqueeze(1) * s_x)
-            grad_w = grad_w.reshape(w_q.shape).to(ctx.w_dtype)
+            grad_w = channels_inner_to_weight(grad_w, w_q.shape).to(ctx.w_dtype).contiguous()
         if ctx.needs_input_grad[0]:
-            g_q, s_g = scheme.quantize_grad_for_input(grad_y)
-            cols = int8_conv_grad_input(channels_last_2d(g_q), w_q, geo)
-            cols = cols * (s_g * s_w)
-            grad_x = col2im(cols, x_q.shape, geo.kernel, geo.stride, geo.padding, geo.dilation)
+            g_q, s_g = scheme.quantize_grad_for_input(grad_y)  # [N, C_out, *O]
+            t_geo = transposed_geometry(geo)
+            if t_geo is not None:  # stride 1: a convolution of the int8 G_Y codes
+                acc, _ = int8_conv_forward(g_q, transposed_weight(w_q, geo.groups), t_geo)
+                grad_x = _to_channels_first(acc * (s_g * s_w), x_q.shape)
+            else:
+                cols = int8_conv_grad_input(channels_last_2d(g_q), w_q, geo)
+                cols = cols * (s_g * s_w)
+                grad_x = col2im(cols, x_q.shape, geo.kernel, geo.stride, geo.padding,
+                                geo.dilation)
             grad_x = grad_x.to(ctx.x_dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_y.sum(dim=[d for d in range(grad_y.dim()) if d != 1])

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmdaq.ops.im2col import col2im, im2col
+from mmdaq.ops.im2col import channels_inner_to_weight, channels_inner_weight, col2im, im2col
 
 CONVS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -31,3 +31,20 @@ def test_im2col_works_on_int8_codes():
     cols, _ = im2col(x, (3, 3), (1, 1), (1, 1), (1, 1))
     ref, _ = im2col(x.float(), (3, 3), (1, 1), (1, 1), (1, 1))
     assert cols.dtype == torch.int8 and torch.equal(cols.float(), ref)
+
+
+@pytest.mark.parametrize('nd', [1, 2, 3])
+@pytest.mark.parametrize('k, s, p, d, groups', [(3, 1, 1, 1, 1), (3, 2, 2, 2, 2), (1, 1, 0, 1, 3),
+                                                (2, 3, 0, 1, 6)])
+def test_channels_inner_columns_pair_with_channels_inner_weight(nd, k, s, p, d, groups):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn((2, 6) + (7, ) * nd, generator=g, dtype=torch.float64)
+    w = torch.randn((4 * groups, 6 // groups) + (k, ) * nd, generator=g, dtype=torch.float64)
+    args = ((k, ) * nd, (s, ) * nd, (p, ) * nd, (d, ) * nd)
+    y = CONVS[nd](x, w, stride=args[1], padding=args[2], dilation=args[3], groups=groups)
+    cols, out_size = im2col(x, *args, groups=groups)
+    w_ci = channels_inner_weight(w, groups)  # [G, 4, K*Cg]
+    per_group = cols.reshape(cols.shape[0], groups, -1).transpose(0, 1) @ w_ci.transpose(1, 2)
+    y_gemm = per_group.transpose(0, 1).reshape((2, ) + out_size + (4 * groups, )).movedim(-1, 1)
+    torch.testing.assert_close(y_gemm, y)
+    assert torch.equal(channels_inner_to_weight(w_ci.reshape(4 * groups, -1), w.shape), w)

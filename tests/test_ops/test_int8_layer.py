@@ -22,6 +22,9 @@ CONV_CASES = [  # (nd, c_in, c_out, k, stride, padding, dilation, groups)
     (1, 4, 6, 3, 1, 1, 1, 1),
     (3, 4, 6, 3, 1, 1, 1, 1),
     (3, 4, 6, 3, 2, 1, 1, 2),
+    (2, 8, 12, 3, 1, 2, 2, 4),  # stride 1, dilated, grouped: G_X as a convolution
+    (2, 4, 6, 3, 1, 0, 1, 1),  # no padding
+    (2, 4, 6, 1, 1, 1, 1, 1),  # padding > d (k - 1): G_X through col2im
 ]
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -152,3 +155,24 @@ def test_saves_int8_input_for_backward():
     int8 = _saved_bytes(lambda: int8_conv(x, w, None, build_scheme('daq'), geo))
     # x and w saved as int8 codes (+ two scalar scales) instead of float32: ~4x less.
     assert int8 * 3.9 <= fp32, (int8, fp32)
+
+
+@pytest.mark.parametrize('case', [c for c in CONV_CASES if c[4] == 1 and c[5] <= c[6] * (c[3] - 1)])
+def test_grad_input_as_convolution_equals_col2im_exactly(case):
+    from mmdaq.ops.im2col import col2im
+    from mmdaq.ops.int8_layer import (channels_last_2d, int8_conv_forward, int8_conv_grad_input,
+                                      transposed_geometry, transposed_weight)
+    nd, g = case[0], case[-1]
+    x, w, _, geo = _case(*case)
+    gen = torch.Generator().manual_seed(2)
+    out = CONV[nd](x, w, stride=geo.stride, padding=geo.padding, dilation=geo.dilation, groups=g)
+    g_q = torch.randint(-127, 128, out.shape, generator=gen, dtype=torch.int8)
+    w_q = torch.randint(-127, 128, w.shape, generator=gen, dtype=torch.int8)
+    t_geo = transposed_geometry(geo)
+    assert t_geo is not None
+    acc, size = int8_conv_forward(g_q, transposed_weight(w_q, g), t_geo)
+    assert size == tuple(x.shape[2:])
+    via_conv = acc.reshape((x.shape[0], ) + size + (x.shape[1], )).movedim(-1, 1)
+    cols = int8_conv_grad_input(channels_last_2d(g_q), w_q, geo).double()
+    via_col2im = col2im(cols, x.shape, geo.kernel, geo.stride, geo.padding, geo.dilation)
+    assert torch.equal(via_conv.double(), via_col2im)
