@@ -28,4 +28,25 @@ MMDAQ_HOST_DEVICE int8_t quantize_code(float x, float scale) {
   return static_cast<int8_t>(v);
 }
 
+// quantize_code over a row of n values sharing one scale, written so that it vectorizes:
+// round half to even by the 1.5 * 2^23 trick (exact for |v| <= 127 under the default rounding
+// mode), saturation by min/max, non-finite x (x - x != 0) and a non-positive or NaN scale
+// selected to 0 at the end. Same codes as quantize_code, bit for bit (tested).
+inline void quantize_row(const float* x, int8_t* out, int64_t n, float scale) {
+  if (!(scale > 0.0f)) {
+    for (int64_t i = 0; i < n; ++i) out[i] = 0;
+    return;
+  }
+  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
+  const float hi = static_cast<float>(kInt8MaxCode);
+  for (int64_t i = 0; i < n; ++i) {
+    const float xi = x[i];
+    float v = xi / scale;
+    v = v < hi ? v : hi;
+    v = v > -hi ? v : -hi;
+    v = (v + kMagic) - kMagic;
+    out[i] = (xi - xi == 0.0f) ? static_cast<int8_t>(v) : int8_t{0};
+  }
+}
+
 }  // namespace mmdaq

@@ -129,8 +129,23 @@ def magnitude_aware_clip(g_cm: Tensor,
     if not isinstance(config, MCSConfig):
         raise TypeError(f'config must be an MCSConfig, but got {type(config).__name__}')
     stats = channel_statistics(g_cm)
-    g_max = stats.abs_max  # [C]
-    is_gaussian = stats.frac_above_sigma > config.threshold  # [C]
+    return mcs_clip_from_stats(stats.abs_max, stats.frac_above_sigma, prev_clip, config)
+
+
+def mcs_clip_from_stats(g_max: Tensor, frac_above_sigma: Tensor, prev_clip: Optional[Tensor],
+                        config: MCSConfig) -> Tuple[Tensor, Tensor]:
+    """:func:`magnitude_aware_clip` from precomputed statistics (abs-max, ``P(|g| > sigma)``).
+
+    Args:
+        g_max (Tensor[C], float32): Abs-max per channel.
+        frac_above_sigma (Tensor[C], float32): ``P(|g| > sigma)`` per channel.
+        prev_clip (Tensor[C], optional): Clip of the previous iteration.
+        config (MCSConfig): Options.
+
+    Returns:
+        tuple[Tensor, Tensor]: clip (Tensor[C], float32) and is_gaussian (Tensor[C], bool).
+    """
+    is_gaussian = frac_above_sigma > config.threshold  # [C]
     clip = g_max
     if prev_clip is not None:
         prev = _check_prev_clip(prev_clip, g_max)

@@ -24,7 +24,7 @@ non-finite ``abs_max`` (NaN or Inf), NaN ``sigma`` and ``frac_above_sigma``, and
 inverted-T; the clipping rules then give it a NaN clip (see :mod:`mmdaq.quantization.quantize`).
 """
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Tuple
 
 import torch
 from torch import Tensor
@@ -43,6 +43,22 @@ class ChannelStats(NamedTuple):
     abs_max: Tensor
     sigma: Tensor
     frac_above_sigma: Tensor
+
+
+class GradientStats(NamedTuple):
+    """What DAQ's clipping needs from one gradient, per channel (:func:`gradient_statistics`).
+
+    Attributes:
+        abs_max, sigma, frac_above_sigma (Tensor[C], float32): As in :class:`ChannelStats`.
+        hist_count, hist_sum (Tensor[C, B], float64): Histogram of ``x = |g| / abs_max`` over
+            B bins of [0, 1] (count and sum of x per bin, see :func:`channel_histograms`);
+            B = 0 when not asked for. Unspecified for non-finite channels.
+    """
+    abs_max: Tensor
+    sigma: Tensor
+    frac_above_sigma: Tensor
+    hist_count: Tensor
+    hist_sum: Tensor
 
 
 def channel_major(x: Tensor, dim: int) -> Tensor:
@@ -130,3 +146,79 @@ def _check_channel_major(g_cm: Tensor) -> Tensor:
         raise ValueError(f'g_cm must be a 2-d channel-major tensor [C, M], but got shape '
                          f'{list(g_cm.shape)}; use channel_major(x, dim) first')
     return g_cm
+
+
+def channel_histograms(g_cm: Tensor, num_bins: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """Histogram of ``x = |g| / |g|max`` per channel: count and sum of x in each bin.
+
+    Args:
+        g_cm (Tensor[C, M]): Channel-major data.
+        num_bins (int): Bins over [0, 1]; bin b holds ``b / B <= x < (b + 1) / B`` (x = 1 in
+            the last), with ``x * B`` computed in float32.
+
+    Returns:
+        tuple: ``counts`` and ``sums`` (Tensor[C, B], float64) and the abs-max (Tensor[C],
+        float32). An all-zero channel has all its values in bin 0; NaN/Inf values count as 0.
+    """
+    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
+        raise ValueError(f'num_bins must be an int >= 1, but got {num_bins!r}')
+    g_cm = _check_channel_major(g_cm)
+    channels = g_cm.shape[0]
+    g_max = g_cm.abs().amax(dim=1) if g_cm.shape[1] else g_cm.new_zeros(channels)  # [C]
+    norm = torch.where(g_max > 0, g_max, torch.ones_like(g_max))
+    x = g_cm.abs().div_(norm[:, None])  # [C, M], in [0, 1] where finite
+    if not bool(torch.isfinite(g_max).all()):
+        x = x.nan_to_num_(0.0, 0.0, 0.0).clamp_(0.0, 1.0)
+    idx = x.mul(num_bins).long().clamp_(max=num_bins - 1)  # [C, M]
+    idx += torch.arange(0, channels * num_bins, num_bins, device=g_cm.device)[:, None]
+    # One flat bincount per statistic: every channel owns num_bins consecutive slots.
+    counts = torch.bincount(idx.reshape(-1), minlength=channels * num_bins)
+    sums = torch.bincount(idx.reshape(-1), weights=x.reshape(-1).double(),
+                          minlength=channels * num_bins)
+    return counts.double().view(channels, -1), sums.view(channels, -1), g_max
+
+
+def gradient_statistics(g: Tensor, dim: int, num_bins: int = 0) -> GradientStats:
+    """Per-channel statistics and (``num_bins > 0``) histograms of ``g`` along ``dim``.
+
+    Uses the compiled kernel ``mmdaq::grad_channel_stats`` (CPU, one task per channel, no
+    channel-major copy) when it is built, else :func:`gradient_statistics_reference`; the two
+    agree to float rounding (tested).
+
+    Args:
+        g (Tensor[...], float32/float16/bfloat16): e.g. G_Y as Tensor[N, C_out, *S], dim=1.
+        dim (int): Channel dimension.
+        num_bins (int): Histogram bins (0: none). Defaults to 0.
+
+    Returns:
+        GradientStats: Per-channel statistics.
+    """
+    g = _as_float32(g, 'g')
+    if g.device.type == 'cpu' and g.dim() > 0 and _compiled_stats_available():
+        return GradientStats(*torch.ops.mmdaq.grad_channel_stats(g, dim, num_bins))
+    return gradient_statistics_reference(g, dim, num_bins)
+
+
+def gradient_statistics_reference(g: Tensor, dim: int, num_bins: int = 0) -> GradientStats:
+    """Plain-PyTorch twin of :func:`gradient_statistics`."""
+    g_cm = channel_major(_as_float32(g, 'g'), dim)
+    stats = channel_statistics(g_cm)
+    if num_bins:
+        counts, sums, _ = channel_histograms(g_cm, num_bins)
+    else:
+        counts = sums = torch.zeros(g_cm.shape[0], 0, dtype=torch.float64, device=g.device)
+    return GradientStats(*stats, counts, sums)
+
+
+def _compiled_stats_available() -> bool:
+    global _COMPILED_STATS
+    if _COMPILED_STATS is None:
+        try:
+            torch.ops.mmdaq.grad_channel_stats  # noqa: B018  (registered by mmdaq._ext)
+            _COMPILED_STATS = True
+        except (AttributeError, RuntimeError):
+            _COMPILED_STATS = False
+    return _COMPILED_STATS
+
+
+_COMPILED_STATS = None

@@ -27,48 +27,8 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-from .distribution import _check_channel_major
-from .quantize import abs_max, max_code
-
-
-def channel_histograms(g_cm: Tensor, num_bins: int,
-                       alpha: float = 0.0) -> Tuple[Tensor, Tensor, Tensor]:
-    """Weighted histograms of ``x = |g| / |g|max`` per channel.
-
-    Each bin's weight is its count times ``w(mean x of the bin)``: within a bin of width
-    ``1 / num_bins`` the weight varies by a factor ``exp(alpha / num_bins)`` at most, and one
-    exponential per bin instead of per value keeps this at two histogram passes.
-
-    Args:
-        g_cm (Tensor[C, M]): Channel-major data.
-        num_bins (int): Bins over [0, 1]; bin b holds ``b / B <= x < (b + 1) / B`` (x = 1 in
-            the last).
-        alpha (float): Weight exponent of ``w(x) = exp(alpha * (x - 1))``; 0 counts values.
-            Defaults to 0.
-
-    Returns:
-        tuple: ``weights`` (Tensor[C, B], float64: weight of each bin), ``moments``
-        (Tensor[C, B], float64: weight times mean x of each bin) and the abs-max (Tensor[C],
-        float32). NaN/Inf values are counted as 0 (the caller marks such channels).
-    """
-    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
-        raise ValueError(f'num_bins must be an int >= 1, but got {num_bins!r}')
-    channels = g_cm.shape[0]
-    g_max = abs_max(g_cm, dim=0)  # [C]
-    norm = torch.where(g_max > 0, g_max, torch.ones_like(g_max))
-    x = g_cm.float().abs().div_(norm[:, None])  # [C, M], in [0, 1] where finite
-    if not bool(torch.isfinite(g_max).all()):
-        x = x.nan_to_num_(0.0, 0.0, 0.0).clamp_(0.0, 1.0)
-    idx = x.mul(num_bins).long().clamp_(max=num_bins - 1)  # [C, M]
-    idx += torch.arange(0, channels * num_bins, num_bins, device=g_cm.device)[:, None]
-    # One flat bincount per statistic: every channel owns num_bins consecutive slots.
-    counts = torch.bincount(idx.reshape(-1), minlength=channels * num_bins).view(channels, -1)
-    sums = torch.bincount(idx.reshape(-1), weights=x.reshape(-1).double(),
-                          minlength=channels * num_bins).view(channels, -1)
-    counts = counts.double()
-    means = sums / counts.clamp_min(1.0)  # [C, B]
-    weights = counts * torch.exp(alpha * (means - 1.0))
-    return weights, weights * means, g_max
+from .distribution import _check_channel_major, channel_histograms
+from .quantize import max_code
 
 
 def objective_curve(g_cm: Tensor, alpha: float = 3.0, num_bins: int = 1024,
@@ -86,23 +46,60 @@ def objective_curve(g_cm: Tensor, alpha: float = 3.0, num_bins: int = 1024,
         ``energy`` (Tensor[C, B], float64: ``E(u)`` per channel, in units of ``|g|max``,
         normalised by the channel's element count).
     """
-    g_cm = _check_channel_major(g_cm)
+    counts, sums, _ = channel_histograms(_check_channel_major(g_cm), num_bins)
+    return objective_curve_from_histograms(counts, sums, alpha, num_bits)
+
+
+def objective_curve_from_histograms(counts: Tensor, sums: Tensor, alpha: float = 3.0,
+                                    num_bits: int = 8) -> Tuple[Tensor, Tensor]:
+    """:func:`objective_curve` from :func:`~.distribution.channel_histograms` output.
+
+    Each bin's weight is its count times ``w(mean x of the bin)``: within a bin of width
+    ``1 / B`` the weight varies by a factor ``exp(alpha / B)`` at most.
+
+    Args:
+        counts, sums (Tensor[C, B], float64): Count and sum of ``x`` per bin.
+        alpha (float): Magnitude weight exponent, ``>= 0``. Defaults to 3.0.
+        num_bits (int): Bit width. Defaults to 8.
+    """
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha >= 0:
         raise ValueError(f'alpha must be a finite number >= 0, but got {alpha!r}')
     q = max_code(num_bits)
-    weights, moments, _ = channel_histograms(g_cm, num_bins, alpha)  # [C, B] x2
+    num_bins = counts.shape[1]
+    means = sums / counts.clamp_min(1.0)  # [C, B]
+    weights = counts * torch.exp(alpha * (means - 1.0))
+    moments = weights * means
     # Suffix sums from bin j on: the values with x >= j / B, i.e. those a clip u = j / B cuts.
     tail_w = weights.flip(1).cumsum(1).flip(1)  # [C, B]
     tail_wx = moments.flip(1).cumsum(1).flip(1)
-    ratios = torch.arange(1, num_bins + 1, dtype=torch.float64, device=g_cm.device) / num_bins
+    ratios = torch.arange(1, num_bins + 1, dtype=torch.float64, device=counts.device) / num_bins
     zero = torch.zeros_like(tail_w[:, :1])
     above_w = torch.cat([tail_w[:, 1:], zero], dim=1)  # [C, B]: values beyond candidate j
     above_wx = torch.cat([tail_wx[:, 1:], zero], dim=1)
-    total = tail_w[:, :1]  # [C, 1]
-    rounded = total - above_w  # [C, B]: weight of the values inside the clip
+    rounded = tail_w[:, :1] - above_w  # [C, B]: weight of the values inside the clip
     rounded[:, -1] -= 1.0  # the abs-max value is exact at u = 1 (w(1) = 1; ties are rare)
     energy = above_wx - ratios * above_w + ratios / (4 * q) * rounded.clamp_min(0.0)
-    return ratios, energy / max(g_cm.shape[1], 1)
+    return ratios, energy / counts.sum(1, keepdim=True).clamp_min(1.0)
+
+
+def clip_from_histograms(counts: Tensor, sums: Tensor, g_max: Tensor, alpha: float = 3.0,
+                         num_bits: int = 8) -> Tensor:
+    """Clip per channel minimising the objective, from the channel histograms.
+
+    Args:
+        counts, sums (Tensor[C, B], float64): Count and sum of ``x = |g| / g_max`` per bin.
+        g_max (Tensor[C], float32): Abs-max per channel.
+        alpha (float): Magnitude weight exponent. Defaults to 3.0.
+        num_bits (int): Bit width. Defaults to 8.
+
+    Returns:
+        Tensor[C], float32: Clip per channel; 0 for all-zero channels, NaN where ``g_max`` is
+        not finite. Ties keep the larger clip.
+    """
+    ratios, energy = objective_curve_from_histograms(counts, sums, alpha, num_bits)
+    best = counts.shape[1] - 1 - energy.flip(1).argmin(dim=1)  # argmin, ties to the larger clip
+    clip = ratios[best].float() * g_max
+    return torch.where(torch.isfinite(g_max), clip, torch.full_like(clip, float('nan')))
 
 
 def histogram_objective_clip(g_cm: Tensor, alpha: float = 3.0, num_bins: int = 1024,
@@ -121,8 +118,5 @@ def histogram_objective_clip(g_cm: Tensor, alpha: float = 3.0, num_bins: int = 1
         Tensor[C], float32: Clip per channel; 0 for all-zero channels, NaN where the channel
         holds NaN/Inf.
     """
-    ratios, energy = objective_curve(g_cm, alpha, num_bins, num_bits)  # [B], [C, B]
-    best = num_bins - 1 - energy.flip(1).argmin(dim=1)  # argmin, ties to the larger clip
-    g_max = abs_max(g_cm, dim=0)
-    clip = ratios[best].float() * g_max
-    return torch.where(torch.isfinite(g_max), clip, torch.full_like(clip, float('nan')))
+    counts, sums, g_max = channel_histograms(_check_channel_major(g_cm), num_bins)
+    return clip_from_histograms(counts, sums, g_max, alpha, num_bits)

@@ -29,11 +29,10 @@ from typing import Any, Callable, Dict, Optional, Tuple, Type
 import torch
 from torch import Tensor
 
-from .clip_strategies import max_clip
-from .clipping import MCSConfig, magnitude_aware_clip
-from .distribution import channel_major, classify_channels
-from .histogram_clip import histogram_objective_clip
-from .quantize import dequantize, quantize
+from .clipping import MCSConfig, mcs_clip_from_stats
+from .distribution import gradient_statistics
+from .histogram_clip import clip_from_histograms
+from .quantize import abs_max, dequantize, quantize
 
 QuantResult = Tuple[Tensor, Tensor]  # (codes int8, scale float32)
 
@@ -93,8 +92,9 @@ class QuantScheme:
         return quantize(w)
 
     # -- backward operands --------------------------------------------------------------
-    def grad_weight_clip(self, g_cm: Tensor, slot: int = 0) -> Optional[Tensor]:
-        """Clip per output channel for the G_W copy of G_Y; None means per-tensor abs-max."""
+    def grad_weight_clip(self, g: Tensor, dim: int = 1, slot: int = 0) -> Optional[Tensor]:
+        """Clip per output channel (Tensor[C_out]) for the G_W copy of G_Y (channels along
+        ``dim``); None means per-tensor abs-max."""
         return None
 
     def quantize_grad_for_weight(self, g: Tensor, dim: int = 1, slot: int = 0) -> QuantResult:
@@ -102,8 +102,7 @@ class QuantScheme:
 
         ``slot`` is the call slot of the forward this gradient belongs to.
         """
-        g_cm = channel_major(g, dim)  # [C_out, N*L]
-        clip = self.grad_weight_clip(g_cm, slot)
+        clip = self.grad_weight_clip(g, dim, slot)
         if clip is None:  # one scale for the tensor, repeated per channel
             q, scale = quantize(g, rounding=self.grad_rounding, generator=self._generator(g))
             scale = scale.expand(g.shape[dim]).contiguous()
@@ -143,8 +142,8 @@ class PerChannelScheme(QuantScheme):
     """Gradient Vectorized Quantization with abs-max clips (method ``'per_channel'``)."""
     name = 'per_channel'
 
-    def grad_weight_clip(self, g_cm: Tensor, slot: int = 0) -> Optional[Tensor]:
-        clip = g_cm.abs().amax(dim=1).float()  # [C_out]
+    def grad_weight_clip(self, g: Tensor, dim: int = 1, slot: int = 0) -> Optional[Tensor]:
+        clip = abs_max(g, dim=dim)  # [C_out]
         if self.collect_stats:
             self.last_stats = {'clip_ratio': torch.ones_like(clip)}
         return clip
@@ -189,6 +188,9 @@ class DAQScheme(QuantScheme):
     long_tail_rule: str = 'objective'
     alpha: float = 3.0
 
+    #: Histogram bins of the ``'objective'`` rule: the clip resolution is ``|g|max / 1024``.
+    num_bins = 1024
+
     name = 'daq'
 
     def __post_init__(self) -> None:
@@ -214,24 +216,29 @@ class DAQScheme(QuantScheme):
         """The clip state of the first call slot (the only one of most layers)."""
         return self.prev_clips.get(0)
 
-    def grad_weight_clip(self, g_cm: Tensor, slot: int = 0) -> Tensor:
+    def grad_weight_clip(self, g: Tensor, dim: int = 1, slot: int = 0) -> Tensor:
+        channels = g.shape[dim]
         prev = self.prev_clips.get(slot)
-        if prev is not None and prev.shape[0] != g_cm.shape[0]:
+        if prev is not None and prev.shape[0] != channels:
             prev = None  # the layer changed shape: no usable history
         step = self._updates.get(slot, 0)
         self._updates[slot] = step + 1
         if prev is not None and step % self.clip_interval != 0:
             if self.long_tail_rule == 'ema':
-                return prev.to(g_cm.device)
-            clip = self.clip_ratios[slot].to(g_cm.device) * max_clip(g_cm)
+                return prev.to(g.device)
+            clip = self.clip_ratios[slot].to(g.device) * abs_max(g, dim=dim)
             self.prev_clips[slot] = clip
             return clip
-        if self.long_tail_rule == 'ema':
-            clip, is_gaussian = magnitude_aware_clip(g_cm, prev, self.mcs)
+        objective = self.long_tail_rule == 'objective'
+        stats = gradient_statistics(g, dim, num_bins=self.num_bins if objective else 0)
+        g_max = stats.abs_max  # [C]
+        if not objective:
+            clip, is_gaussian = mcs_clip_from_stats(g_max, stats.frac_above_sigma, prev, self.mcs)
         else:
-            is_gaussian = classify_channels(g_cm, self.threshold)
-            g_max = max_clip(g_cm)
-            clip = torch.where(is_gaussian, g_max, histogram_objective_clip(g_cm, self.alpha))
+            is_gaussian = stats.frac_above_sigma > self.threshold
+            clip = torch.where(is_gaussian, g_max, clip_from_histograms(
+                stats.hist_count, stats.hist_sum, g_max, self.alpha))
+            clip = torch.where(torch.isfinite(g_max), clip, torch.full_like(clip, float('nan')))
             ratio = torch.where(g_max > 0, clip / g_max.clamp_min(1e-30), torch.ones_like(clip))
             old = self.clip_ratios.get(slot)
             self.clip_ratios[slot] = ratio if old is None or old.shape != ratio.shape else \
@@ -242,7 +249,6 @@ class DAQScheme(QuantScheme):
                                                                       prev.to(clip.device))
         self.is_gaussian = is_gaussian
         if self.collect_stats:
-            g_max = g_cm.abs().amax(dim=1).float()
             ratio = torch.where(g_max > 0, clip / g_max.clamp_min(1e-30), torch.ones_like(clip))
             self.last_stats = {'clip_ratio': ratio, 'is_gaussian': is_gaussian}
         return clip

@@ -1,0 +1,10 @@
+// Schema of the per-channel gradient statistics op; kernels are registered per device.
+#include <torch/library.h>
+
+TORCH_LIBRARY_FRAGMENT(mmdaq, m) {
+  // Per channel c along `dim` of float32 g: abs-max, RMS sigma, P(|g| > sigma) and, if
+  // num_bins > 0, the histogram of x = |g| / abs-max over num_bins bins of [0, 1]
+  // (counts and sums of x, float64 [C, num_bins]). See mmdaq/ops/channel_stats.py.
+  m.def("grad_channel_stats(Tensor g, int dim, int num_bins) -> "
+        "(Tensor abs_max, Tensor sigma, Tensor frac_above, Tensor hist_count, Tensor hist_sum)");
+}

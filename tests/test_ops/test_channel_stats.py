@@ -1,0 +1,54 @@
+"""The compiled per-channel gradient statistics against the plain-PyTorch reference."""
+import pytest
+import torch
+
+from mmdaq.ops.extension import is_extension_available
+from mmdaq.quantization.distribution import gradient_statistics, gradient_statistics_reference
+from mmdaq.testing import laplace, spike_and_slab
+
+pytestmark = pytest.mark.skipif(not is_extension_available(), reason='mmdaq._ext not built')
+
+
+def _grad(shape, seed):
+    g = laplace(shape, torch.Generator().manual_seed(seed))
+    g[:, 1] = spike_and_slab(g[:, 1].shape, torch.Generator().manual_seed(seed + 1))
+    g[:, 2] = 0.0  # an all-zero channel
+    return g
+
+
+@pytest.mark.parametrize('shape, dim', [((4, 5, 7, 7), 1), ((3, 6, 2, 5, 5), 1), ((64, 5), 1),
+                                        ((5, 9), 0), ((2, 4, 1, 1), 1)])
+@pytest.mark.parametrize('num_bins', [0, 1, 16, 1024])
+def test_kernel_matches_reference(shape, dim, num_bins):
+    g = _grad(shape, 0).movedim(1, dim).contiguous()
+    got = torch.ops.mmdaq.grad_channel_stats(g, dim, num_bins)
+    want = gradient_statistics_reference(g, dim, num_bins)
+    assert torch.equal(got[0], want.abs_max)  # a max is exact
+    torch.testing.assert_close(got[1], want.sigma, rtol=1e-6, atol=0)
+    m = g.numel() // g.shape[dim]
+    torch.testing.assert_close(got[2], want.frac_above_sigma, rtol=0, atol=1.01 / m)
+    assert torch.equal(got[3], want.hist_count)  # same float32 binning: the same bins
+    torch.testing.assert_close(got[4], want.hist_sum, rtol=1e-12, atol=1e-12)
+
+
+def test_non_finite_channels_and_non_contiguous_input():
+    g = _grad((4, 5, 6, 6), 1)
+    g[0, 0, 0, 0] = float('nan')
+    g[1, 3, 2, 2] = float('inf')
+    abs_max, sigma, frac, count, _ = torch.ops.mmdaq.grad_channel_stats(g, 1, 8)
+    assert torch.isnan(abs_max[0]) and torch.isinf(abs_max[3])
+    assert torch.isnan(sigma[[0, 3]]).all() and torch.isnan(frac[[0, 3]]).all()
+    assert torch.isfinite(abs_max[[1, 2, 4]]).all() and count[2, 0] == 4 * 36
+    view = _grad((6, 5, 4, 4), 2).transpose(0, 2)  # a non-contiguous view
+    got = gradient_statistics(view, 1, 16)
+    want = gradient_statistics_reference(view, 1, 16)
+    assert torch.equal(got.abs_max, want.abs_max) and torch.equal(got.hist_count, want.hist_count)
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(RuntimeError, match='g must be float32'):
+        torch.ops.mmdaq.grad_channel_stats(torch.zeros(2, 3, dtype=torch.float64), 1, 4)
+    with pytest.raises(RuntimeError, match='dim must be in'):
+        torch.ops.mmdaq.grad_channel_stats(torch.zeros(2, 3), 2, 4)
+    with pytest.raises(RuntimeError, match='num_bins must be >= 0'):
+        torch.ops.mmdaq.grad_channel_stats(torch.zeros(2, 3), 1, -1)
