@@ -52,3 +52,12 @@ def test_bad_arguments_are_clear_errors():
         torch.ops.mmdaq.grad_channel_stats(torch.zeros(2, 3), 2, 4)
     with pytest.raises(RuntimeError, match='num_bins must be >= 0'):
         torch.ops.mmdaq.grad_channel_stats(torch.zeros(2, 3), 1, -1)
+
+
+def test_fake_gives_shapes_for_tracing():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from mmdaq.ops import grad_channel_stats
+    with FakeTensorMode():
+        out = grad_channel_stats(torch.empty(2, 5, 3, 3), 1, 16)
+    assert [tuple(t.shape) for t in out] == [(5, ), (5, ), (5, ), (5, 16), (5, 16)]
+    assert out[3].dtype == torch.float64
