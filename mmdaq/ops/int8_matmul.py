@@ -16,7 +16,6 @@ Backends, chosen per device at run time (``backend='auto'``):
   is therefore an exact integer in float32, whatever the summation order. Same
   result as ``'int_mm'``, bit for bit, at FP32 speed.
 """
-import functools
 from typing import Optional
 
 import torch
@@ -30,9 +29,7 @@ MAX_FLOAT_EXACT_K = (1 << 24) // (127 * 127)
 BACKENDS = ('auto', 'int_mm', 'float_exact')
 
 
-@functools.lru_cache(maxsize=None)
-def cpu_isa_flags() -> frozenset:
-    """The int8-relevant ISA flags of this CPU (from /proc/cpuinfo; empty if unreadable)."""
+def _read_cpu_isa_flags() -> frozenset:
     wanted = {'avx2', 'avx512f', 'avx512_vnni', 'avx_vnni', 'amx_int8'}
     try:
         with open('/proc/cpuinfo') as f:
@@ -42,6 +39,16 @@ def cpu_isa_flags() -> frozenset:
     except OSError:
         pass
     return frozenset()
+
+
+# Read once at import: the dispatch below runs inside traced (torch.compile) code, which cannot
+# open files.
+_CPU_ISA_FLAGS = _read_cpu_isa_flags()
+
+
+def cpu_isa_flags() -> frozenset:
+    """The int8-relevant ISA flags of this CPU (from /proc/cpuinfo; empty if unreadable)."""
+    return _CPU_ISA_FLAGS
 
 
 def has_fast_int8_cpu() -> bool:
