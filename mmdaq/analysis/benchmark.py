@@ -28,7 +28,7 @@ class ConvShape(NamedTuple):
     groups: int
 
     def build(self) -> nn.Module:
-        """A fresh FP32 ``nn.Conv2d``/``nn.Conv3d`` with these arguments (no bias, as in ResNets)."""
+        """A fresh FP32 ``nn.Conv2d``/``nn.Conv3d`` with these arguments (no bias, as ResNets)."""
         conv = {4: nn.Conv2d, 5: nn.Conv3d}[len(self.input_shape)]
         return conv(self.input_shape[1], self.out_channels, self.kernel, self.stride,
                     self.padding, self.dilation, self.groups, bias=False)

@@ -86,7 +86,6 @@ class _DAQConvNd(DAQLayerMixin):
         _explicit_padding(self)
         self._init_quantization(method, options)
 
-
     @staticmethod
     def _float_args(conv: nn.modules.conv._ConvNd) -> tuple:
         return (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,

@@ -33,7 +33,8 @@ def init_cpu_distributed(launcher: str, timeout_s: int = 1800) -> None:
         os.environ.setdefault('MASTER_PORT', '29500')
         os.environ.setdefault('MASTER_ADDR', '127.0.0.1')
     elif launcher != 'pytorch':
-        raise ValueError(f"launcher must be 'pytorch' or 'slurm' without CUDA, but got {launcher!r}")
+        raise ValueError(
+            f"launcher must be 'pytorch' or 'slurm' without CUDA, but got {launcher!r}")
     import datetime
     dist.init_process_group('gloo', timeout=datetime.timedelta(seconds=timeout_s))
 

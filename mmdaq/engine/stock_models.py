@@ -39,7 +39,8 @@ def strip_pretrained(cfg: Any, registry=None) -> Any:
                 value = None
             elif key == 'pretrained2d':
                 value = False
-            elif key == 'init_cfg' and isinstance(value, dict) and value.get('type') == 'Pretrained':
+            elif (key == 'init_cfg' and isinstance(value, dict)
+                  and value.get('type') == 'Pretrained'):
                 value = None
             out[key] = strip_pretrained(value, registry)
         if 'pretrained' in cfg and 'pretrained2d' not in cfg and registry is not None:

@@ -7,6 +7,6 @@ from .quantize import quantize_int8, quantize_int8_reference
 is_extension_available()  # load mmdaq._ext if built, so its ops exist in torch.ops.mmdaq
 
 __all__ = [
-    'ExtensionNotBuiltError', 'extension_status', 'grad_channel_stats', 'is_extension_available', 'require_extension',
-    'quantize_int8', 'quantize_int8_reference'
+    'ExtensionNotBuiltError', 'extension_status', 'grad_channel_stats', 'is_extension_available',
+    'require_extension', 'quantize_int8', 'quantize_int8_reference'
 ]

@@ -9,7 +9,6 @@ input gradient from the column gradient.
 import itertools
 from typing import Sequence, Tuple
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

@@ -93,7 +93,8 @@ def test_tracks_fp32_layer(method, case):
 
 def test_linear_tracks_fp32_and_keeps_leading_dims():
     gen = torch.Generator().manual_seed(0)
-    x, w, b = torch.randn(3, 5, 16, generator=gen), torch.randn(8, 16, generator=gen), torch.zeros(8)
+    x, w = torch.randn(3, 5, 16, generator=gen), torch.randn(8, 16, generator=gen)
+    b = torch.zeros(8)
     gy = torch.randn(3, 5, 8, generator=gen)
     want = _run(F.linear, x, w, b, gy)
     scheme = build_scheme('daq')

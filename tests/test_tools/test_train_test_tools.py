@@ -107,7 +107,8 @@ def test_train_video_config(tmp_path):
           'train_cfg.val_interval=1', 'train_dataloader.batch_size=3',
           'val_dataloader.batch_size=3', 'train_dataloader.num_workers=0',
           'val_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
-          'val_dataloader.persistent_workers=False', 'default_hooks.logger.interval=1'], cwd=tmp_path)
+          'val_dataloader.persistent_workers=False', 'default_hooks.logger.interval=1'],
+         cwd=tmp_path)
     assert any('acc/top1' in r for r in _scalars(work))
 
 

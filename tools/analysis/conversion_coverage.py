@@ -17,7 +17,7 @@ def main(argv=None) -> dict:
                         choices=list(COVERAGE_MODELS))
     args = parser.parse_args(argv)
     results = {key: conversion_coverage(key) for key in args.models}
-    print(f'| model | Conv/Linear | INT8 | share | FP32 layers (why) | 1 step finite |')
+    print('| model | Conv/Linear | INT8 | share | FP32 layers (why) | 1 step finite |')
     print('|---|---|---|---|---|---|')
     for key, r in results.items():
         fp32 = ', '.join(f'{n}' for n in r['skipped'])

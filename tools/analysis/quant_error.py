@@ -5,7 +5,8 @@ few iterations on a fixed synthetic batch, captures every layer's input X and
 output gradient G_Y, and runs each method's INT8 layer on the side (its clip state
 carried across iterations as in training). Prints, per model and method, the
 median over layers of: the magnitude-weighted error of the G_W copy of G_Y
-(relative to per-channel abs-max; also its mean and the share of layers below 1), the relative MSE and cosine similarity of G_W
+(relative to per-channel abs-max; also its mean and the share of layers below 1),
+the relative MSE and cosine similarity of G_W
 and G_X, and DAQ's share of bell-shaped channels. Example::
 
     python tools/analysis/quant_error.py                      # the three default models
@@ -95,7 +96,8 @@ def print_table(model_key: str, summary: Dict) -> None:
     print(f'{"method":<34}{"MWE rel":>9}{"mean":>7}{"<1 %":>6}{"G_W relMSE":>12}{"G_W cos":>10}'
           f'{"G_X relMSE":>12}{"G_X cos":>10}{"gauss %":>9}')
     for label, s in summary.items():
-        gauss = '-' if s['share_gaussian'] != s['share_gaussian'] else f'{100 * s["share_gaussian"]:.0f}'
+        share = s['share_gaussian']
+        gauss = '-' if share != share else f'{100 * share:.0f}'  # NaN: no classification
         print(f'{label:<34}{s["mwe"]:>9.3f}{s["mwe_mean"]:>7.3f}{100 * s["mwe_wins"]:>6.0f}'
               f'{s["gw_rel_mse"]:>12.3e}{s["gw_cos"]:>10.6f}'
               f'{s["gx_rel_mse"]:>12.3e}{s["gx_cos"]:>10.6f}{gauss:>9}')

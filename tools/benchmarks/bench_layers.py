@@ -64,7 +64,7 @@ def bench_layers(args, device: torch.device) -> list:
             module = prepare(base, precision)
             row[precision] = time_layer(module, x, precision, args.reps, args.warmup)
             row[precision]['saved_bytes'] = saved_activation_bytes(module, x, precision)
-        fp32, bf16, daq = row['fp32'], row['bf16'], row['daq']
+        fp32, daq = row['fp32'], row['daq']
         row['speedup'] = {p: {k: fp32[k] / row[p][k] if row[p][k] > 0 else float('nan')
                               for k in ('fwd', 'bwd', 'fwd_bwd')} for p in ('bf16', 'daq')}
         mem = fp32['saved_bytes'] / max(daq['saved_bytes'], 1)

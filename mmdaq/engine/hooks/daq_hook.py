@@ -69,8 +69,8 @@ class DAQHook(Hook):
 
     priority = 'ABOVE_NORMAL'  # convert before EMAHook (NORMAL) copies the model
 
-    def __init__(self, method: str = 'daq', layer_types: Sequence[str] = ('Conv2d', 'Conv3d',
-                                                                           'Linear'),
+    def __init__(self, method: str = 'daq',
+                 layer_types: Sequence[str] = ('Conv2d', 'Conv3d', 'Linear'),
                  include: Sequence[str] = (), exclude: Sequence[str] = (),
                  keep_first_conv: bool = True, keep_heads_fp32: bool = True,
                  filter_fn: Union[str, Callable, None] = None, warmup_iters: int = 0,
@@ -143,8 +143,8 @@ class DAQHook(Hook):
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         layers = daq_layers(self._unwrap(runner))
         enabled = runner.iter >= self.warmup_iters
-        collect = bool(self.stats_interval) and self.every_n_train_iters(runner,
-                                                                          self.stats_interval)
+        collect = bool(self.stats_interval) and self.every_n_train_iters(
+            runner, self.stats_interval)
         for layer in layers.values():
             layer.quant_enabled = enabled
             layer.quant_scheme.collect_stats = collect and enabled
@@ -168,7 +168,7 @@ class DAQHook(Hook):
         from mmengine.dist import all_reduce, get_world_size
         if get_world_size() < 2:
             return
-        entries = [(state, slot) for scheme in (l.quant_scheme for l in layers.values())
+        entries = [(state, slot) for scheme in (layer.quant_scheme for layer in layers.values())
                    for state in (getattr(scheme, 'prev_clips', {}),
                                  getattr(scheme, 'clip_ratios', {}))
                    for slot in sorted(state)]
@@ -181,8 +181,8 @@ class DAQHook(Hook):
 
     @staticmethod
     def _log_statistics(runner, layers: Dict[str, nn.Module]) -> None:
-        stats = [l.quant_scheme.last_stats for l in layers.values()
-                 if l.quant_scheme.collect_stats and l.quant_scheme.last_stats]
+        stats = [layer.quant_scheme.last_stats for layer in layers.values()
+                 if layer.quant_scheme.collect_stats and layer.quant_scheme.last_stats]
         for layer in layers.values():
             layer.quant_scheme.collect_stats = False
         if not stats:
