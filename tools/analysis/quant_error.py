@@ -1,13 +1,13 @@
 """Gradient quantization error of real conv/linear layers, per method, against FP32.
 
 Builds the stock models (fresh weights, no downloads), trains them in FP32 for a
-few iterations on a fixed synthetic batch, captures every layer's input X and
-output gradient G_Y, and runs each method's INT8 layer on the side (its clip state
-carried across iterations as in training). Prints, per model and method, the
-median over layers of: the magnitude-weighted error of the G_W copy of G_Y
-(relative to per-channel abs-max; also its mean and the share of layers below 1),
-the relative MSE and cosine similarity of G_W
-and G_X, and DAQ's share of bell-shaped channels. Example::
+few iterations on synthetic batches (a new one each iteration), captures every
+layer's input X and output gradient G_Y, and runs each method's INT8 layer on the
+side (its clip state carried across iterations as in training). Prints, per model
+and method, the median over layers of: the magnitude-weighted error of the G_W
+copy of G_Y (relative to per-channel abs-max; also its mean and the share of
+layers below 1), the relative MSE and cosine similarity of G_W and G_X, and DAQ's
+share of bell-shaped channels. Example::
 
     python tools/analysis/quant_error.py                      # the three default models
     python tools/analysis/quant_error.py --models faster_rcnn --iters 6 --json out.json
@@ -51,7 +51,8 @@ def parse_method(spec: str):
     return spec, name, options
 
 
-def analyse(model_key: str, methods, iters: int, lr: float, alpha: float, seed: int) -> Dict:
+def analyse(model_key: str, methods, iters: int, lr: float, alpha: float, seed: int,
+            batch: int = 2) -> Dict:
     config, batch_kw = MODELS[model_key]
     torch.manual_seed(seed)
     model, task = build_stock_model(load_stock_config(config))
@@ -61,7 +62,7 @@ def analyse(model_key: str, methods, iters: int, lr: float, alpha: float, seed: 
     per_layer: Dict[str, Dict[str, List[dict]]] = {}
     for it in range(iters):
         t0 = time.time()
-        data = demo_batch(model, task, batch_size=2, seed=seed + it, **batch_kw)  # a new batch
+        data = demo_batch(model, task, batch_size=batch, seed=seed + it, **batch_kw)  # a new batch
         with GradientCapture(model) as capture:
             loss = training_loss(model, data)
             optimizer.zero_grad()
@@ -106,23 +107,27 @@ def print_table(model_key: str, summary: Dict) -> None:
 def main(argv=None) -> Dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--models', nargs='+', default=list(MODELS), choices=list(MODELS))
-    parser.add_argument('--methods', nargs='+', default=['per_tensor', 'per_channel', 'daq'],
+    parser.add_argument('--methods', nargs='+',
+                        default=['per_tensor', 'per_channel', 'daq', 'daq:long_tail_rule="ema"'],
                         help="method specs, e.g. daq 'daq:cap_at_abs_max=true'")
     parser.add_argument('--iters', type=int, default=4)
     parser.add_argument('--lr', type=float, default=0.002)
-    parser.add_argument('--alpha', type=float, default=1.0,
-                        help='magnitude weight exponent of the MCS objective')
+    parser.add_argument('--alpha', type=float, default=3.0,
+                        help='magnitude weight exponent of the MCS objective (DAQ default: 3)')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--batch', type=int, default=2, help='samples per iteration')
     parser.add_argument('--json', help='also write the summary to this file')
     args = parser.parse_args(argv)
     if args.iters < 2:
         parser.error(f'--iters must be >= 2, but got {args.iters}')
     methods = [parse_method(m) for m in args.methods]
     print(f'quant_error: torch {torch.__version__}, {torch.get_num_threads()} threads, '
-          f'alpha={args.alpha}, iters={args.iters}, lr={args.lr}, seed={args.seed}')
+          f'alpha={args.alpha}, iters={args.iters}, lr={args.lr}, seed={args.seed}, '
+          f'batch={args.batch}')
     results = {}
     for key in args.models:
-        results[key] = analyse(key, methods, args.iters, args.lr, args.alpha, args.seed)
+        results[key] = analyse(key, methods, args.iters, args.lr, args.alpha, args.seed,
+                               args.batch)
         print_table(key, results[key])
     print('\ncommand: python tools/analysis/quant_error.py ' + ' '.join(sys.argv[1:]))
     if args.json:
