@@ -1,7 +1,10 @@
 // CPU kernel of mmdaq::grad_channel_stats: every statistic DAQ's clipping needs from G_Y, read
 // straight from the [outer, C, inner] layout (no channel-major copy), one channel per task.
 // A channel's values are read three times (abs-max; second moment; count and histogram); for
-// the usual sizes (N*H*W floats, tens to hundreds of KiB) the later passes hit the cache.
+// the usual sizes (N*H*W floats, tens to hundreds of KiB) the later passes hit the cache. The
+// clip search then runs on the channel's histogram in O(num_bins), in registers and a local
+// buffer, the same arithmetic as objective_curve_from_histograms in
+// mmdaq/quantization/histogram_clip.py.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <torch/types.h>
@@ -10,18 +13,52 @@
 #include <cmath>
 #include <limits>
 #include <tuple>
+#include <vector>
 
 namespace {
 
-using Stats = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using Stats = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins) {
+// Arg-min over the candidate clips u = (j + 1) / B of the model objective (ties: larger u).
+double objective_ratio(const double* cnt, const double* sum, int64_t bins, double alpha,
+                       int64_t max_code, std::vector<double>& w, std::vector<double>& wx) {
+  for (int64_t b = 0; b < bins; ++b) {
+    const double mean = sum[b] / std::max(cnt[b], 1.0);
+    w[b] = cnt[b] * std::exp(alpha * (mean - 1.0));
+    wx[b] = w[b] * mean;
+  }
+  double total = 0.0;
+  for (int64_t b = 0; b < bins; ++b) total += w[b];
+  double above_w = 0.0, above_wx = 0.0;  // sums over the bins after candidate j
+  double best = std::numeric_limits<double>::infinity();
+  int64_t best_j = bins - 1;
+  for (int64_t j = bins - 1; j >= 0; --j) {
+    const double u = static_cast<double>(j + 1) / bins;
+    double rounded = total - above_w;
+    if (j == bins - 1) rounded -= 1.0;  // the abs-max value is exact at u = 1
+    rounded = std::max(rounded, 0.0);
+    const double energy = above_wx - u * above_w + u / (4.0 * max_code) * rounded;
+    if (energy < best) {
+      best = energy;
+      best_j = j;
+    }
+    above_w += w[j];
+    above_wx += wx[j];
+  }
+  return static_cast<double>(best_j + 1) / bins;
+}
+
+Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins, double alpha,
+                             int64_t max_code, bool return_hist) {
   TORCH_CHECK(g.scalar_type() == at::kFloat, "grad_channel_stats: g must be float32, but got ",
               g.scalar_type());
   TORCH_CHECK(g.dim() >= 1, "grad_channel_stats: g must have at least one dimension");
   TORCH_CHECK(dim >= -g.dim() && dim < g.dim(), "grad_channel_stats: dim must be in [",
               -g.dim(), ", ", g.dim(), "), but got ", dim);
   TORCH_CHECK(num_bins >= 0, "grad_channel_stats: num_bins must be >= 0, but got ", num_bins);
+  TORCH_CHECK(alpha >= 0 && std::isfinite(alpha),
+              "grad_channel_stats: alpha must be a finite number >= 0, but got ", alpha);
+  TORCH_CHECK(max_code >= 1, "grad_channel_stats: max_code must be >= 1, but got ", max_code);
   dim = dim < 0 ? dim + g.dim() : dim;
   const int64_t channels = g.size(dim);
   int64_t outer = 1, inner = 1;
@@ -33,22 +70,27 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins)
   auto abs_max = at::zeros({channels}, fopt);
   auto sigma = at::zeros({channels}, fopt);
   auto frac = at::zeros({channels}, fopt);
-  auto hist_count = at::zeros({channels, num_bins}, fopt.dtype(at::kDouble));
-  auto hist_sum = at::zeros({channels, num_bins}, fopt.dtype(at::kDouble));
+  auto ratio = at::ones({channels}, fopt);
+  const int64_t kept_bins = return_hist ? num_bins : 0;
+  auto hist_count = at::zeros({channels, kept_bins}, fopt.dtype(at::kDouble));
+  auto hist_sum = at::zeros({channels, kept_bins}, fopt.dtype(at::kDouble));
   if (channels == 0 || count == 0) {
-    return {abs_max, sigma, frac, hist_count, hist_sum};
+    return {abs_max, sigma, frac, ratio, hist_count, hist_sum};
   }
   const auto gc = g.contiguous();
   const float* gp = gc.data_ptr<float>();
   float* max_p = abs_max.data_ptr<float>();
   float* sigma_p = sigma.data_ptr<float>();
   float* frac_p = frac.data_ptr<float>();
-  double* cnt_p = hist_count.data_ptr<double>();
-  double* sum_p = hist_sum.data_ptr<double>();
+  float* ratio_p = ratio.data_ptr<float>();
+  double* cnt_out = hist_count.data_ptr<double>();
+  double* sum_out = hist_sum.data_ptr<double>();
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const float bins = static_cast<float>(num_bins);
 
   at::parallel_for(0, channels, 1, [&](int64_t begin, int64_t end) {
+    // Per-task buffers: one channel's histogram and the objective's bin weights.
+    std::vector<double> cnt(num_bins), sum(num_bins), w(num_bins), wx(num_bins);
     for (int64_t c = begin; c < end; ++c) {
       auto for_each = [&](auto&& fn) {
         for (int64_t o = 0; o < outer; ++o) {
@@ -69,11 +111,12 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins)
         max_p[c] = has_nan ? nan : std::numeric_limits<float>::infinity();
         sigma_p[c] = nan;
         frac_p[c] = nan;
+        ratio_p[c] = nan;
         continue;
       }
       max_p[c] = m;
       if (m == 0.0f) {  // all-zero channel: sigma 0, nothing above it, everything in bin 0
-        if (num_bins > 0) cnt_p[c * num_bins] = static_cast<double>(count);
+        if (kept_bins > 0) cnt_out[c * num_bins] = static_cast<double>(count);
         continue;
       }
       // Moments of x = |g| / max in [0, 1]: g**2 cannot overflow for huge finite gradients.
@@ -84,8 +127,8 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins)
       });
       const float sigma_rel = static_cast<float>(std::sqrt(sq / count));
       int64_t above = 0;
-      double* cnt = cnt_p + c * num_bins;
-      double* sum = sum_p + c * num_bins;
+      std::fill(cnt.begin(), cnt.end(), 0.0);
+      std::fill(sum.begin(), sum.end(), 0.0);
       for_each([&](float v) {
         const float x = std::fabs(v) / m;
         above += x > sigma_rel;
@@ -97,9 +140,17 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins)
       });
       sigma_p[c] = sigma_rel * m;
       frac_p[c] = static_cast<float>(static_cast<double>(above) / count);
+      if (num_bins > 0) {
+        ratio_p[c] = static_cast<float>(
+            objective_ratio(cnt.data(), sum.data(), num_bins, alpha, max_code, w, wx));
+      }
+      if (kept_bins > 0) {
+        std::copy(cnt.begin(), cnt.end(), cnt_out + c * num_bins);
+        std::copy(sum.begin(), sum.end(), sum_out + c * num_bins);
+      }
     }
   });
-  return {abs_max, sigma, frac, hist_count, hist_sum};
+  return {abs_max, sigma, frac, ratio, hist_count, hist_sum};
 }
 
 }  // namespace

@@ -13,32 +13,40 @@ from torch import Tensor
 from .extension import register_fake_if_built, require_extension
 
 
+Stats = Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
+
+
 @register_fake_if_built('mmdaq::grad_channel_stats')
-def _grad_channel_stats_fake(g: Tensor, dim: int,
-                             num_bins: int) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _grad_channel_stats_fake(g: Tensor, dim: int, num_bins: int, alpha: float, max_code: int,
+                             return_hist: bool) -> Stats:
     torch._check(g.dtype == torch.float32,
                  lambda: f'grad_channel_stats: g must be float32, but got {g.dtype}')
     torch._check(-g.dim() <= dim < g.dim(),
                  lambda: f'grad_channel_stats: dim must be in [{-g.dim()}, {g.dim()}), but got '
                  f'{dim}')
     channels = g.shape[dim]
-    per_channel = [g.new_empty(channels) for _ in range(3)]
-    hist = [g.new_empty(channels, num_bins, dtype=torch.float64) for _ in range(2)]
+    per_channel = [g.new_empty(channels) for _ in range(4)]
+    bins = num_bins if return_hist else 0
+    hist = [g.new_empty(channels, bins, dtype=torch.float64) for _ in range(2)]
     return tuple(per_channel + hist)
 
 
-def grad_channel_stats(g: Tensor, dim: int,
-                       num_bins: int = 0) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Abs-max, RMS sigma, ``P(|g| > sigma)`` and the ``|g| / abs-max`` histogram per channel.
+def grad_channel_stats(g: Tensor, dim: int, num_bins: int = 0, alpha: float = 3.0,
+                       max_code: int = 127, return_hist: bool = True) -> Stats:
+    """Per-channel statistics of G_Y and DAQ's objective clip, in one kernel.
 
     Args:
         g (Tensor[...], float32, CPU): e.g. G_Y as Tensor[N, C, *S].
         dim (int): Channel dimension.
         num_bins (int): Histogram bins over [0, 1]; 0 for none. Defaults to 0.
+        alpha (float): Magnitude weight exponent of the objective. Defaults to 3.0.
+        max_code (int): Largest code (127 for 8 bits). Defaults to 127.
+        return_hist (bool): Return the histograms (else they are [C, 0]). Defaults to True.
 
     Returns:
-        tuple: abs_max, sigma, frac_above (Tensor[C], float32) and hist_count, hist_sum
-        (Tensor[C, num_bins], float64).
+        tuple: abs_max, sigma, frac_above, clip_ratio (Tensor[C], float32: the clip
+        minimising the objective over the bin edges, divided by the abs-max; 1 without bins)
+        and hist_count, hist_sum (Tensor[C, num_bins], float64).
     """
     require_extension('grad_channel_stats')
-    return torch.ops.mmdaq.grad_channel_stats(g, dim, num_bins)
+    return torch.ops.mmdaq.grad_channel_stats(g, dim, num_bins, alpha, max_code, return_hist)

@@ -12,7 +12,8 @@ All three accumulate exactly in integers (:mod:`.int8_matmul`). The per-channel
 scale ``s_gw[c]`` of G_W is applied after the GEMM: row c of G_W only involves
 channel c of G_Y, so the scale factors out of the sum exactly. G_X sums over
 C_out, so its copy of G_Y has one scale for the whole tensor. Only the int8 codes
-of X (not the float X) are saved for backward. Bias, BN, activations and the
+of X (not the float X) are saved for backward, with the weight parameter itself
+(quantized again in backward, the same codes). Bias, BN, activations and the
 optimizer stay in float.
 """
 from typing import NamedTuple, Optional, Tuple
@@ -148,7 +149,9 @@ class Int8ConvFunction(torch.autograd.Function):
         y = y.reshape((n, ) + out_size + (c_out, )).movedim(-1, 1)  # [N, C_out, *O]
         if bias is not None:
             y = y + bias.float().reshape((1, c_out) + (1, ) * len(out_size))
-        ctx.save_for_backward(x_q, w_q, s_x, s_w)
+        # The weight is saved as the parameter itself (no copy, like FP32 conv) and quantized
+        # again in backward: an int8 copy would cost more than the int8 input for deep layers.
+        ctx.save_for_backward(x_q, weight, s_x)
         ctx.scheme, ctx.geo, ctx.slot = scheme, geo, slot
         ctx.has_bias = bias is not None
         ctx.x_dtype, ctx.w_dtype = x.dtype, weight.dtype
@@ -156,8 +159,9 @@ class Int8ConvFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_y: Tensor):
-        x_q, w_q, s_x, s_w = ctx.saved_tensors
+        x_q, weight, s_x = ctx.saved_tensors
         scheme, geo = ctx.scheme, ctx.geo
+        w_q, s_w = scheme.quantize_weight(weight)  # the forward's codes (deterministic)
         scheme.note_backward()
         grad_y = grad_y.float()
         grad_x = grad_w = grad_b = None

@@ -194,8 +194,9 @@ def gradient_statistics(g: Tensor, dim: int, num_bins: int = 0) -> GradientStats
         GradientStats: Per-channel statistics.
     """
     g = _as_float32(g, 'g')
-    if g.device.type == 'cpu' and g.dim() > 0 and _compiled_stats_available():
-        return GradientStats(*torch.ops.mmdaq.grad_channel_stats(g, dim, num_bins))
+    if g.device.type == 'cpu' and g.dim() > 0 and compiled_stats_available():
+        stats = torch.ops.mmdaq.grad_channel_stats(g, dim, num_bins, 0.0, 127, True)
+        return GradientStats(*stats[:3], *stats[4:])
     return gradient_statistics_reference(g, dim, num_bins)
 
 
@@ -210,7 +211,8 @@ def gradient_statistics_reference(g: Tensor, dim: int, num_bins: int = 0) -> Gra
     return GradientStats(*stats, counts, sums)
 
 
-def _compiled_stats_available() -> bool:
+def compiled_stats_available() -> bool:
+    """Whether ``torch.ops.mmdaq.grad_channel_stats`` (mmdaq._ext, if loaded) exists."""
     global _COMPILED_STATS
     if _COMPILED_STATS is None:
         try:

@@ -27,7 +27,8 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-from .distribution import _check_channel_major, channel_histograms
+from .distribution import (_as_float32, _check_channel_major, channel_histograms,
+                           compiled_stats_available, gradient_statistics_reference)
 from .quantize import max_code
 
 
@@ -120,3 +121,36 @@ def histogram_objective_clip(g_cm: Tensor, alpha: float = 3.0, num_bins: int = 1
     """
     counts, sums, g_max = channel_histograms(_check_channel_major(g_cm), num_bins)
     return clip_from_histograms(counts, sums, g_max, alpha, num_bits)
+
+
+def objective_clip(g: Tensor, dim: int, alpha: float = 3.0, num_bins: int = 1024,
+                   num_bits: int = 8) -> Tuple[Tensor, Tensor, Tensor]:
+    """Abs-max, ``P(|g| > sigma)`` and the objective clip of every channel of ``g``.
+
+    One compiled kernel (``mmdaq::grad_channel_stats``) on the CPU when built, reading G_Y in
+    place; else the eager reference (channel-major copy, :func:`clip_from_histograms`). Both
+    search the same candidates with the same arithmetic; they can differ only where two
+    candidates' objectives tie to rounding (tested).
+
+    Args:
+        g (Tensor[...], float32/float16/bfloat16): e.g. G_Y as Tensor[N, C_out, *S].
+        dim (int): Channel dimension.
+        alpha (float): Magnitude weight exponent. Defaults to 3.0.
+        num_bins (int): Histogram bins = candidate clips. Defaults to 1024.
+        num_bits (int): Bit width. Defaults to 8.
+
+    Returns:
+        tuple: ``abs_max``, ``frac_above_sigma`` and ``clip`` (Tensor[C], float32; the clip is
+        NaN where the channel is not finite, 0 for all-zero channels).
+    """
+    g = _as_float32(g, 'g')
+    q = max_code(num_bits)
+    if g.device.type == 'cpu' and g.dim() > 0 and compiled_stats_available():
+        g_max, _, frac, ratio, _, _ = torch.ops.mmdaq.grad_channel_stats(
+            g, dim, num_bins, float(alpha), q, False)
+        clip = ratio * g_max
+        clip = torch.where(torch.isfinite(g_max), clip, torch.full_like(clip, float('nan')))
+        return g_max, frac, clip
+    stats = gradient_statistics_reference(g, dim, num_bins)
+    clip = clip_from_histograms(stats.hist_count, stats.hist_sum, stats.abs_max, alpha, num_bits)
+    return stats.abs_max, stats.frac_above_sigma, clip

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from .clipping import MCSConfig, mcs_clip_from_stats
 from .distribution import gradient_statistics
-from .histogram_clip import clip_from_histograms
+from .histogram_clip import objective_clip
 from .quantize import abs_max, dequantize, quantize
 
 QuantResult = Tuple[Tensor, Tensor]  # (codes int8, scale float32)
@@ -229,16 +229,17 @@ class DAQScheme(QuantScheme):
             clip = self.clip_ratios[slot].to(g.device) * abs_max(g, dim=dim)
             self.prev_clips[slot] = clip
             return clip
-        objective = self.long_tail_rule == 'objective'
-        stats = gradient_statistics(g, dim, num_bins=self.num_bins if objective else 0)
-        g_max = stats.abs_max  # [C]
-        if not objective:
+        if self.long_tail_rule == 'ema':
+            stats = gradient_statistics(g, dim)
+            g_max = stats.abs_max  # [C]
             clip, is_gaussian = mcs_clip_from_stats(g_max, stats.frac_above_sigma, prev, self.mcs)
         else:
-            is_gaussian = stats.frac_above_sigma > self.threshold
-            clip = torch.where(is_gaussian, g_max, clip_from_histograms(
-                stats.hist_count, stats.hist_sum, g_max, self.alpha))
-            clip = torch.where(torch.isfinite(g_max), clip, torch.full_like(clip, float('nan')))
+            # Fewer bins than values per channel would only add work: resolution 1/64 at least.
+            values = g.numel() // max(channels, 1)
+            bins = min(self.num_bins, max(64, values))
+            g_max, frac_above, objective = objective_clip(g, dim, self.alpha, bins)
+            is_gaussian = frac_above > self.threshold
+            clip = torch.where(is_gaussian, g_max, objective)
             ratio = torch.where(g_max > 0, clip / g_max.clamp_min(1e-30), torch.ones_like(clip))
             old = self.clip_ratios.get(slot)
             self.clip_ratios[slot] = ratio if old is None or old.shape != ratio.shape else \

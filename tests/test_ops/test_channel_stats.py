@@ -4,6 +4,7 @@ import torch
 
 from mmdaq.ops.extension import is_extension_available
 from mmdaq.quantization.distribution import gradient_statistics, gradient_statistics_reference
+from mmdaq.quantization.histogram_clip import objective_curve_from_histograms
 from mmdaq.testing import laplace, spike_and_slab
 
 pytestmark = pytest.mark.skipif(not is_extension_available(), reason='mmdaq._ext not built')
@@ -21,7 +22,8 @@ def _grad(shape, seed):
 @pytest.mark.parametrize('num_bins', [0, 1, 16, 1024])
 def test_kernel_matches_reference(shape, dim, num_bins):
     g = _grad(shape, 0).movedim(1, dim).contiguous()
-    got = torch.ops.mmdaq.grad_channel_stats(g, dim, num_bins)
+    got = torch.ops.mmdaq.grad_channel_stats(g, dim, num_bins, 0.0, 127, True)
+    got = got[:3] + got[4:]
     want = gradient_statistics_reference(g, dim, num_bins)
     assert torch.equal(got[0], want.abs_max)  # a max is exact
     torch.testing.assert_close(got[1], want.sigma, rtol=1e-6, atol=0)
@@ -35,7 +37,9 @@ def test_non_finite_channels_and_non_contiguous_input():
     g = _grad((4, 5, 6, 6), 1)
     g[0, 0, 0, 0] = float('nan')
     g[1, 3, 2, 2] = float('inf')
-    abs_max, sigma, frac, count, _ = torch.ops.mmdaq.grad_channel_stats(g, 1, 8)
+    abs_max, sigma, frac, ratio, count, _ = torch.ops.mmdaq.grad_channel_stats(g, 1, 8, 3.0, 127,
+                                                                               True)
+    assert torch.isnan(ratio[[0, 3]]).all() and ratio[2] == 1.0
     assert torch.isnan(abs_max[0]) and torch.isinf(abs_max[3])
     assert torch.isnan(sigma[[0, 3]]).all() and torch.isnan(frac[[0, 3]]).all()
     assert torch.isfinite(abs_max[[1, 2, 4]]).all() and count[2, 0] == 4 * 36
@@ -47,11 +51,14 @@ def test_non_finite_channels_and_non_contiguous_input():
 
 def test_bad_arguments_are_clear_errors():
     with pytest.raises(RuntimeError, match='g must be float32'):
-        torch.ops.mmdaq.grad_channel_stats(torch.zeros(2, 3, dtype=torch.float64), 1, 4)
+        torch.ops.mmdaq.grad_channel_stats(torch.zeros(2, 3, dtype=torch.float64), 1, 4, 3.0,
+                                           127, True)
     with pytest.raises(RuntimeError, match='dim must be in'):
-        torch.ops.mmdaq.grad_channel_stats(torch.zeros(2, 3), 2, 4)
+        torch.ops.mmdaq.grad_channel_stats(torch.zeros(2, 3), 2, 4, 3.0, 127, True)
     with pytest.raises(RuntimeError, match='num_bins must be >= 0'):
-        torch.ops.mmdaq.grad_channel_stats(torch.zeros(2, 3), 1, -1)
+        torch.ops.mmdaq.grad_channel_stats(torch.zeros(2, 3), 1, -1, 3.0, 127, True)
+    with pytest.raises(RuntimeError, match='alpha must be a finite number'):
+        torch.ops.mmdaq.grad_channel_stats(torch.zeros(2, 3), 1, 4, -1.0, 127, True)
 
 
 def test_fake_gives_shapes_for_tracing():
@@ -59,5 +66,27 @@ def test_fake_gives_shapes_for_tracing():
     from mmdaq.ops import grad_channel_stats
     with FakeTensorMode():
         out = grad_channel_stats(torch.empty(2, 5, 3, 3), 1, 16)
-    assert [tuple(t.shape) for t in out] == [(5, ), (5, ), (5, ), (5, 16), (5, 16)]
-    assert out[3].dtype == torch.float64
+        lean = grad_channel_stats(torch.empty(2, 5, 3, 3), 1, 16, return_hist=False)
+    assert [tuple(t.shape) for t in out] == [(5, )] * 4 + [(5, 16), (5, 16)]
+    assert out[4].dtype == torch.float64 and tuple(lean[4].shape) == (5, 0)
+
+
+@pytest.mark.parametrize('alpha', [0.0, 1.0, 3.0])
+@pytest.mark.parametrize('num_bins', [16, 256])
+def test_kernel_clip_is_the_reference_objective_argmin(alpha, num_bins):
+    g = _grad((16, 24, 9, 9), 3)
+    g[:, 5] *= 1e-20  # tiny and huge channels: the search works on x = |g| / abs-max
+    g[:, 6] *= 1e20
+    _, _, _, ratio, count, total = torch.ops.mmdaq.grad_channel_stats(g, 1, num_bins, alpha, 127,
+                                                                      True)
+    live = torch.arange(24) != 2  # channel 2 is all zero: clip 0 whatever the ratio
+    ratio, count, total = ratio[live], count[live], total[live]
+    _, energy = objective_curve_from_histograms(count, total, alpha, num_bits=8)
+    idx = (ratio.double() * num_bins).round().long() - 1  # the kernel's candidate
+    chosen = energy.gather(1, idx[:, None]).squeeze(1)
+    best = energy.min(dim=1).values
+    # The kernel's choice is the reference's minimum (to summation-order rounding) ...
+    torch.testing.assert_close(chosen, best, rtol=1e-9, atol=1e-15)
+    # ... and usually the very same candidate (ties break to the larger clip in both).
+    ref_idx = num_bins - 1 - energy.flip(1).argmin(dim=1)
+    assert (idx == ref_idx).float().mean() >= 0.9

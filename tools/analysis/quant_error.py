@@ -94,12 +94,12 @@ def analyse(model_key: str, methods, iters: int, lr: float, alpha: float, seed: 
 
 def print_table(model_key: str, summary: Dict) -> None:
     print(f'\n{model_key}: median over layers (iterations 2..N)')
-    print(f'{"method":<34}{"MWE rel":>9}{"mean":>7}{"<1 %":>6}{"G_W relMSE":>12}{"G_W cos":>10}'
+    print(f'{"method":<34}{"MWE rel":>9}{"mean":>9}{"<1 %":>6}{"G_W relMSE":>12}{"G_W cos":>10}'
           f'{"G_X relMSE":>12}{"G_X cos":>10}{"gauss %":>9}')
     for label, s in summary.items():
         share = s['share_gaussian']
         gauss = '-' if share != share else f'{100 * share:.0f}'  # NaN: no classification
-        print(f'{label:<34}{s["mwe"]:>9.3f}{s["mwe_mean"]:>7.3f}{100 * s["mwe_wins"]:>6.0f}'
+        print(f'{label:<34}{s["mwe"]:>9.3f}{s["mwe_mean"]:>9.4g}{100 * s["mwe_wins"]:>6.0f}'
               f'{s["gw_rel_mse"]:>12.3e}{s["gw_cos"]:>10.6f}'
               f'{s["gx_rel_mse"]:>12.3e}{s["gx_cos"]:>10.6f}{gauss:>9}')
 
