@@ -89,7 +89,7 @@ def bench_e2e(args, device: torch.device) -> dict:
     results = {}
     for key in args.e2e:
         config, batch_kw = E2E_MODELS[key]
-        times = {}
+        times, errors = {}, {}
         for precision in PRECISIONS:
             torch.manual_seed(0)
             model, task = build_stock_model(load_stock_config(config))
@@ -97,12 +97,20 @@ def bench_e2e(args, device: torch.device) -> dict:
             if precision == 'daq':
                 DAQHook().convert(model)
             data = demo_batch(model, task, batch_size=args.e2e_batch, seed=0, **batch_kw)
-            times[precision] = time_train_step(model, lambda m: training_loss(m, data), precision,
-                                               device, args.e2e_reps, 1)
-        results[key] = dict(times, speedup={p: times['fp32'] / times[p] for p in ('bf16', 'daq')})
-        print(f'{key}: iteration FP32 {times["fp32"]:.3f}s, BF16 {times["bf16"]:.3f}s '
-              f'({results[key]["speedup"]["bf16"]:.2f}x), DAQ {times["daq"]:.3f}s '
-              f'({results[key]["speedup"]["daq"]:.2f}x)', flush=True)
+            try:
+                times[precision] = time_train_step(model, lambda m: training_loss(m, data),
+                                                   precision, device, args.e2e_reps, 1)
+            except (RuntimeError, TypeError) as e:  # e.g. an op without BF16 support here
+                errors[precision] = str(e).splitlines()[0]
+                times[precision] = float('nan')
+        results[key] = dict(times, errors=errors,
+                            speedup={p: times['fp32'] / times[p] for p in ('bf16', 'daq')})
+        cells = [f'FP32 {times["fp32"]:.3f}s']
+        for p in ('bf16', 'daq'):
+            speed = results[key]['speedup'][p]
+            cell = f'failed ({errors[p]})' if p in errors else f'{times[p]:.3f}s ({speed:.2f}x)'
+            cells.append(f'{p.upper()} {cell}')
+        print(f'{key}: iteration ' + ', '.join(cells), flush=True)
     return results
 
 
