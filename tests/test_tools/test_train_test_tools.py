@@ -155,3 +155,34 @@ def test_resume_after_sigkill(det_dir):
     out = _run(cmd[:5] + ['--resume'] + cmd[5:], cwd=det_dir)  # --resume before --cfg-options
     assert 'resumed epoch: ' in out
     assert osp.isfile(osp.join(work, 'epoch_4.pth'))
+
+
+HEADLINE_CONFIG = osp.join(ROOT, 'configs/faster_rcnn_r50_daq.py')
+CLASSES = "('rectangle','outlined_rectangle','ellipse','triangle','cross')"
+
+
+def synthetic_overrides(data_root='data/synthetic_shapes/'):
+    """--cfg-options that point the stock COCO config at the synthetic shapes, tiny and quick."""
+    opts = ['model.roi_head.bbox_head.num_classes=5', 'model.backbone.init_cfg=None',
+            f'val_evaluator.ann_file={data_root}annotations/instances_val.json']
+    for split, loader in (('train', 'train_dataloader'), ('val', 'val_dataloader')):
+        opts += [f'{loader}.dataset.data_root={data_root}',
+                 f'{loader}.dataset.ann_file=annotations/instances_{split}.json',
+                 f'{loader}.dataset.data_prefix.img={split}/',
+                 f'{loader}.dataset.metainfo.classes={CLASSES}',
+                 f'{loader}.batch_size=2', f'{loader}.num_workers=0',
+                 f'{loader}.persistent_workers=False']
+    opts += ['train_dataloader.dataset.pipeline.2.scale=(96,96)',  # Resize of the stock pipeline
+             'val_dataloader.dataset.pipeline.1.scale=(96,96)',
+             'train_cfg.max_epochs=1', 'param_scheduler.0.end=2', 'default_hooks.logger.interval=1']
+    return opts
+
+
+def test_headline_daq_config_on_synthetic_paths(det_dir):
+    # The issue's acceptance command: the stock COCO config + _base_/daq.py, data overridden.
+    work = str(det_dir / 'work_headline')
+    out = _run([sys.executable, osp.join(ROOT, 'tools/train.py'), HEADLINE_CONFIG, '--work-dir',
+                work, '--cfg-options'] + synthetic_overrides(), cwd=det_dir)
+    assert 'DAQHook' in out and 'INT8' in out
+    assert any('loss' in r for r in _scalars(work))
+    assert 'Epoch(val) [1][2/2]' in out and 'Evaluating bbox' in out
