@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ..quantization.schemes import QuantScheme
+from .epilogue import channels_first_epilogue
 from .grouped_matmul import grouped_int8_matmul
 from .im2col import channels_inner_to_weight, channels_inner_weight, col2im, im2col
 
@@ -124,12 +125,6 @@ def transposed_weight(w_q: Tensor, groups: int) -> Tensor:
     return w.reshape((groups * c_in_g, c_out // groups) + spatial)
 
 
-def _to_channels_first(t: Tensor, shape: Tuple[int, ...]) -> Tensor:
-    """[N*L, C] -> [N, C, *S] for ``shape = (N, C, *S)``."""
-    n, c = shape[:2]
-    return t.reshape((n, ) + tuple(shape[2:]) + (c, )).movedim(-1, 1)
-
-
 def channels_last_2d(t: Tensor) -> Tensor:
     """[N, C, *O] -> [N*L, C] (for Linear, [M, C] stays)."""
     return t.movedim(1, -1).reshape(-1, t.shape[1])
@@ -144,11 +139,9 @@ class Int8ConvFunction(torch.autograd.Function):
         x_q, s_x = scheme.quantize_input(x)
         w_q, s_w = scheme.quantize_weight(weight)
         acc, out_size = int8_conv_forward(x_q, w_q, geo)  # [NL, C_out]
-        y = acc * (s_x * s_w)  # int -> float32 by type promotion, one pass
         n, c_out = x.shape[0], weight.shape[0]
-        y = y.reshape((n, ) + out_size + (c_out, )).movedim(-1, 1)  # [N, C_out, *O]
-        if bias is not None:
-            y = y + bias.float().reshape((1, c_out) + (1, ) * len(out_size))
+        # Scale, bias and the [NL, C_out] -> [N, C_out, *O] layout in one pass.
+        y = channels_first_epilogue(acc, s_x * s_w, bias, (n, c_out) + out_size)
         # The weight is saved as the parameter itself (no copy, like FP32 conv) and quantized
         # again in backward: an int8 copy would cost more than the int8 input for deep layers.
         ctx.save_for_backward(x_q, weight, s_x)
@@ -176,7 +169,7 @@ class Int8ConvFunction(torch.autograd.Function):
             t_geo = transposed_geometry(geo)
             if t_geo is not None:  # stride 1: a convolution of the int8 G_Y codes
                 acc, _ = int8_conv_forward(g_q, transposed_weight(w_q, geo.groups), t_geo)
-                grad_x = _to_channels_first(acc * (s_g * s_w), x_q.shape)
+                grad_x = channels_first_epilogue(acc, s_g * s_w, None, x_q.shape)
             else:
                 cols = int8_conv_grad_input(channels_last_2d(g_q), w_q, geo)
                 cols = cols * (s_g * s_w)

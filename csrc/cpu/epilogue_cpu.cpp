@@ -1,0 +1,67 @@
+// CPU kernel of mmdaq::int32_to_channels_first: scale, bias and the [N*L, C] -> [N, C, L]
+// transpose in one pass, in tiles so that both the reads and the writes stay in cache lines.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+#include <torch/types.h>
+
+#include <algorithm>
+
+namespace {
+
+constexpr int64_t kTileL = 64;
+constexpr int64_t kTileC = 16;
+
+at::Tensor int32_to_channels_first_cpu(const at::Tensor& acc, const at::Tensor& scale,
+                                       const c10::optional<at::Tensor>& bias,
+                                       at::IntArrayRef out_shape) {
+  TORCH_CHECK(acc.scalar_type() == at::kInt && acc.dim() == 2,
+              "int32_to_channels_first: acc must be a 2-d int32 tensor [N*L, C], but got ",
+              acc.scalar_type(), " of shape ", acc.sizes());
+  TORCH_CHECK(out_shape.size() >= 2, "int32_to_channels_first: out_shape must be [N, C, *S]");
+  const int64_t n = out_shape[0], c = out_shape[1];
+  int64_t l = 1;
+  for (size_t d = 2; d < out_shape.size(); ++d) l *= out_shape[d];
+  TORCH_CHECK(acc.size(0) == n * l && acc.size(1) == c, "int32_to_channels_first: acc of shape ",
+              acc.sizes(), " does not match out_shape ", out_shape);
+  TORCH_CHECK(scale.scalar_type() == at::kFloat && (scale.numel() == 1 || scale.numel() == c),
+              "int32_to_channels_first: scale must be float32 with 1 or C = ", c,
+              " elements, but got ", scale.scalar_type(), " with ", scale.numel());
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->numel() == c,
+                "int32_to_channels_first: bias must be float32 with C = ", c, " elements");
+  }
+  auto out = at::empty(out_shape, acc.options().dtype(at::kFloat));
+  if (out.numel() == 0) return out;
+  const auto ac = acc.contiguous();
+  // Per-channel multipliers and offsets (a per-tensor scale is broadcast once, here).
+  const auto sc = scale.numel() == 1 ? scale.expand({c}).contiguous() : scale.contiguous();
+  const auto bc = bias.has_value() ? bias->contiguous() : at::zeros({c}, scale.options());
+  const int32_t* ap = ac.data_ptr<int32_t>();
+  const float* sp = sc.data_ptr<float>();
+  const float* bp = bc.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const int64_t tiles_l = (l + kTileL - 1) / kTileL;
+  at::parallel_for(0, n * tiles_l, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t s = t / tiles_l, l0 = (t % tiles_l) * kTileL;
+      const int64_t l1 = std::min(l, l0 + kTileL);
+      const int32_t* a = ap + s * l * c;
+      float* o = op + s * c * l;
+      for (int64_t c0 = 0; c0 < c; c0 += kTileC) {
+        const int64_t c1 = std::min(c, c0 + kTileC);
+        for (int64_t ch = c0; ch < c1; ++ch) {
+          const float m = sp[ch], b = bp[ch];
+          float* row = o + ch * l;
+          for (int64_t i = l0; i < l1; ++i) row[i] = static_cast<float>(a[i * c + ch]) * m + b;
+        }
+      }
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mmdaq, CPU, m) {
+  m.impl("int32_to_channels_first", &int32_to_channels_first_cpu);
+}
