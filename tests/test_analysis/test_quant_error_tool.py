@@ -1,0 +1,40 @@
+"""tools/analysis/quant_error.py end to end on the smallest stock model input."""
+import importlib.util
+import os.path as osp
+
+import pytest
+
+pytest.importorskip('mmaction')
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location(
+        'quant_error', osp.join(ROOT, 'tools/analysis/quant_error.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_table_for_i3d(capsys, monkeypatch):
+    tool = _tool()
+    monkeypatch.setitem(tool.MODELS, 'i3d', (tool.MODELS['i3d'][0], dict(size=32, num_frames=8)))
+    results = tool.main(['--models', 'i3d', '--iters', '2', '--methods', 'per_tensor',
+                         'per_channel', 'daq'])
+    summary = results['i3d']
+    out = capsys.readouterr().out
+    assert 'i3d: median over layers' in out
+    assert 'command: python tools/analysis/quant_error.py' in out
+    assert summary['per_channel']['mwe'] == pytest.approx(1.0)  # the reference of MWE rel
+    assert summary['per_tensor']['mwe'] > 1.0  # one scale for all channels is worse
+    assert summary['daq']['mwe'] <= 1.01  # never clearly worse than abs-max under its objective
+    assert summary['per_channel']['gw_rel_mse'] < summary['per_tensor']['gw_rel_mse']
+    assert 0.99 < summary['daq']['gw_cos'] <= 1.0
+    assert 0.0 <= summary['daq']['share_gaussian'] <= 1.0
+    assert summary['daq']['layers'] > 40
+
+
+def test_bad_method_spec_fails_early():
+    with pytest.raises((TypeError, ValueError)):
+        _tool().parse_method('daq:no_such_option=1')
