@@ -1,7 +1,7 @@
 // CPU kernel of mmdaq::grad_channel_stats: every statistic DAQ's clipping needs from G_Y, read
 // straight from the [outer, C, inner] layout (no channel-major copy), one channel per task.
-// A channel's values are read three times (abs-max; second moment; count and histogram); for
-// the usual sizes (N*H*W floats, tens to hundreds of KiB) the later passes hit the cache. The
+// A channel's values are read twice (abs-max and second moment; count and histogram); for the
+// usual sizes (N*H*W floats, tens to hundreds of KiB) the second pass hits the cache. The
 // clip search then runs on the channel's histogram in O(num_bins), in registers and a local
 // buffer, the same arithmetic as objective_curve_from_histograms in
 // mmdaq/quantization/histogram_clip.py.
@@ -91,6 +91,8 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins,
   at::parallel_for(0, channels, 1, [&](int64_t begin, int64_t end) {
     // Per-task buffers: one channel's histogram and the objective's bin weights.
     std::vector<double> cnt(num_bins), sum(num_bins), w(num_bins), wx(num_bins);
+    std::vector<int64_t> counts(2 * num_bins);
+    std::vector<double> sum2(num_bins);
     for (int64_t c = begin; c < end; ++c) {
       auto for_each = [&](auto&& fn) {
         for (int64_t o = 0; o < outer; ++o) {
@@ -98,12 +100,15 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins,
           for (int64_t i = 0; i < inner; ++i) fn(row[i]);
         }
       };
+      // Pass 1: abs-max and the raw second moment (in double: no overflow for any float).
       float m = 0.0f;
       bool finite = true;
+      double sq = 0.0;
       for_each([&](float v) {
         const float a = std::fabs(v);
         finite = finite && std::isfinite(a);
         m = a > m ? a : m;
+        sq += static_cast<double>(v) * v;
       });
       if (!finite) {  // NaN/Inf: visible downstream, no statistics (matches the reference)
         bool has_nan = false;
@@ -119,25 +124,49 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins,
         if (kept_bins > 0) cnt_out[c * num_bins] = static_cast<double>(count);
         continue;
       }
-      // Moments of x = |g| / max in [0, 1]: g**2 cannot overflow for huge finite gradients.
-      double sq = 0.0;
-      for_each([&](float v) {
-        const double x = std::fabs(v) / m;
-        sq += x * x;
-      });
-      const float sigma_rel = static_cast<float>(std::sqrt(sq / count));
+      // sigma of x = |g| / max, in [0, 1] (the reference's form).
+      const double md = m;
+      const float sigma_rel = static_cast<float>(std::sqrt(sq / count) / md);
+      // Pass 2: P(x > sigma) and the histogram of x (x as the reference computes it, so the
+      // same bins).
       int64_t above = 0;
-      std::fill(cnt.begin(), cnt.end(), 0.0);
-      std::fill(sum.begin(), sum.end(), 0.0);
-      for_each([&](float v) {
-        const float x = std::fabs(v) / m;
-        above += x > sigma_rel;
-        if (num_bins > 0) {
-          const int64_t b = std::min<int64_t>(static_cast<int64_t>(x * bins), num_bins - 1);
-          cnt[b] += 1.0;
-          sum[b] += static_cast<double>(x);
+      const float inv = 1.0f / m;  // x = |g| * (1 / max), exactly as channel_histograms does
+      if (num_bins > 0) {
+        // Two interleaved histograms: consecutive values often fall into the same bin, and
+        // one array would chain every increment on the previous one.
+        std::fill(counts.begin(), counts.end(), 0);
+        std::fill(sum.begin(), sum.end(), 0.0);
+        std::fill(sum2.begin(), sum2.end(), 0.0);
+        int64_t* c0 = counts.data();
+        int64_t* c1 = counts.data() + num_bins;
+        for (int64_t o = 0; o < outer; ++o) {
+          const float* row = gp + (o * channels + c) * inner;
+          int64_t i = 0;
+          for (; i + 1 < inner; i += 2) {
+            const float x0 = std::fabs(row[i]) * inv, x1 = std::fabs(row[i + 1]) * inv;
+            above += (x0 > sigma_rel) + (x1 > sigma_rel);
+            const int64_t b0 = std::min<int64_t>(static_cast<int64_t>(x0 * bins), num_bins - 1);
+            const int64_t b1 = std::min<int64_t>(static_cast<int64_t>(x1 * bins), num_bins - 1);
+            c0[b0] += 1;
+            sum[b0] += static_cast<double>(x0);
+            c1[b1] += 1;
+            sum2[b1] += static_cast<double>(x1);
+          }
+          for (; i < inner; ++i) {
+            const float x = std::fabs(row[i]) * inv;
+            above += x > sigma_rel;
+            const int64_t b = std::min<int64_t>(static_cast<int64_t>(x * bins), num_bins - 1);
+            c0[b] += 1;
+            sum[b] += static_cast<double>(x);
+          }
         }
-      });
+        for (int64_t b = 0; b < num_bins; ++b) {
+          cnt[b] = static_cast<double>(c0[b] + c1[b]);
+          sum[b] += sum2[b];
+        }
+      } else {
+        for_each([&](float v) { above += std::fabs(v) * inv > sigma_rel; });
+      }
       sigma_p[c] = sigma_rel * m;
       frac_p[c] = static_cast<float>(static_cast<double>(above) / count);
       if (num_bins > 0) {

@@ -154,7 +154,7 @@ def channel_histograms(g_cm: Tensor, num_bins: int) -> Tuple[Tensor, Tensor, Ten
     Args:
         g_cm (Tensor[C, M]): Channel-major data.
         num_bins (int): Bins over [0, 1]; bin b holds ``b / B <= x < (b + 1) / B`` (x = 1 in
-            the last), with ``x * B`` computed in float32.
+            the last), with ``x = |g| * (1 / |g|max)`` and ``x * B`` computed in float32.
 
     Returns:
         tuple: ``counts`` and ``sums`` (Tensor[C, B], float64) and the abs-max (Tensor[C],
@@ -166,7 +166,8 @@ def channel_histograms(g_cm: Tensor, num_bins: int) -> Tuple[Tensor, Tensor, Ten
     channels = g_cm.shape[0]
     g_max = g_cm.abs().amax(dim=1) if g_cm.shape[1] else g_cm.new_zeros(channels)  # [C]
     norm = torch.where(g_max > 0, g_max, torch.ones_like(g_max))
-    x = g_cm.abs().div_(norm[:, None])  # [C, M], in [0, 1] where finite
+    # x = |g| * (1 / max) in float32, exactly as the compiled kernel computes it (same bins).
+    x = g_cm.abs().mul_(norm.reciprocal()[:, None])  # [C, M], in [0, 1] where finite
     if not bool(torch.isfinite(g_max).all()):
         x = x.nan_to_num_(0.0, 0.0, 0.0).clamp_(0.0, 1.0)
     idx = x.mul(num_bins).long().clamp_(max=num_bins - 1)  # [C, M]
