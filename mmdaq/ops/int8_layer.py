@@ -161,11 +161,13 @@ class Int8ConvFunction(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             g_q, s_gw = scheme.quantize_grad_for_weight(grad_y, dim=1, slot=ctx.slot)  # [C_out]
             acc = int8_conv_grad_weight(x_q, channels_last_2d(g_q), geo)  # [C_out, K*Cg]
-            # The per-channel scale factors out of the integer sum: one multiply per row.
-            grad_w = acc * (s_gw.unsqueeze(1) * s_x)
+            # The per-channel scale factors out of the integer sum: one multiply per row
+            # (with the method's gradient factor, 1 except for UI8's LR scaling).
+            factor = scheme.weight_grad_scale(ctx.slot)
+            grad_w = acc * (s_gw.unsqueeze(1) * (s_x * factor))
             grad_w = channels_inner_to_weight(grad_w, w_q.shape).to(ctx.w_dtype).contiguous()
         if ctx.needs_input_grad[0]:
-            g_q, s_g = scheme.quantize_grad_for_input(grad_y)  # [N, C_out, *O]
+            g_q, s_g = scheme.quantize_grad_for_input(grad_y, ctx.slot)  # [N, C_out, *O]
             t_geo = transposed_geometry(geo)
             if t_geo is not None:  # stride 1: a convolution of the int8 G_Y codes
                 acc, _ = int8_conv_forward(g_q, transposed_weight(w_q, geo.groups), t_geo)
@@ -178,6 +180,7 @@ class Int8ConvFunction(torch.autograd.Function):
             grad_x = grad_x.to(ctx.x_dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_y.sum(dim=[d for d in range(grad_y.dim()) if d != 1])
+            grad_b = grad_b * scheme.weight_grad_scale(ctx.slot)
         return grad_x, grad_w, grad_b, None, None, None
 
 

@@ -16,12 +16,15 @@ every method. Methods are selected by name (:data:`SCHEMES`, :func:`build_scheme
 ``per_channel`` G_Y for G_W per output channel (vectorized), abs-max, no clipping
 ``daq``        G_Y for G_W per output channel with the Magnitude-aware Clipping
                Strategy (:mod:`.clipping`); everything else abs-max per tensor
+``ui8``        G_Y once per tensor with UI8's direction-sensitive clip and stochastic
+               rounding, for both GEMMs; weight gradient scaled by UI8's DCLRS factor
+               (:mod:`.direction_sensitive`)
 =============  =====================================================================
 
-Other methods (UI8, ...) subclass :class:`QuantScheme` and register with
-:func:`register_scheme`. Scheme state (e.g. DAQ's clip of the previous iteration)
-is kept out of the module's ``state_dict``; :meth:`QuantScheme.state_dict` exposes
-it for the training hook to checkpoint separately.
+Other methods subclass :class:`QuantScheme` and register with :func:`register_scheme`.
+Scheme state (e.g. DAQ's clip of the previous iteration) is kept out of the module's
+``state_dict``; :meth:`QuantScheme.state_dict` exposes it for the training hook to
+checkpoint separately.
 """
 import dataclasses
 from typing import Any, Callable, Dict, Optional, Tuple, Type
@@ -30,6 +33,7 @@ import torch
 from torch import Tensor
 
 from .clipping import MCSConfig, mcs_clip_from_stats
+from .direction_sensitive import DSGCConfig, dclrs_factor, direction_sensitive_clip
 from .distribution import gradient_statistics
 from .histogram_clip import objective_clip
 from .quantize import abs_max, dequantize, quantize
@@ -117,9 +121,13 @@ class QuantScheme:
             self.last_stats = dict(self.last_stats, grad_rel_error=error)
         return q, scale
 
-    def quantize_grad_for_input(self, g: Tensor) -> QuantResult:
+    def quantize_grad_for_input(self, g: Tensor, slot: int = 0) -> QuantResult:
         """G_Y (Tensor[N, C_out, ...]) -> (int8 codes, scale Tensor[]), for the G_X GEMM."""
         return quantize(g, rounding=self.grad_rounding, generator=self._generator(g))
+
+    def weight_grad_scale(self, slot: int = 0) -> float:
+        """Factor on the layer's weight and bias gradients (UI8's learning-rate scaling); 1."""
+        return 1.0
 
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
@@ -267,6 +275,105 @@ class DAQScheme(QuantScheme):
         self._updates = dict(state.get('updates', {}))
 
 
+@dataclasses.dataclass
+class UI8Scheme(QuantScheme):
+    """UI8 (Zhu et al., CVPR 2020), method ``'ui8'``: one per-tensor INT8 copy of G_Y.
+
+    G_Y is quantized once per backward with stochastic rounding and the clip of Direction
+    Sensitive Gradient Clipping, and that one copy feeds both the G_W and the G_X GEMM. The
+    clip ratio ``c / max|g|`` and the cosine distance are searched every ``update_interval``
+    iterations and reused in between (the ratio times the current abs-max). Deviation
+    Counteractive LR Scaling multiplies the layer's weight and bias gradients by
+    ``max(exp(-alpha d), beta)``: for SGD that is the paper's per-layer learning-rate factor
+    and it works with any optimizer and param scheduler (adaptive optimizers such as Adam
+    largely undo a gradient scale; use SGD, as the paper does).
+
+    Args:
+        grad_rounding (str): Defaults to ``'stochastic'`` (the paper's).
+        update_interval (int): Iterations between clip searches. Defaults to 100 (the notes'
+            reading of the paper; not confirmed).
+        num_candidates (int): Clip ratios searched. Defaults to 48.
+        alpha (float): DCLRS decay. Defaults to 20 (the paper's).
+        beta (float): DCLRS floor. Defaults to 0.1 (the paper's).
+        lr_scaling (bool): Apply DCLRS. Defaults to True.
+    """
+    grad_rounding: str = 'stochastic'
+    update_interval: int = 100
+    num_candidates: int = 48
+    alpha: float = 20.0
+    beta: float = 0.1
+    lr_scaling: bool = True
+
+    name = 'ui8'
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.update_interval, bool) or not isinstance(self.update_interval, int) \
+                or self.update_interval < 1:
+            raise ValueError(f'update_interval must be an int >= 1, but got '
+                             f'{self.update_interval!r}')
+        self.dsgc = DSGCConfig(num_candidates=self.num_candidates)
+        dclrs_factor(0.0, self.alpha, self.beta)  # validates alpha and beta
+        self.clip_ratios: Dict[int, Tensor] = {}  # call slot -> clip / max|g|, Tensor[1]
+        self.distances: Dict[int, Tensor] = {}  # call slot -> cosine distance, Tensor[1]
+        self._updates: Dict[int, int] = {}
+        self._shared: Optional[Tuple[Tensor, int, QuantResult]] = None
+
+    def _clip(self, g: Tensor, slot: int) -> Tensor:
+        g_max = abs_max(g).reshape(1)  # [1]
+        step = self._updates.get(slot, 0)
+        self._updates[slot] = step + 1
+        if slot not in self.clip_ratios or step % self.update_interval == 0:
+            result = direction_sensitive_clip(g.reshape(1, -1), self.dsgc)
+            ratio = torch.where(g_max > 0, result.clip / g_max.clamp_min(1e-30),
+                                torch.ones_like(g_max))
+            if torch.isfinite(ratio).all() or slot not in self.clip_ratios:
+                self.clip_ratios[slot] = ratio
+                self.distances[slot] = result.info['cosine_distance']
+        clip = self.clip_ratios[slot].to(g.device) * g_max
+        if self.collect_stats:
+            self.last_stats = {'clip_ratio': self.clip_ratios[slot],
+                               'cosine_distance': self.distances[slot]}
+        return clip
+
+    def _quantize_once(self, g: Tensor, slot: int) -> QuantResult:
+        """The one INT8 copy of this G_Y (computed by whichever GEMM asks first)."""
+        shared = self._shared
+        if shared is not None and shared[0] is g and shared[1] == slot:
+            self._shared = None
+            return shared[2]
+        q, scale = quantize(g, clip=self._clip(g, slot)[0], rounding=self.grad_rounding,
+                            generator=self._generator(g))
+        self._shared = (g, slot, (q, scale))
+        return q, scale
+
+    def quantize_grad_for_weight(self, g: Tensor, dim: int = 1, slot: int = 0) -> QuantResult:
+        q, scale = self._quantize_once(g, slot)
+        scale = scale.expand(g.shape[dim]).contiguous()
+        self.last_grad_weight_scale = scale
+        return q, scale
+
+    def quantize_grad_for_input(self, g: Tensor, slot: int = 0) -> QuantResult:
+        return self._quantize_once(g, slot)
+
+    def weight_grad_scale(self, slot: int = 0) -> float:
+        if not self.lr_scaling or slot not in self.distances:
+            return 1.0
+        return dclrs_factor(float(self.distances[slot]), self.alpha, self.beta)
+
+    def state_dict(self) -> Dict[str, Any]:
+        if not self.clip_ratios:
+            return {}
+        return {'clip_ratios': {k: v.detach().cpu() for k, v in self.clip_ratios.items()},
+                'distances': {k: v.detach().cpu() for k, v in self.distances.items()},
+                'updates': dict(self._updates)}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.clip_ratios = dict(state.get('clip_ratios', {}))
+        self.distances = dict(state.get('distances', {}))
+        self._updates = dict(state.get('updates', {}))
+
+
 SCHEMES: Dict[str, Type[QuantScheme]] = {}
 
 
@@ -281,7 +388,7 @@ def register_scheme(name: str) -> Callable[[Type[QuantScheme]], Type[QuantScheme
     return decorator
 
 
-for _cls in (QuantScheme, PerChannelScheme, DAQScheme):
+for _cls in (QuantScheme, PerChannelScheme, DAQScheme, UI8Scheme):
     register_scheme(_cls.name)(_cls)
 
 

@@ -53,9 +53,9 @@ def test_a_new_strategy_slots_in(private_registry):
 
 def test_registry_errors(private_registry):
     with pytest.raises(ValueError,
-                       match=r"clip strategy must be one of \['max', 'mcs'.*\], "
-                       r"but got 'ui8'"):
-        get_clip_strategy('ui8')
+                       match=r"clip strategy must be one of \['direction_sensitive', 'max', "
+                       r"'mcs'.*\], but got 'ui9'"):
+        get_clip_strategy('ui9')
     with pytest.raises(ValueError, match=r"name must be a new non-empty string, but got 'mcs'"):
         register_clip_strategy('mcs')
     with pytest.raises(ValueError,
