@@ -186,3 +186,13 @@ def test_headline_daq_config_on_synthetic_paths(det_dir):
     assert 'DAQHook' in out and 'INT8' in out
     assert any('loss' in r for r in _scalars(work))
     assert 'Epoch(val) [1][2/2]' in out and 'Evaluating bbox' in out
+
+
+def test_ui8_config_trains(det_dir):
+    config = osp.join(ROOT, 'configs/ui8/faster_rcnn_r50_fpn_ui8_synthetic_shapes.py')
+    work = str(det_dir / 'work_ui8')
+    out = _run([sys.executable, osp.join(ROOT, 'tools/train.py'), config, '--work-dir', work,
+                '--cfg-options'] + TINY_DET + ['train_cfg.val_interval=10'], cwd=det_dir)
+    assert "method='ui8'" in out or 'ui8' in out
+    losses = [r['loss'] for r in _scalars(work) if 'loss' in r]
+    assert losses and all(v == v and v < 1e4 for v in losses)  # finite
