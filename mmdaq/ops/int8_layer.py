@@ -158,16 +158,19 @@ class Int8ConvFunction(torch.autograd.Function):
         scheme.note_backward()
         grad_y = grad_y.float()
         grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[1]:
-            g_q, s_gw = scheme.quantize_grad_for_weight(grad_y, dim=1, slot=ctx.slot)  # [C_out]
+        # The method's factor on the weight and bias gradients (1 except UI8's LR scaling).
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        for_w, for_x = scheme.quantize_grads(grad_y, dim=1, slot=ctx.slot, for_weight=need_w,
+                                             for_input=need_x)
+        factor = scheme.weight_grad_scale(ctx.slot) if need_w or need_b else 1.0
+        if need_w:
+            g_q, s_gw = for_w  # s_gw: [C_out]
             acc = int8_conv_grad_weight(x_q, channels_last_2d(g_q), geo)  # [C_out, K*Cg]
-            # The per-channel scale factors out of the integer sum: one multiply per row
-            # (with the method's gradient factor, 1 except for UI8's LR scaling).
-            factor = scheme.weight_grad_scale(ctx.slot)
+            # The per-channel scale factors out of the integer sum: one multiply per row.
             grad_w = acc * (s_gw.unsqueeze(1) * (s_x * factor))
             grad_w = channels_inner_to_weight(grad_w, w_q.shape).to(ctx.w_dtype).contiguous()
-        if ctx.needs_input_grad[0]:
-            g_q, s_g = scheme.quantize_grad_for_input(grad_y, ctx.slot)  # [N, C_out, *O]
+        if need_x:
+            g_q, s_g = for_x  # g_q: [N, C_out, *O]
             t_geo = transposed_geometry(geo)
             if t_geo is not None:  # stride 1: a convolution of the int8 G_Y codes
                 acc, _ = int8_conv_forward(g_q, transposed_weight(w_q, geo.groups), t_geo)
@@ -178,9 +181,8 @@ class Int8ConvFunction(torch.autograd.Function):
                 grad_x = col2im(cols, x_q.shape, geo.kernel, geo.stride, geo.padding,
                                 geo.dilation)
             grad_x = grad_x.to(ctx.x_dtype)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad_y.sum(dim=[d for d in range(grad_y.dim()) if d != 1])
-            grad_b = grad_b * scheme.weight_grad_scale(ctx.slot)
+        if ctx.has_bias and need_b:
+            grad_b = grad_y.sum(dim=[d for d in range(grad_y.dim()) if d != 1]) * factor
         return grad_x, grad_w, grad_b, None, None, None
 
 

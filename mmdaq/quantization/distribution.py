@@ -29,7 +29,7 @@ from typing import NamedTuple, Tuple
 import torch
 from torch import Tensor
 
-from .quantize import _as_float32, _normalize_dim
+from .quantize import _as_float32, _normalize_dim, compiled_op_available
 
 
 class ChannelStats(NamedTuple):
@@ -214,14 +214,4 @@ def gradient_statistics_reference(g: Tensor, dim: int, num_bins: int = 0) -> Gra
 
 def compiled_stats_available() -> bool:
     """Whether ``torch.ops.mmdaq.grad_channel_stats`` (mmdaq._ext, if loaded) exists."""
-    global _COMPILED_STATS
-    if _COMPILED_STATS is None:
-        try:
-            torch.ops.mmdaq.grad_channel_stats  # noqa: B018  (registered by mmdaq._ext)
-            _COMPILED_STATS = True
-        except (AttributeError, RuntimeError):
-            _COMPILED_STATS = False
-    return _COMPILED_STATS
-
-
-_COMPILED_STATS = None
+    return compiled_op_available('grad_channel_stats')

@@ -203,19 +203,27 @@ def fake_quantize(x: Tensor,
     return dequantize(q, scale, dim)
 
 
-def _compiled_codes_available(x: Tensor) -> bool:
-    """Whether ``torch.ops.mmdaq.quantize_int8`` (mmdaq._ext, if loaded) can make the codes."""
-    global _COMPILED_CODES
-    if _COMPILED_CODES is None:
+def compiled_op_available(name: str) -> bool:
+    """Whether ``torch.ops.mmdaq.<name>`` exists (registered by importing mmdaq._ext if built).
+
+    The answer is cached per op: it cannot change once the extension is loaded or not.
+    """
+    if name not in _COMPILED_OPS:
         try:
-            torch.ops.mmdaq.quantize_int8  # noqa: B018  (registered by importing mmdaq._ext)
-            _COMPILED_CODES = True
+            getattr(torch.ops.mmdaq, name)
+            _COMPILED_OPS[name] = True
         except (AttributeError, RuntimeError):
-            _COMPILED_CODES = False
-    return _COMPILED_CODES and x.device.type in ('cpu', 'cuda') and x.dim() > 0
+            _COMPILED_OPS[name] = False
+    return _COMPILED_OPS[name]
 
 
-_COMPILED_CODES = None
+_COMPILED_OPS: dict = {}
+
+
+def _compiled_codes_available(x: Tensor) -> bool:
+    """Whether ``torch.ops.mmdaq.quantize_int8`` can make the codes of ``x``."""
+    return compiled_op_available('quantize_int8') and x.device.type in ('cpu', 'cuda') \
+        and x.dim() > 0
 
 
 def _as_float32(x: Tensor, name: str) -> Tensor:

@@ -40,6 +40,12 @@ from .quantize import abs_max, dequantize, quantize
 
 QuantResult = Tuple[Tensor, Tensor]  # (codes int8, scale float32)
 
+
+def _clip_ratio(clip: Tensor, g_max: Tensor) -> Tensor:
+    """``clip / g_max`` per channel, 1 where the channel is all zero."""
+    return torch.where(g_max > 0, clip / g_max.clamp_min(1e-30), torch.ones_like(clip))
+
+
 _ROUNDINGS = ('nearest', 'stochastic')
 _LONG_TAIL_RULES = ('ema', 'objective')
 
@@ -124,6 +130,16 @@ class QuantScheme:
     def quantize_grad_for_input(self, g: Tensor, slot: int = 0) -> QuantResult:
         """G_Y (Tensor[N, C_out, ...]) -> (int8 codes, scale Tensor[]), for the G_X GEMM."""
         return quantize(g, rounding=self.grad_rounding, generator=self._generator(g))
+
+    def quantize_grads(self, g: Tensor, dim: int = 1, slot: int = 0, for_weight: bool = True,
+                       for_input: bool = True) -> Tuple[Optional[QuantResult],
+                                                        Optional[QuantResult]]:
+        """The copies of G_Y the backward GEMMs need: (G_W copy or None, G_X copy or None).
+
+        Separate quantizations by default; a method with one shared copy overrides this.
+        """
+        return (self.quantize_grad_for_weight(g, dim, slot) if for_weight else None,
+                self.quantize_grad_for_input(g, slot) if for_input else None)
 
     def weight_grad_scale(self, slot: int = 0) -> float:
         """Factor on the layer's weight and bias gradients (UI8's learning-rate scaling); 1."""
@@ -248,7 +264,7 @@ class DAQScheme(QuantScheme):
             g_max, frac_above, objective = objective_clip(g, dim, self.alpha, bins)
             is_gaussian = frac_above > self.threshold
             clip = torch.where(is_gaussian, g_max, objective)
-            ratio = torch.where(g_max > 0, clip / g_max.clamp_min(1e-30), torch.ones_like(clip))
+            ratio = _clip_ratio(clip, g_max)
             old = self.clip_ratios.get(slot)
             self.clip_ratios[slot] = ratio if old is None or old.shape != ratio.shape else \
                 torch.where(torch.isfinite(ratio), ratio, old.to(ratio.device))
@@ -258,8 +274,7 @@ class DAQScheme(QuantScheme):
                                                                       prev.to(clip.device))
         self.is_gaussian = is_gaussian
         if self.collect_stats:
-            ratio = torch.where(g_max > 0, clip / g_max.clamp_min(1e-30), torch.ones_like(clip))
-            self.last_stats = {'clip_ratio': ratio, 'is_gaussian': is_gaussian}
+            self.last_stats = {'clip_ratio': _clip_ratio(clip, g_max), 'is_gaussian': is_gaussian}
         return clip
 
     def state_dict(self) -> Dict[str, Any]:
@@ -317,7 +332,6 @@ class UI8Scheme(QuantScheme):
         self.clip_ratios: Dict[int, Tensor] = {}  # call slot -> clip / max|g|, Tensor[1]
         self.distances: Dict[int, Tensor] = {}  # call slot -> cosine distance, Tensor[1]
         self._updates: Dict[int, int] = {}
-        self._shared: Optional[Tuple[Tensor, int, QuantResult]] = None
 
     def _clip(self, g: Tensor, slot: int) -> Tensor:
         g_max = abs_max(g).reshape(1)  # [1]
@@ -325,8 +339,7 @@ class UI8Scheme(QuantScheme):
         self._updates[slot] = step + 1
         if slot not in self.clip_ratios or step % self.update_interval == 0:
             result = direction_sensitive_clip(g.reshape(1, -1), self.dsgc)
-            ratio = torch.where(g_max > 0, result.clip / g_max.clamp_min(1e-30),
-                                torch.ones_like(g_max))
+            ratio = _clip_ratio(result.clip, g_max)
             if torch.isfinite(ratio).all() or slot not in self.clip_ratios:
                 self.clip_ratios[slot] = ratio
                 self.distances[slot] = result.info['cosine_distance']
@@ -336,25 +349,24 @@ class UI8Scheme(QuantScheme):
                                'cosine_distance': self.distances[slot]}
         return clip
 
-    def _quantize_once(self, g: Tensor, slot: int) -> QuantResult:
-        """The one INT8 copy of this G_Y (computed by whichever GEMM asks first)."""
-        shared = self._shared
-        if shared is not None and shared[0] is g and shared[1] == slot:
-            self._shared = None
-            return shared[2]
-        q, scale = quantize(g, clip=self._clip(g, slot)[0], rounding=self.grad_rounding,
-                            generator=self._generator(g))
-        self._shared = (g, slot, (q, scale))
-        return q, scale
+    def quantize_grad_for_input(self, g: Tensor, slot: int = 0) -> QuantResult:
+        return quantize(g, clip=self._clip(g, slot)[0], rounding=self.grad_rounding,
+                        generator=self._generator(g))
 
     def quantize_grad_for_weight(self, g: Tensor, dim: int = 1, slot: int = 0) -> QuantResult:
-        q, scale = self._quantize_once(g, slot)
+        q, scale = self.quantize_grad_for_input(g, slot)
         scale = scale.expand(g.shape[dim]).contiguous()
         self.last_grad_weight_scale = scale
         return q, scale
 
-    def quantize_grad_for_input(self, g: Tensor, slot: int = 0) -> QuantResult:
-        return self._quantize_once(g, slot)
+    def quantize_grads(self, g: Tensor, dim: int = 1, slot: int = 0, for_weight: bool = True,
+                       for_input: bool = True) -> Tuple[Optional[QuantResult],
+                                                        Optional[QuantResult]]:
+        """One INT8 copy of G_Y (one clip update, one rounding draw) for both GEMMs."""
+        if not for_weight:
+            return None, self.quantize_grad_for_input(g, slot) if for_input else None
+        q, scale = self.quantize_grad_for_weight(g, dim, slot)
+        return (q, scale), ((q, scale[0]) if for_input else None)
 
     def weight_grad_scale(self, slot: int = 0) -> float:
         if not self.lr_scaling or slot not in self.distances:

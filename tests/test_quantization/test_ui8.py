@@ -62,9 +62,9 @@ def test_ui8_scheme_quantizes_once_for_both_gemms_and_updates_periodically():
     scheme = build_scheme('ui8', update_interval=2, seed=0)
     assert scheme.grad_rounding == 'stochastic'
     g = _rows(3, (4, 6, 5, 5))
-    q_w, s_w = scheme.quantize_grad_for_weight(g, dim=1)
-    q_x, s_x = scheme.quantize_grad_for_input(g)
+    (q_w, s_w), (q_x, s_x) = scheme.quantize_grads(g, dim=1)
     assert q_w is q_x and torch.equal(s_w, s_x.expand(6))  # one INT8 copy of G_Y
+    assert scheme._updates == {0: 1}  # one clip update for both GEMMs
     ratio = scheme.clip_ratios[0].clone()
     scheme.quantize_grad_for_weight(g * 4.0)  # not an update step: same ratio, scaled clip
     torch.testing.assert_close(scheme.clip_ratios[0], ratio)
