@@ -21,45 +21,22 @@ def conv_output_size(size: Sequence[int], kernel: Sequence[int], stride: Sequenc
 
 
 def im2col(x: Tensor, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
-           dilation: Sequence[int], groups: int = 0) -> Tuple[Tensor, Tuple[int, ...]]:
-    """Columns of a convolution input.
+           dilation: Sequence[int], groups: int = 1) -> Tuple[Tensor, Tuple[int, ...]]:
+    """Columns of a convolution input, channels innermost.
+
+    The columns are ordered (G, k_1, .., k_d, C/G) along the second dim, so the copy moves runs
+    of C/G contiguous values of a channels-last input instead of single elements (several times
+    faster for int8); :func:`channels_inner_weight` gives the matching weight.
 
     Args:
         x (Tensor[N, C, *S]): Input with 1 to 3 spatial dims S (any dtype).
         kernel, stride, padding, dilation (Sequence[int]): One value per spatial dim.
-        groups (int): 0 (default): columns ordered (C, k_1, .., k_d) like
-            ``weight.reshape(C_out, -1)``. G >= 1: ordered (G, k_1, .., k_d, C/G), channels
-            innermost (see :func:`channels_inner_weight`): the copy then moves runs of C/G
-            contiguous values of a channels-last input instead of single elements, several
-            times faster for int8.
+        groups (int): G of the convolution. Defaults to 1.
 
     Returns:
         tuple: cols (Tensor[N*L, C*K], x.dtype) and the output size (O_1, .., O_d) with
         L = prod(O).
     """
-    if groups:
-        return _im2col_channels_inner(x, kernel, stride, padding, dilation, groups)
-    n, c = x.shape[:2]
-    nd = x.dim() - 2
-    out_size = conv_output_size(x.shape[2:], kernel, stride, padding, dilation)
-    if any(p > 0 for p in padding):
-        pads = [p for p in reversed(padding) for _ in range(2)]
-        x = F.pad(x, pads)
-    for i in range(nd):  # [N, C, O_1.., S_i.., w_1..]: windows appended as trailing dims
-        window = dilation[i] * (kernel[i] - 1) + 1
-        x = x.unfold(2 + i, window, stride[i])
-    if any(d > 1 for d in dilation):
-        x = x[(Ellipsis, ) + tuple(slice(None, None, d) for d in dilation)]
-    x = x[(slice(None), slice(None)) + tuple(slice(0, o) for o in out_size)]
-    # [N, C, O.., k..] -> [N, O.., C, k..] -> [N*L, C*K]
-    perm = (0, ) + tuple(range(2, 2 + nd)) + (1, ) + tuple(range(2 + nd, 2 + 2 * nd))
-    cols = x.permute(perm).reshape(n * _prod(out_size), c * _prod(kernel))
-    return cols, out_size
-
-
-def _im2col_channels_inner(x: Tensor, kernel: Sequence[int], stride: Sequence[int],
-                           padding: Sequence[int], dilation: Sequence[int],
-                           groups: int) -> Tuple[Tensor, Tuple[int, ...]]:
     n, c = x.shape[:2]
     nd = x.dim() - 2
     out_size = conv_output_size(x.shape[2:], kernel, stride, padding, dilation)
@@ -101,13 +78,15 @@ def channels_inner_to_weight(t: Tensor, weight_shape: Sequence[int]) -> Tensor:
 
 
 def col2im(cols: Tensor, input_shape: Sequence[int], kernel: Sequence[int],
-           stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int]) -> Tensor:
+           stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
+           groups: int = 1) -> Tensor:
     """Adjoint of :func:`im2col`: sum the column entries back into input positions.
 
     Args:
-        cols (Tensor[N*L, C*K]): Column gradient (float).
+        cols (Tensor[N*L, C*K]): Column gradient (float), in :func:`im2col`'s column order.
         input_shape (Sequence[int]): (N, C, *S) of the convolution input.
         kernel, stride, padding, dilation (Sequence[int]): One value per spatial dim.
+        groups (int): G of the convolution. Defaults to 1.
 
     Returns:
         Tensor[N, C, *S]: with cols' dtype.
@@ -116,9 +95,10 @@ def col2im(cols: Tensor, input_shape: Sequence[int], kernel: Sequence[int],
     size = tuple(input_shape[2:])
     nd = len(size)
     out_size = conv_output_size(size, kernel, stride, padding, dilation)
-    # [N*L, C*K] -> [N, O.., C, k..] -> [N, C, O.., k..]
-    cols = cols.reshape((n, ) + out_size + (c, ) + tuple(kernel))
-    cols = cols.permute((0, 1 + nd) + tuple(range(1, 1 + nd)) + tuple(range(2 + nd, 2 + 2 * nd)))
+    # [N*L, C*K] -> [N, O.., G, k.., Cg] -> [N, G, Cg, O.., k..] -> [N, C, O.., k..]
+    cols = cols.reshape((n, ) + out_size + (groups, ) + tuple(kernel) + (c // groups, ))
+    perm = (0, 1 + nd, 2 + 2 * nd) + tuple(range(1, 1 + nd)) + tuple(range(2 + nd, 2 + 2 * nd))
+    cols = cols.permute(perm).reshape((n, c) + out_size + tuple(kernel))
     padded = cols.new_zeros((n, c) + tuple(s + 2 * p for s, p in zip(size, padding)))
     for offset in itertools.product(*(range(k) for k in kernel)):
         target = (slice(None), slice(None)) + tuple(

@@ -93,9 +93,9 @@ def int8_conv_grad_input(g_q: Tensor, w_q: Tensor, geo: ConvGeometry) -> Tensor:
         w_q (Tensor[C_out, C_in/G, *k], int8): Weight codes.
 
     Returns:
-        Tensor[N*L, C_in*K]: integer-valued column gradient.
+        Tensor[N*L, C_in*K]: integer-valued column gradient, in im2col's column order.
     """
-    w_g = w_q.reshape(geo.groups, w_q.shape[0] // geo.groups, -1)  # [G, Cout_g, Cg*K]
+    w_g = channels_inner_weight(w_q, geo.groups)  # [G, Cout_g, K*Cg]
     return _ungrouped(grouped_int8_matmul(_grouped(g_q, geo.groups), w_g.contiguous()))
 
 
@@ -179,7 +179,7 @@ class Int8ConvFunction(torch.autograd.Function):
                 cols = int8_conv_grad_input(channels_last_2d(g_q), w_q, geo)
                 cols = cols * (s_g * s_w)
                 grad_x = col2im(cols, x_q.shape, geo.kernel, geo.stride, geo.padding,
-                                geo.dilation)
+                                geo.dilation, geo.groups)
             grad_x = grad_x.to(ctx.x_dtype)
         if ctx.has_bias and need_b:
             grad_b = grad_y.sum(dim=[d for d in range(grad_y.dim()) if d != 1]) * factor

@@ -18,11 +18,12 @@ def test_im2col_gemm_is_conv_and_col2im_is_its_adjoint(nd, k, s, p, d):
     y = CONVS[nd](x, w, stride=args[1], padding=args[2], dilation=args[3])
     cols, out_size = im2col(x.detach(), *args)
     assert out_size == tuple(y.shape[2:])
-    y_gemm = (cols @ w.reshape(4, -1).t()).reshape((2, ) + out_size + (4, )).movedim(-1, 1)
+    w_cols = channels_inner_weight(w, 1)[0]  # [4, K*C] in the column order of im2col
+    y_gemm = (cols @ w_cols.t()).reshape((2, ) + out_size + (4, )).movedim(-1, 1)
     torch.testing.assert_close(y_gemm, y)
     gy = torch.randn(y.shape, generator=g, dtype=torch.float64)
     y.backward(gy)
-    gx = col2im(gy.movedim(1, -1).reshape(-1, 4) @ w.reshape(4, -1), x.shape, *args)
+    gx = col2im(gy.movedim(1, -1).reshape(-1, 4) @ w_cols, x.shape, *args)
     torch.testing.assert_close(gx, x.grad)
 
 

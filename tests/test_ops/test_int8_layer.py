@@ -180,5 +180,5 @@ def test_grad_input_as_convolution_equals_col2im_exactly(case):
     assert size == tuple(x.shape[2:])
     via_conv = acc.reshape((x.shape[0], ) + size + (x.shape[1], )).movedim(-1, 1)
     cols = int8_conv_grad_input(channels_last_2d(g_q), w_q, geo).double()
-    via_col2im = col2im(cols, x.shape, geo.kernel, geo.stride, geo.padding, geo.dilation)
+    via_col2im = col2im(cols, x.shape, geo.kernel, geo.stride, geo.padding, geo.dilation, g)
     assert torch.equal(via_conv.double(), via_col2im)
