@@ -153,6 +153,10 @@ class QuantScheme:
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; an empty dict resets the state."""
 
+    def rank_synced_state(self) -> Tuple[Dict[int, Tensor], ...]:
+        """The per-slot tensor states that must be equal on every rank (averaged by DAQHook)."""
+        return ()
+
     def _generator(self, g: Tensor) -> Optional[torch.Generator]:
         if self.grad_rounding != 'stochastic' or self.seed is None:
             return None
@@ -277,6 +281,9 @@ class DAQScheme(QuantScheme):
             self.last_stats = {'clip_ratio': _clip_ratio(clip, g_max), 'is_gaussian': is_gaussian}
         return clip
 
+    def rank_synced_state(self) -> Tuple[Dict[int, Tensor], ...]:
+        return self.prev_clips, self.clip_ratios
+
     def state_dict(self) -> Dict[str, Any]:
         if not self.prev_clips:
             return {}
@@ -372,6 +379,9 @@ class UI8Scheme(QuantScheme):
         if not self.lr_scaling or slot not in self.distances:
             return 1.0
         return dclrs_factor(float(self.distances[slot]), self.alpha, self.beta)
+
+    def rank_synced_state(self) -> Tuple[Dict[int, Tensor], ...]:
+        return self.clip_ratios, self.distances
 
     def state_dict(self) -> Dict[str, Any]:
         if not self.clip_ratios:

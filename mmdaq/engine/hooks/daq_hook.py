@@ -168,10 +168,8 @@ class DAQHook(Hook):
         from mmengine.dist import all_reduce, get_world_size
         if get_world_size() < 2:
             return
-        entries = [(state, slot) for scheme in (layer.quant_scheme for layer in layers.values())
-                   for state in (getattr(scheme, 'prev_clips', {}),
-                                 getattr(scheme, 'clip_ratios', {}))
-                   for slot in sorted(state)]
+        entries = [(state, slot) for layer in layers.values()
+                   for state in layer.quant_scheme.rank_synced_state() for slot in sorted(state)]
         if not entries:
             return
         flat = torch.cat([state[slot].float() for state, slot in entries])
