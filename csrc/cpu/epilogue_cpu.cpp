@@ -6,6 +6,8 @@
 
 #include <algorithm>
 
+#include "../epilogue_args.h"
+
 namespace {
 
 constexpr int64_t kTileL = 64;
@@ -14,22 +16,8 @@ constexpr int64_t kTileC = 16;
 at::Tensor int32_to_channels_first_cpu(const at::Tensor& acc, const at::Tensor& scale,
                                        const c10::optional<at::Tensor>& bias,
                                        at::IntArrayRef out_shape) {
-  TORCH_CHECK(acc.scalar_type() == at::kInt && acc.dim() == 2,
-              "int32_to_channels_first: acc must be a 2-d int32 tensor [N*L, C], but got ",
-              acc.scalar_type(), " of shape ", acc.sizes());
-  TORCH_CHECK(out_shape.size() >= 2, "int32_to_channels_first: out_shape must be [N, C, *S]");
-  const int64_t n = out_shape[0], c = out_shape[1];
-  int64_t l = 1;
-  for (size_t d = 2; d < out_shape.size(); ++d) l *= out_shape[d];
-  TORCH_CHECK(acc.size(0) == n * l && acc.size(1) == c, "int32_to_channels_first: acc of shape ",
-              acc.sizes(), " does not match out_shape ", out_shape);
-  TORCH_CHECK(scale.scalar_type() == at::kFloat && (scale.numel() == 1 || scale.numel() == c),
-              "int32_to_channels_first: scale must be float32 with 1 or C = ", c,
-              " elements, but got ", scale.scalar_type(), " with ", scale.numel());
-  if (bias.has_value()) {
-    TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->numel() == c,
-                "int32_to_channels_first: bias must be float32 with C = ", c, " elements");
-  }
+  const auto dims = mmdaq::check_epilogue_args(acc, scale, bias, out_shape);
+  const int64_t n = dims.n, c = dims.c, l = dims.l;
   auto out = at::empty(out_shape, acc.options().dtype(at::kFloat));
   if (out.numel() == 0) return out;
   const auto ac = acc.contiguous();

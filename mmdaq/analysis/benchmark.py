@@ -70,9 +70,17 @@ def conv_shapes(model: nn.Module, inputs: Tensor) -> List[Tuple[ConvShape, int]]
 
 
 def resnet50_conv_shapes(batch: int, size: int) -> List[Tuple[ConvShape, int]]:
-    """Distinct convolutions of ResNet-50 (mmdet's backbone) on ``batch x 3 x size x size``."""
-    from mmdet.models.backbones import ResNet
-    model = ResNet(depth=50)
+    """Distinct convolutions of ResNet-50 on ``batch x 3 x size x size``.
+
+    mmdet's backbone where mmdet is installed, else torchvision's ``resnet50`` (the same
+    convolutions: stride on the 3x3 conv of each bottleneck, "pytorch" style).
+    """
+    try:
+        from mmdet.models.backbones import ResNet
+        model = ResNet(depth=50)
+    except ImportError:
+        from torchvision.models import resnet50
+        model = resnet50()
     model.eval()  # mmdet's ResNet.train() returns None, so no chaining
     return conv_shapes(model, torch.zeros(batch, 3, size, size))
 

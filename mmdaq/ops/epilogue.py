@@ -11,7 +11,8 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from .extension import is_extension_available, register_fake_if_built
+from ..quantization.quantize import compiled_op_available
+from .extension import register_fake_if_built
 
 
 @register_fake_if_built('mmdaq::int32_to_channels_first')
@@ -42,7 +43,7 @@ def channels_first_epilogue(acc: Tensor, scale: Tensor, bias: Optional[Tensor],
         bias (Tensor[C], optional): Added after scaling.
         out_shape (Sequence[int]): ``(N, C, *S)``.
     """
-    if acc.dtype == torch.int32 and acc.device.type == 'cpu' and is_extension_available():
+    if acc.dtype == torch.int32 and compiled_op_available('int32_to_channels_first', acc.device):
         bias = None if bias is None else bias.float().contiguous()
         return torch.ops.mmdaq.int32_to_channels_first(acc, scale.float().reshape(-1), bias,
                                                        list(out_shape))

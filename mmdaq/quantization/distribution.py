@@ -24,7 +24,7 @@ non-finite ``abs_max`` (NaN or Inf), NaN ``sigma`` and ``frac_above_sigma``, and
 inverted-T; the clipping rules then give it a NaN clip (see :mod:`mmdaq.quantization.quantize`).
 """
 import math
-from typing import NamedTuple, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -182,9 +182,9 @@ def channel_histograms(g_cm: Tensor, num_bins: int) -> Tuple[Tensor, Tensor, Ten
 def gradient_statistics(g: Tensor, dim: int, num_bins: int = 0) -> GradientStats:
     """Per-channel statistics and (``num_bins > 0``) histograms of ``g`` along ``dim``.
 
-    Uses the compiled kernel ``mmdaq::grad_channel_stats`` (CPU, one task per channel, no
-    channel-major copy) when it is built, else :func:`gradient_statistics_reference`; the two
-    agree to float rounding (tested).
+    Uses the compiled kernel ``mmdaq::grad_channel_stats`` (one CPU task or CUDA block per
+    channel, no channel-major copy) when it is built for ``g``'s device, else
+    :func:`gradient_statistics_reference`; the two agree to float rounding (tested).
 
     Args:
         g (Tensor[...], float32/float16/bfloat16): e.g. G_Y as Tensor[N, C_out, *S], dim=1.
@@ -195,7 +195,7 @@ def gradient_statistics(g: Tensor, dim: int, num_bins: int = 0) -> GradientStats
         GradientStats: Per-channel statistics.
     """
     g = _as_float32(g, 'g')
-    if g.device.type == 'cpu' and g.dim() > 0 and compiled_stats_available():
+    if stats_kernel_applies(g, num_bins):
         stats = torch.ops.mmdaq.grad_channel_stats(g, dim, num_bins, 0.0, 127, True)
         return GradientStats(*stats[:3], *stats[4:])
     return gradient_statistics_reference(g, dim, num_bins)
@@ -212,6 +212,17 @@ def gradient_statistics_reference(g: Tensor, dim: int, num_bins: int = 0) -> Gra
     return GradientStats(*stats, counts, sums)
 
 
-def compiled_stats_available() -> bool:
-    """Whether ``torch.ops.mmdaq.grad_channel_stats`` (mmdaq._ext, if loaded) exists."""
-    return compiled_op_available('grad_channel_stats')
+#: Most histogram bins the CUDA kernel keeps in shared memory.
+CUDA_MAX_BINS = 4096
+
+
+def stats_kernel_applies(g: Tensor, num_bins: int) -> bool:
+    """Whether ``mmdaq::grad_channel_stats`` is built for ``g``'s device and takes ``num_bins``."""
+    return g.dim() > 0 and compiled_stats_available(g.device) and (
+        g.device.type != 'cuda' or num_bins <= CUDA_MAX_BINS)
+
+
+def compiled_stats_available(device: Optional[torch.device] = None) -> bool:
+    """Whether ``torch.ops.mmdaq.grad_channel_stats`` (mmdaq._ext, if loaded) exists, with a
+    kernel for ``device`` if given."""
+    return compiled_op_available('grad_channel_stats', device)

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from .distribution import (_as_float32, _check_channel_major, channel_histograms,
-                           compiled_stats_available, gradient_statistics_reference)
+                           gradient_statistics_reference, stats_kernel_applies)
 from .quantize import max_code
 
 
@@ -127,7 +127,7 @@ def objective_clip(g: Tensor, dim: int, alpha: float = 3.0, num_bins: int = 1024
                    num_bits: int = 8) -> Tuple[Tensor, Tensor, Tensor]:
     """Abs-max, ``P(|g| > sigma)`` and the objective clip of every channel of ``g``.
 
-    One compiled kernel (``mmdaq::grad_channel_stats``) on the CPU when built, reading G_Y in
+    One compiled kernel (``mmdaq::grad_channel_stats``, CPU or CUDA) when built, reading G_Y in
     place; else the eager reference (channel-major copy, :func:`clip_from_histograms`). Both
     search the same candidates with the same arithmetic; they can differ only where two
     candidates' objectives tie to rounding (tested).
@@ -145,7 +145,7 @@ def objective_clip(g: Tensor, dim: int, alpha: float = 3.0, num_bins: int = 1024
     """
     g = _as_float32(g, 'g')
     q = max_code(num_bits)
-    if g.device.type == 'cpu' and g.dim() > 0 and compiled_stats_available():
+    if stats_kernel_applies(g, num_bins):
         g_max, _, frac, ratio, _, _ = torch.ops.mmdaq.grad_channel_stats(
             g, dim, num_bins, float(alpha), q, False)
         clip = ratio * g_max

@@ -203,27 +203,39 @@ def fake_quantize(x: Tensor,
     return dequantize(q, scale, dim)
 
 
-def compiled_op_available(name: str) -> bool:
+def compiled_op_available(name: str, device: Optional[torch.device] = None) -> bool:
     """Whether ``torch.ops.mmdaq.<name>`` exists (registered by importing mmdaq._ext if built).
 
-    The answer is cached per op: it cannot change once the extension is loaded or not.
+    Args:
+        name (str): Op name in the ``mmdaq`` namespace.
+        device (torch.device, optional): Also require a kernel for this device's type (the
+            extension built without CUDA has CPU kernels only). Defaults to None.
+
+    The answer is cached per op and device type: it cannot change once the extension is loaded
+    or not.
     """
-    if name not in _COMPILED_OPS:
+    key = (name, None if device is None else torch.device(device).type)
+    if key not in _COMPILED_OPS:
         try:
             getattr(torch.ops.mmdaq, name)
-            _COMPILED_OPS[name] = True
+            found = True
         except (AttributeError, RuntimeError):
-            _COMPILED_OPS[name] = False
-    return _COMPILED_OPS[name]
+            found = False
+        if found and key[1] is not None:
+            dispatch_key = _KERNEL_DEVICE_TYPES.get(key[1])
+            found = dispatch_key is not None and \
+                torch._C._dispatch_has_kernel_for_dispatch_key(f'mmdaq::{name}', dispatch_key)
+        _COMPILED_OPS[key] = found
+    return _COMPILED_OPS[key]
 
 
 _COMPILED_OPS: dict = {}
+_KERNEL_DEVICE_TYPES = {'cpu': 'CPU', 'cuda': 'CUDA'}
 
 
 def _compiled_codes_available(x: Tensor) -> bool:
     """Whether ``torch.ops.mmdaq.quantize_int8`` can make the codes of ``x``."""
-    return compiled_op_available('quantize_int8') and x.device.type in ('cpu', 'cuda') \
-        and x.dim() > 0
+    return x.dim() > 0 and compiled_op_available('quantize_int8', x.device)
 
 
 def _as_float32(x: Tensor, name: str) -> Tensor:

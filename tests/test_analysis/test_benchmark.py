@@ -38,3 +38,17 @@ def test_bad_precision_and_unconvertible_module():
             pass
     with pytest.raises(ValueError, match='could be converted'):
         prepare(nn.ReLU(), 'daq')
+
+
+def test_torchvision_stand_in_converts_like_daq_hook():
+    pytest.importorskip('torchvision')
+    from mmdaq.analysis.torchvision_models import build_torchvision_step, convert_like_daq_hook
+    from mmdaq.cnn import daq_layers
+    model, loss_fn = build_torchvision_step('tv_tsn_r50', 1, torch.device('cpu'))
+    convert_like_daq_hook(model, 'tv_tsn_r50')
+    converted = daq_layers(model)
+    # ResNet-50 has 53 convs: all but the stem are INT8; the classifier stays FP32.
+    assert len(converted) == 52 and 'conv1' not in converted and 'fc' not in converted
+    loss = loss_fn(model)
+    loss.backward()
+    assert torch.isfinite(loss) and model.layer1[0].conv1.weight.grad is not None

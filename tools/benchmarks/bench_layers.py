@@ -25,6 +25,8 @@ import torch  # noqa: E402
 
 from mmdaq.analysis.benchmark import (PRECISIONS, prepare, resnet50_conv_shapes,  # noqa: E402
                                       saved_activation_bytes, time_layer, time_train_step)
+from mmdaq.analysis.torchvision_models import (  # noqa: E402
+    TORCHVISION_MODELS, build_torchvision_step, convert_like_daq_hook)
 from mmdaq.ops.int8_matmul import cpu_isa_flags, resolve_backend  # noqa: E402
 
 E2E_MODELS = {
@@ -82,26 +84,40 @@ def bench_layers(args, device: torch.device) -> list:
     return rows
 
 
-def bench_e2e(args, device: torch.device) -> dict:
+def _openmmlab_step(key: str, precision: str, args, device: torch.device):
     from mmdaq.engine.hooks import DAQHook
     from mmdaq.engine.stock_models import (build_stock_model, demo_batch, load_stock_config,
                                            training_loss)
+    config, batch_kw = E2E_MODELS[key]
+    torch.manual_seed(0)
+    model, task = build_stock_model(load_stock_config(config))
+    model.to(device).train()
+    if precision == 'daq':
+        DAQHook().convert(model)
+    data = demo_batch(model, task, batch_size=args.e2e_batch, seed=0, **batch_kw)
+    return model, lambda m: training_loss(m, data)
+
+
+def _torchvision_step(key: str, precision: str, args, device: torch.device):
+    model, loss_fn = build_torchvision_step(key, args.e2e_batch, device)
+    if precision == 'daq':
+        convert_like_daq_hook(model, key)
+    return model, loss_fn
+
+
+def bench_e2e(args, device: torch.device) -> dict:
     results = {}
     for key in args.e2e:
-        config, batch_kw = E2E_MODELS[key]
+        build = _torchvision_step if key in TORCHVISION_MODELS else _openmmlab_step
         times, errors = {}, {}
         for precision in PRECISIONS:
-            torch.manual_seed(0)
-            model, task = build_stock_model(load_stock_config(config))
-            model.to(device).train()
-            if precision == 'daq':
-                DAQHook().convert(model)
-            data = demo_batch(model, task, batch_size=args.e2e_batch, seed=0, **batch_kw)
             try:
-                times[precision] = time_train_step(model, lambda m: training_loss(m, data),
-                                                   precision, device, args.e2e_reps, 1)
-            except (RuntimeError, TypeError) as e:  # e.g. an op without BF16 support here
-                errors[precision] = str(e).splitlines()[0]
+                model, loss_fn = build(key, precision, args, device)
+                times[precision] = time_train_step(model, loss_fn, precision, device,
+                                                   args.e2e_reps, 1)
+                del model, loss_fn
+            except (RuntimeError, TypeError, ValueError) as e:  # e.g. no BF16 kernel here
+                errors[precision] = f'{type(e).__name__}: {str(e).splitlines()[0]}'
                 times[precision] = float('nan')
         results[key] = dict(times, errors=errors,
                             speedup={p: times['fp32'] / times[p] for p in ('bf16', 'daq')})
@@ -123,17 +139,29 @@ def main(argv=None) -> dict:
     parser.add_argument('--limit', type=int, default=0, help='only the first N shapes')
     parser.add_argument('--reps', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=2)
-    parser.add_argument('--e2e', nargs='*', choices=list(E2E_MODELS),
-                        help='time training iterations of these models instead of layers')
-    parser.add_argument('--e2e-batch', type=int, default=2)
+    parser.add_argument('--e2e', nargs='*', choices=list(E2E_MODELS) + list(TORCHVISION_MODELS),
+                        help='time training iterations of these models instead of layers '
+                        '(tv_*: torchvision stand-ins that need no OpenMMLab install)')
+    parser.add_argument('--e2e-batch', type=int, default=None,
+                        help='images / clips per iteration (default 2 on CPU, 8 on CUDA)')
+    parser.add_argument('--tf32', action='store_true',
+                        help='let FP32 matmuls/convs use TF32 on CUDA (off by default: FP32 is '
+                        'the IEEE float32 baseline)')
     parser.add_argument('--e2e-reps', type=int, default=3)
     parser.add_argument('--json', help='also write the results here')
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if args.batch is None:
         args.batch = 64 if device.type == 'cuda' else 8
+    if args.e2e_batch is None:
+        args.e2e_batch = 8 if device.type == 'cuda' else 2
+    if device.type == 'cuda':
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        torch.backends.cudnn.allow_tf32 = args.tf32
+    tf32 = f'; TF32 {"on" if args.tf32 else "off"}' if device.type == 'cuda' else ''
     print(f'bench_layers: {device_description(device)}; torch {torch.__version__}; INT8 GEMM '
-          f'backend {resolve_backend(device)}; {time.strftime("%Y-%m-%d %H:%M")}', flush=True)
+          f'backend {resolve_backend(device)}{tf32}; {time.strftime("%Y-%m-%d %H:%M")}',
+          flush=True)
     print('command: python tools/benchmarks/bench_layers.py ' + ' '.join(sys.argv[1:]), flush=True)
     result = dict(device=device_description(device), torch=torch.__version__,
                   backend=resolve_backend(device), args=vars(args))

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# GPU validation in one call: build the CUDA extension, run the kernel tests (CPU and CUDA),
+# benchmark layers and training iterations against FP32 (TF32 off) and BF16 autocast, and
+# profile one DAQ layer. Needs only torch (+ torchvision for the end-to-end stand-ins), pytest
+# and nvcc: no OpenMMLab install. Every stage runs even if an earlier one failed; logs and
+# JSON go to OUT_DIR.
+#
+#   bash tools/benchmarks/gpu_validate.sh OUT_DIR
+set -u
+OUT=${1:-work_dirs/gpu_validate}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+stage() { echo "== $1 ($(date +%T))" | tee -a "$OUT/summary.txt"; }
+
+stage env
+{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
+  $PY -c "import sys, torch; print(sys.version.split()[0], torch.__version__, torch.version.cuda, torch.cuda.get_device_name())"
+  nvcc --version | tail -1; nproc; } 2>&1 | tee -a "$OUT/summary.txt"
+
+stage build
+t0=$(date +%s)
+FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} \
+  $PY setup.py build_ext --inplace > "$OUT/build.log" 2>&1
+echo "build rc=$? in $(( $(date +%s) - t0 )) s" | tee -a "$OUT/summary.txt"
+grep -E "error|ptxas info" "$OUT/build.log" | head -20
+$PY -c "import mmdaq.ops as o; print(o.extension_status())" 2>&1 | tee -a "$OUT/summary.txt"
+
+stage tests
+timeout 240 $PY -m pytest -q -p no:cacheprovider --continue-on-collection-errors \
+  tests/test_ops tests/test_quantization tests/test_analysis/test_benchmark.py \
+  > "$OUT/pytest.log" 2>&1
+echo "pytest rc=$?" | tee -a "$OUT/summary.txt"
+grep -E "passed|failed|error" "$OUT/pytest.log" | tail -3 | tee -a "$OUT/summary.txt"
+grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -20 | tee -a "$OUT/summary.txt"
+
+stage layers
+timeout 240 $PY tools/benchmarks/bench_layers.py --reps 10 --warmup 3 \
+  --json "$OUT/bench_layers_cuda.json" > "$OUT/bench_layers.log" 2>&1
+echo "bench_layers rc=$?" | tee -a "$OUT/summary.txt"
+tail -4 "$OUT/bench_layers.log" | tee -a "$OUT/summary.txt"
+
+stage e2e
+timeout 200 $PY tools/benchmarks/bench_layers.py --e2e tv_faster_rcnn tv_tsn_r50 tv_r3d_18 \
+  --e2e-reps 5 --json "$OUT/bench_e2e_cuda.json" > "$OUT/bench_e2e.log" 2>&1
+echo "bench_e2e rc=$?" | tee -a "$OUT/summary.txt"
+tail -4 "$OUT/bench_e2e.log" | tee -a "$OUT/summary.txt"
+
+stage profile
+{ timeout 60 $PY tools/benchmarks/profile_daq_layer.py --rows 25
+  timeout 60 $PY tools/benchmarks/profile_daq_layer.py --channels 256 --out-channels 64 \
+    --kernel 1 --rows 25; } > "$OUT/profile.log" 2>&1
+echo "profile rc=$?" | tee -a "$OUT/summary.txt"
+stage done
