@@ -27,7 +27,7 @@ grep -E "error|ptxas info" "$OUT/build.log" | head -20
 $PY -c "import mmdaq.ops as o; print(o.extension_status())" 2>&1 | tee -a "$OUT/summary.txt"
 
 stage tests
-timeout 240 $PY -m pytest -q -p no:cacheprovider --continue-on-collection-errors \
+timeout 100 $PY -m pytest -q -p no:cacheprovider --continue-on-collection-errors \
   tests/test_ops tests/test_quantization tests/test_analysis/test_benchmark.py \
   > "$OUT/pytest.log" 2>&1
 echo "pytest rc=$?" | tee -a "$OUT/summary.txt"
@@ -35,20 +35,20 @@ grep -E "passed|failed|error" "$OUT/pytest.log" | tail -3 | tee -a "$OUT/summary
 grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -20 | tee -a "$OUT/summary.txt"
 
 stage layers
-timeout 240 $PY tools/benchmarks/bench_layers.py --reps 10 --warmup 3 \
+timeout 120 $PY tools/benchmarks/bench_layers.py --reps 10 --warmup 3 \
   --json "$OUT/bench_layers_cuda.json" > "$OUT/bench_layers.log" 2>&1
 echo "bench_layers rc=$?" | tee -a "$OUT/summary.txt"
 tail -4 "$OUT/bench_layers.log" | tee -a "$OUT/summary.txt"
 
 stage e2e
-timeout 200 $PY tools/benchmarks/bench_layers.py --e2e tv_faster_rcnn tv_tsn_r50 tv_r3d_18 \
+timeout 100 $PY tools/benchmarks/bench_layers.py --e2e tv_faster_rcnn tv_tsn_r50 tv_r3d_18 \
   --e2e-reps 5 --json "$OUT/bench_e2e_cuda.json" > "$OUT/bench_e2e.log" 2>&1
 echo "bench_e2e rc=$?" | tee -a "$OUT/summary.txt"
 tail -4 "$OUT/bench_e2e.log" | tee -a "$OUT/summary.txt"
 
 stage profile
-{ timeout 60 $PY tools/benchmarks/profile_daq_layer.py --rows 25
-  timeout 60 $PY tools/benchmarks/profile_daq_layer.py --channels 256 --out-channels 64 \
+{ timeout 30 $PY tools/benchmarks/profile_daq_layer.py --rows 25
+  timeout 30 $PY tools/benchmarks/profile_daq_layer.py --channels 256 --out-channels 64 \
     --kernel 1 --rows 25; } > "$OUT/profile.log" 2>&1
 echo "profile rc=$?" | tee -a "$OUT/summary.txt"
 stage done
