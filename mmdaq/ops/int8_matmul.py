@@ -68,7 +68,12 @@ def resolve_backend(device: torch.device, backend: str = 'auto') -> str:
 
 
 def _int_mm_padded(a: Tensor, b: Tensor) -> Tensor:
-    """``torch._int_mm`` with the CUDA shape rules met by zero padding (exact)."""
+    """``torch._int_mm`` with the CUDA shape and layout rules met (exact).
+
+    On CUDA: M > 16 and K, N multiples of 8 (zero padding), ``a`` row-major and ``b``
+    column-major. cuBLASLt's INT8 tensor-core kernels take only that ("TN") layout; with a
+    row-major ``b`` the call fails or runs a generic kernel many times slower.
+    """
     m, k = a.shape
     n = b.shape[1]
     if a.device.type != 'cuda':
@@ -78,7 +83,10 @@ def _int_mm_padded(a: Tensor, b: Tensor) -> Tensor:
         a = torch.nn.functional.pad(a, (0, pad_k, 0, pad_m))
     if pad_k or pad_n:
         b = torch.nn.functional.pad(b, (0, pad_n, 0, pad_k))
-    return torch._int_mm(a, b.contiguous())[:m, :n]
+    a = a.contiguous()
+    if b.stride(0) != 1 or b.stride(1) != b.shape[0]:  # not column-major
+        b = b.t().contiguous().t()
+    return torch._int_mm(a, b)[:m, :n]
 
 
 def _float_exact_mm(a: Tensor, b: Tensor) -> Tensor:

@@ -26,13 +26,20 @@ echo "build rc=$? in $(( $(date +%s) - t0 )) s" | tee -a "$OUT/summary.txt"
 grep -E "error|ptxas info" "$OUT/build.log" | head -20
 $PY -c "import mmdaq.ops as o; print(o.extension_status())" 2>&1 | tee -a "$OUT/summary.txt"
 
+stage "error paths"
+timeout 60 $PY tools/benchmarks/check_error_paths.py 2>&1 | tee -a "$OUT/summary.txt"
+
 stage tests
+timeout 60 $PY -m pytest -q -p no:cacheprovider tests/test_ops/test_cuda_kernels.py \
+  > "$OUT/pytest_cuda.log" 2>&1
+echo "pytest (CUDA kernels) rc=$?" | tee -a "$OUT/summary.txt"
+grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/pytest_cuda.log" | tail -12 | tee -a "$OUT/summary.txt"
 timeout 100 $PY -m pytest -q -p no:cacheprovider --continue-on-collection-errors \
   tests/test_ops tests/test_quantization tests/test_analysis/test_benchmark.py \
-  > "$OUT/pytest.log" 2>&1
+  --deselect tests/test_ops/test_cuda_kernels.py ${PYTEST_DESELECT:-} > "$OUT/pytest.log" 2>&1
 echo "pytest rc=$?" | tee -a "$OUT/summary.txt"
-grep -E "passed|failed|error" "$OUT/pytest.log" | tail -3 | tee -a "$OUT/summary.txt"
-grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -20 | tee -a "$OUT/summary.txt"
+grep -E "^(FAILED|ERROR)|passed|failed|Fatal|test_.*\.py\", line" "$OUT/pytest.log" | tail -12 \
+  | tee -a "$OUT/summary.txt"
 
 stage layers
 timeout 120 $PY tools/benchmarks/bench_layers.py --reps 10 --warmup 3 \
