@@ -3,6 +3,8 @@
 
 #include <torch/types.h>
 
+#include "common/check.h"
+
 namespace mmdaq {
 
 struct EpilogueDims {
@@ -12,20 +14,20 @@ struct EpilogueDims {
 inline EpilogueDims check_epilogue_args(const at::Tensor& acc, const at::Tensor& scale,
                                         const c10::optional<at::Tensor>& bias,
                                         at::IntArrayRef out_shape) {
-  TORCH_CHECK(acc.scalar_type() == at::kInt && acc.dim() == 2,
+  MMDAQ_CHECK(acc.scalar_type() == at::kInt && acc.dim() == 2,
               "int32_to_channels_first: acc must be a 2-d int32 tensor [N*L, C], but got ",
               acc.scalar_type(), " of shape ", acc.sizes());
-  TORCH_CHECK(out_shape.size() >= 2, "int32_to_channels_first: out_shape must be [N, C, *S]");
+  MMDAQ_CHECK(out_shape.size() >= 2, "int32_to_channels_first: out_shape must be [N, C, *S]");
   const int64_t n = out_shape[0], c = out_shape[1];
   int64_t l = 1;
   for (size_t d = 2; d < out_shape.size(); ++d) l *= out_shape[d];
-  TORCH_CHECK(acc.size(0) == n * l && acc.size(1) == c, "int32_to_channels_first: acc of shape ",
+  MMDAQ_CHECK(acc.size(0) == n * l && acc.size(1) == c, "int32_to_channels_first: acc of shape ",
               acc.sizes(), " does not match out_shape ", out_shape);
-  TORCH_CHECK(scale.scalar_type() == at::kFloat && (scale.numel() == 1 || scale.numel() == c),
+  MMDAQ_CHECK(scale.scalar_type() == at::kFloat && (scale.numel() == 1 || scale.numel() == c),
               "int32_to_channels_first: scale must be float32 with 1 or C = ", c,
               " elements, but got ", scale.scalar_type(), " with ", scale.numel());
   if (bias.has_value()) {
-    TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->numel() == c,
+    MMDAQ_CHECK(bias->scalar_type() == at::kFloat && bias->numel() == c,
                 "int32_to_channels_first: bias must be float32 with C = ", c, " elements");
   }
   return {n, c, l};

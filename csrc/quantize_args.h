@@ -4,6 +4,8 @@
 
 #include <torch/types.h>
 
+#include "common/check.h"
+
 namespace mmdaq {
 
 struct QuantizeLayout {
@@ -13,18 +15,18 @@ struct QuantizeLayout {
 
 inline QuantizeLayout check_quantize_args(const at::Tensor& x, const at::Tensor& scale,
                                           int64_t dim) {
-  TORCH_CHECK(x.scalar_type() == at::kFloat, "quantize_int8: x must be float32, but got ",
+  MMDAQ_CHECK(x.scalar_type() == at::kFloat, "quantize_int8: x must be float32, but got ",
               x.scalar_type());
-  TORCH_CHECK(scale.scalar_type() == at::kFloat, "quantize_int8: scale must be float32, but got ",
+  MMDAQ_CHECK(scale.scalar_type() == at::kFloat, "quantize_int8: scale must be float32, but got ",
               scale.scalar_type());
-  TORCH_CHECK(scale.device() == x.device(), "quantize_int8: scale must be on ", x.device(),
+  MMDAQ_CHECK(scale.device() == x.device(), "quantize_int8: scale must be on ", x.device(),
               ", but got ", scale.device());
   const int64_t ndim = std::max<int64_t>(x.dim(), 1);
-  TORCH_CHECK(dim >= -ndim && dim < ndim, "quantize_int8: dim must be in [", -ndim, ", ", ndim,
+  MMDAQ_CHECK(dim >= -ndim && dim < ndim, "quantize_int8: dim must be in [", -ndim, ", ", ndim,
               "), but got ", dim);
   dim = dim < 0 ? dim + ndim : dim;
   const bool per_tensor = scale.numel() == 1;
-  TORCH_CHECK(per_tensor || (x.dim() > 0 && scale.numel() == x.size(dim)),
+  MMDAQ_CHECK(per_tensor || (x.dim() > 0 && scale.numel() == x.size(dim)),
               "quantize_int8: scale must have 1 or x.size(dim) = ", x.dim() > 0 ? x.size(dim) : 1,
               " elements, but got ", scale.numel());
   if (per_tensor) {

@@ -9,6 +9,8 @@
 #include <torch/library.h>
 #include <torch/types.h>
 
+#include "../common/check.h"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -50,15 +52,15 @@ double objective_ratio(const double* cnt, const double* sum, int64_t bins, doubl
 
 Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins, double alpha,
                              int64_t max_code, bool return_hist) {
-  TORCH_CHECK(g.scalar_type() == at::kFloat, "grad_channel_stats: g must be float32, but got ",
+  MMDAQ_CHECK(g.scalar_type() == at::kFloat, "grad_channel_stats: g must be float32, but got ",
               g.scalar_type());
-  TORCH_CHECK(g.dim() >= 1, "grad_channel_stats: g must have at least one dimension");
-  TORCH_CHECK(dim >= -g.dim() && dim < g.dim(), "grad_channel_stats: dim must be in [",
+  MMDAQ_CHECK(g.dim() >= 1, "grad_channel_stats: g must have at least one dimension");
+  MMDAQ_CHECK(dim >= -g.dim() && dim < g.dim(), "grad_channel_stats: dim must be in [",
               -g.dim(), ", ", g.dim(), "), but got ", dim);
-  TORCH_CHECK(num_bins >= 0, "grad_channel_stats: num_bins must be >= 0, but got ", num_bins);
-  TORCH_CHECK(alpha >= 0 && std::isfinite(alpha),
+  MMDAQ_CHECK(num_bins >= 0, "grad_channel_stats: num_bins must be >= 0, but got ", num_bins);
+  MMDAQ_CHECK(alpha >= 0 && std::isfinite(alpha),
               "grad_channel_stats: alpha must be a finite number >= 0, but got ", alpha);
-  TORCH_CHECK(max_code >= 1, "grad_channel_stats: max_code must be >= 1, but got ", max_code);
+  MMDAQ_CHECK(max_code >= 1, "grad_channel_stats: max_code must be >= 1, but got ", max_code);
   dim = dim < 0 ? dim + g.dim() : dim;
   const int64_t channels = g.size(dim);
   int64_t outer = 1, inner = 1;

@@ -9,6 +9,8 @@
 #include <torch/library.h>
 #include <torch/types.h>
 
+#include "../common/check.h"
+
 #include <cmath>
 #include <limits>
 #include <tuple>
@@ -239,17 +241,17 @@ __global__ void __launch_bounds__(kThreads)
 
 Stats grad_channel_stats_cuda(const at::Tensor& g, int64_t dim, int64_t num_bins, double alpha,
                               int64_t max_code, bool return_hist) {
-  TORCH_CHECK(g.scalar_type() == at::kFloat, "grad_channel_stats: g must be float32, but got ",
+  MMDAQ_CHECK(g.scalar_type() == at::kFloat, "grad_channel_stats: g must be float32, but got ",
               g.scalar_type());
-  TORCH_CHECK(g.dim() >= 1, "grad_channel_stats: g must have at least one dimension");
-  TORCH_CHECK(dim >= -g.dim() && dim < g.dim(), "grad_channel_stats: dim must be in [",
+  MMDAQ_CHECK(g.dim() >= 1, "grad_channel_stats: g must have at least one dimension");
+  MMDAQ_CHECK(dim >= -g.dim() && dim < g.dim(), "grad_channel_stats: dim must be in [",
               -g.dim(), ", ", g.dim(), "), but got ", dim);
-  TORCH_CHECK(num_bins >= 0 && num_bins <= kMaxBins,
+  MMDAQ_CHECK(num_bins >= 0 && num_bins <= kMaxBins,
               "grad_channel_stats: num_bins must be in [0, ", kMaxBins, "] on CUDA, but got ",
               num_bins);
-  TORCH_CHECK(alpha >= 0 && std::isfinite(alpha),
+  MMDAQ_CHECK(alpha >= 0 && std::isfinite(alpha),
               "grad_channel_stats: alpha must be a finite number >= 0, but got ", alpha);
-  TORCH_CHECK(max_code >= 1, "grad_channel_stats: max_code must be >= 1, but got ", max_code);
+  MMDAQ_CHECK(max_code >= 1, "grad_channel_stats: max_code must be >= 1, but got ", max_code);
   const c10::cuda::CUDAGuard guard(g.device());
   dim = dim < 0 ? dim + g.dim() : dim;
   const int64_t channels = g.size(dim);
@@ -268,7 +270,7 @@ Stats grad_channel_stats_cuda(const at::Tensor& g, int64_t dim, int64_t num_bins
   if (channels == 0 || outer * inner == 0) {
     return {abs_max, sigma, frac, ratio, hist_count, hist_sum};
   }
-  TORCH_CHECK(channels <= std::numeric_limits<int32_t>::max(),
+  MMDAQ_CHECK(channels <= std::numeric_limits<int32_t>::max(),
               "grad_channel_stats: too many channels for one grid: ", channels);
   const auto gc = g.contiguous();
   const size_t smem = ((static_cast<size_t>(num_bins) * 4 + 15) / 16) * 16 + num_bins * 8;

@@ -6,6 +6,8 @@
 #include <torch/library.h>
 #include <torch/types.h>
 
+#include "../common/check.h"
+
 #include "../epilogue_args.h"
 
 namespace {
@@ -45,13 +47,13 @@ at::Tensor int32_to_channels_first_cuda(const at::Tensor& acc, const at::Tensor&
                                         const c10::optional<at::Tensor>& bias,
                                         at::IntArrayRef out_shape) {
   const auto dims = mmdaq::check_epilogue_args(acc, scale, bias, out_shape);
-  TORCH_CHECK(acc.is_cuda() && scale.device() == acc.device() &&
+  MMDAQ_CHECK(acc.is_cuda() && scale.device() == acc.device() &&
                   (!bias.has_value() || bias->device() == acc.device()),
               "int32_to_channels_first: acc, scale and bias must be on one CUDA device");
   const c10::cuda::CUDAGuard guard(acc.device());
   auto out = at::empty(out_shape, acc.options().dtype(at::kFloat));
   if (out.numel() == 0) return out;
-  TORCH_CHECK(dims.n <= 65535, "int32_to_channels_first: batch ", dims.n,
+  MMDAQ_CHECK(dims.n <= 65535, "int32_to_channels_first: batch ", dims.n,
               " exceeds the CUDA grid (65535)");
   const auto ac = acc.contiguous();
   const auto sc = scale.contiguous();

@@ -16,6 +16,7 @@ Backends, chosen per device at run time (``backend='auto'``):
   is therefore an exact integer in float32, whatever the summation order. Same
   result as ``'int_mm'``, bit for bit, at FP32 speed.
 """
+import warnings
 from typing import Optional
 
 import torch
@@ -86,7 +87,26 @@ def _int_mm_padded(a: Tensor, b: Tensor) -> Tensor:
     a = a.contiguous()
     if b.stride(0) != 1 or b.stride(1) != b.shape[0]:  # not column-major
         b = b.t().contiguous().t()
-    return torch._int_mm(a, b)[:m, :n]
+    try:
+        return torch._int_mm(a, b)[:m, :n]
+    except RuntimeError as e:
+        if 'CUBLAS_STATUS_NOT_SUPPORTED' not in str(e):
+            raise
+    # Shapes cuBLASLt has no INT8 kernel for (seen on an H100 for M = 802816, N = 152): float64
+    # is exact for any K here (|sum| < 2**17 * 127**2 < 2**53) and is never TF32.
+    _warn_unsupported_int_mm(a.shape, b.shape)
+    return (a[:m, :k].double() @ b[:k, :n].double()).to(torch.int32)
+
+
+_WARNED_SHAPES: set = set()
+
+
+def _warn_unsupported_int_mm(a_shape, b_shape) -> None:
+    key = (tuple(a_shape), tuple(b_shape))
+    if key not in _WARNED_SHAPES:
+        _WARNED_SHAPES.add(key)
+        warnings.warn(f'torch._int_mm has no cuBLASLt kernel for {tuple(a_shape)} @ '
+                      f'{tuple(b_shape)}; this GEMM runs in float64 (exact, slower)')
 
 
 def _float_exact_mm(a: Tensor, b: Tensor) -> Tensor:
