@@ -78,6 +78,11 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 
+# A fixed seed, so the FP32 and INT8 twins start from the same weights and see the batches in
+# the same order (`--cfg-options randomness.seed=K` for repeats, as tools/analysis/
+# compare_methods.py does).
+randomness = dict(seed=0)
+
 # 1000 images / batch 8 = 125 iterations per epoch.
 train_cfg = dict(max_epochs=4, val_interval=4)
 param_scheduler = [

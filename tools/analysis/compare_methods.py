@@ -1,0 +1,111 @@
+"""Train the synthetic demo with several methods and seeds; print mean and spread per method.
+
+Each (method, seed) is one ``tools/train.py`` run of the method's demo config with
+``randomness.seed=K`` into ``WORK_DIR/<task>/<method>_seed<K>``; a run whose work dir already
+holds the final metric is not trained again (``--retrain`` forces it). Prints a table (final
+metric mean, sample std, min-max, wall time) and writes it as JSON and Markdown::
+
+    python tools/analysis/compare_methods.py video --methods fp32 daq per_tensor --seeds 0 1 2
+    python tools/analysis/compare_methods.py detection --methods fp32 daq ui8 --seeds 0
+    python tools/analysis/plot_curves.py work_dirs/compare/video/*   # the curves of the runs
+
+Methods: fp32, daq, per_channel, per_tensor (DAQ's config with the hook's method switched),
+and every method with a demo config in ``configs/<method>/`` (ui8, shiftquant, zhuang).
+"""
+import argparse
+import glob
+import json
+import os.path as osp
+import statistics
+import sys
+import time
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.join(ROOT, 'tools'))
+sys.path.insert(0, ROOT)
+
+from demo import DEMOS, final_metric, generate_data, train  # noqa: E402
+
+#: The hook methods that run from DAQ's demo config with ``custom_hooks.0.method`` switched.
+HOOK_METHODS = ('daq', 'per_channel', 'per_tensor')
+#: File-name stems of the demo configs per task, as in configs/<method>/.
+CONFIG_STEMS = {'detection': 'faster_rcnn_r50_fpn_{}_synthetic_shapes.py',
+                'video': 'tsn_r18_{}_synthetic_clips.py'}
+
+
+def method_run(task: str, method: str) -> tuple:
+    """(config path, extra cfg-options) of ``method`` on ``task``'s demo."""
+    configs = DEMOS[task]['configs']
+    if method == 'fp32':
+        return configs['fp32'], []
+    if method in HOOK_METHODS:
+        return configs['daq'], [f'custom_hooks.0.method={method}']
+    path = osp.join('configs', method, CONFIG_STEMS[task].format(method))
+    if not osp.isfile(osp.join(ROOT, path)):
+        known = sorted(p.split(osp.sep)[-2] for p in glob.glob(
+            osp.join(ROOT, 'configs', '*', CONFIG_STEMS[task].format('*'))))
+        raise SystemExit(f'[compare] no demo config for method {method!r} ({path}); methods: '
+                         f'fp32, {", ".join(HOOK_METHODS)}, {", ".join(known)}')
+    return path, []
+
+
+def summarize(values: list) -> dict:
+    return dict(mean=statistics.mean(values), std=statistics.stdev(values) if len(values) > 1
+                else 0.0, min=min(values), max=max(values), n=len(values), values=values)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('task', choices=sorted(DEMOS))
+    parser.add_argument('--methods', nargs='+', default=['fp32', 'daq', 'per_tensor'])
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    parser.add_argument('--work-dir', default='work_dirs/compare')
+    parser.add_argument('--retrain', action='store_true', help='train even if a result exists')
+    parser.add_argument('--cfg-options', nargs='+', default=[], help='added to every run')
+    args = parser.parse_args(argv)
+    demo = DEMOS[args.task]
+    runs = {m: method_run(args.task, m) for m in args.methods}  # fail fast on unknown methods
+    generate_data(*demo['data'])
+    results = {}
+    for method, (config, options) in runs.items():
+        metrics, seconds = [], []
+        for seed in args.seeds:
+            work_dir = osp.join(args.work_dir, args.task, f'{method}_seed{seed}')
+            done = osp.join(work_dir, 'result.json')
+            if osp.isfile(done) and not args.retrain:
+                with open(done) as f:
+                    result = json.load(f)
+            else:
+                extra = ['--cfg-options', f'randomness.seed={seed}'] + options + args.cfg_options
+                t = train(config, work_dir, extra)
+                result = dict(metric=final_metric(work_dir, demo['metric']), seconds=t,
+                              config=config, options=options + args.cfg_options, seed=seed,
+                              date=time.strftime('%Y-%m-%d %H:%M'))
+                with open(done, 'w') as f:
+                    json.dump(result, f, indent=1)
+            print(f'[compare] {method} seed {seed}: {demo["label"]} {result["metric"]:.3f} '
+                  f'({result["seconds"]:.0f} s)', flush=True)
+            metrics.append(result['metric'])
+            seconds.append(result['seconds'])
+        results[method] = dict(summarize(metrics), seconds=statistics.mean(seconds),
+                               config=config, options=options)
+    lines = [f'| method | {demo["label"]} mean | std | min - max | seeds | s / run |',
+             '|---|---|---|---|---|---|']
+    for method, r in results.items():
+        lines.append(f'| {method} | {r["mean"]:.3f} | {r["std"]:.3f} | {r["min"]:.3f} - '
+                     f'{r["max"]:.3f} | {r["n"]} | {r["seconds"]:.0f} |')
+    table = '\n'.join(lines)
+    print(f'\n[compare] {args.task}: final {demo["label"]} on the synthetic val split, seeds '
+          f'{args.seeds}\n{table}')
+    out = osp.join(args.work_dir, args.task)
+    with open(osp.join(out, 'summary.json'), 'w') as f:
+        json.dump(dict(task=args.task, seeds=args.seeds, results=results,
+                       command='python tools/analysis/compare_methods.py ' +
+                       ' '.join(sys.argv[1:] if argv is None else argv)), f, indent=1)
+    with open(osp.join(out, 'summary.md'), 'w') as f:
+        f.write(table + '\n')
+    return results
+
+
+if __name__ == '__main__':
+    main()
