@@ -72,7 +72,8 @@ def scalar_files(path: str) -> List[str]:
 def load_scalars(path: str) -> Dict[str, Series]:
     """Every numeric scalar of a run (see :func:`scalar_files`), by key.
 
-    A step logged twice (a resumed run repeating an iteration) keeps its last value.
+    A step logged twice (a resumed run repeating an iteration) keeps its last value. A
+    validation key that training also logs (``time``, ``data_time``) becomes ``val/<key>``.
 
     Returns:
         dict[str, Series]: By key, e.g. ``'loss'``, ``'lr'``, ``'coco/bbox_mAP'``.
@@ -83,6 +84,7 @@ def load_scalars(path: str) -> Dict[str, Series]:
         with open(file) as f:
             lines = [json.loads(line) for line in f if line.strip()]
         by_epoch = any('iter' in d and 'epoch' in d for d in lines)
+        train_keys = {k for d in lines if 'iter' in d for k in d}
         for d in lines:
             train = 'iter' in d
             x = d['iter'] if train else d.get('step')
@@ -93,6 +95,8 @@ def load_scalars(path: str) -> Dict[str, Series]:
                 if key in ('step', 'iter', 'epoch') or isinstance(value, bool) \
                         or not isinstance(value, (int, float)):
                     continue
+                if not train and key in train_keys:  # 'time', 'data_time' of validation
+                    key = f'val/{key}'
                 points.setdefault(key, {})[float(x)] = float(value)
                 labels[key] = x_label
     out = {}

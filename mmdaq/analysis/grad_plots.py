@@ -148,8 +148,9 @@ def plot_channel_types(layer: LayerGradients, path: str, threshold: float = 0.3,
     g_cm = channel_major(layer.gradients[-1], layer.channel_dim)  # [C_out, M]
     choice = layer.first_choices[-1]
     ratio = choice.clip_ratio
+    picked = _histogram_channels(choice, channels)
     cols = 4
-    rows = (channels + 1 + cols - 1) // cols
+    rows = (len(picked) + 1 + cols - 1) // cols
     fig = _figure(3.2 * cols, 2.6 * rows)
     axes = fig.subplots(rows, cols, squeeze=False).flatten()
     gauss = choice.is_gaussian
@@ -162,10 +163,9 @@ def plot_channel_types(layer: LayerGradients, path: str, threshold: float = 0.3,
     ax.set_xlabel('P(|g| > sigma)')
     ax.set_ylabel('clip / |g|max')
     ax.set_ylim(0, 1.05)
-    ax.set_title(f'all {g_cm.shape[0]} channels', fontsize=9)
+    ax.set_title(f'all {g_cm.shape[0]} channels, {g_cm.shape[1]} values each', fontsize=9)
     ax.legend(fontsize=7, loc='lower right')
     bins = np.linspace(-1.0, 1.0, 81)
-    picked = _histogram_channels(choice, channels)
     for ax, c in zip(axes[1:], picked):
         is_gauss = bool(gauss[c])
         values = (g_cm[c] / choice.abs_max[c]).numpy()
@@ -219,16 +219,20 @@ def plot_clip_objective(layer: LayerGradients, path: str, alpha: float = 3.0,
     picked = _objective_channels(choice)
     bins = min(DAQScheme.num_bins, max(64, g_cm.shape[1]))  # as DAQScheme picks them
     ratios, energy = objective_curve(g_cm[picked], alpha, bins, num_bits)  # [B], [K, B]
-    energy = energy / energy[:, -1:].clamp_min(1e-300)
     measured_at = torch.linspace(0.02, 1.0, 50)
     rows = g_cm[picked]  # [K, M]
     measured = torch.stack([magnitude_weighted_error(rows, u * choice.abs_max[picked], alpha,
                                                      num_bits) for u in measured_at], dim=1)
+    # A channel of a value or two is exact at abs-max (error 0): nothing to draw relative to it.
+    drawable = ((energy[:, -1] > 0) & (measured[:, -1] > 0)).tolist()
+    energy = energy / energy[:, -1:].clamp_min(1e-300)
     measured = measured / measured[:, -1:].clamp_min(1e-30)  # [K, 50]
     fig = _figure(7.5, 4.5)
     ax = fig.subplots()
     colors = ['tab:red', 'tab:orange', 'tab:blue']
     for k, c in enumerate(picked):
+        if not drawable[k]:
+            continue
         kind = 'Gaussian' if choice.is_gaussian[c] else 'inverted-T'
         color = GAUSSIAN_COLOR if choice.is_gaussian[c] else colors[k % 2]
         ax.plot(ratios.numpy(), energy[k].numpy(), color=color, lw=1.4,
@@ -240,14 +244,19 @@ def plot_clip_objective(layer: LayerGradients, path: str, alpha: float = 3.0,
                 color=color, markeredgecolor='k')
         if abs(float(ratios[best]) - r) > 1e-6:
             ax.plot([float(ratios[best])], [float(energy[k, best])], 'x', ms=9, color=color)
-    ax.set_yscale('log')
+    if not any(drawable):
+        ax.text(0.5, 0.5, f'{g_cm.shape[1]} value(s) per channel: the abs-max clip quantizes '
+                'them exactly,\nno error curve to draw', ha='center', va='center',
+                transform=ax.transAxes)
+    else:
+        ax.set_yscale('log')
+        ax.legend(fontsize=8)
     ax.set_xlim(0, 1.02)
     ax.set_xlabel('clip / |g|max')
     ax.set_ylabel('weighted error / error at abs-max')
     ax.set_title(f'{layer.name}: MCS objective (alpha={alpha}); line: histogram model, dots: '
                  'measured,\nstar: DAQ choice, x: objective minimum where DAQ keeps abs-max',
                  fontsize=9)
-    ax.legend(fontsize=8)
     fig.savefig(path)
     return path
 
