@@ -15,7 +15,7 @@ Matplotlib is used through :class:`matplotlib.figure.Figure` (Agg), without pypl
 global backend is left alone.
 """
 import os.path as osp
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -58,6 +58,21 @@ def _channel_order(frac: Tensor, abs_max: Tensor) -> List[int]:
     return idx[torch.argsort(frac[idx])].tolist()
 
 
+def _no_gradient_figure(layer: LayerGradients, path: str, what: str) -> Optional[str]:
+    """Write a figure saying G_Y was all zero (or not finite) and return ``path``; else None."""
+    choice = layer.first_choices[-1]
+    if bool(((choice.abs_max > 0) & torch.isfinite(choice.abs_max)).any()):
+        return None
+    fig = _figure(7.5, 3)
+    ax = fig.subplots()
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, f'{layer.name}: G_Y of the last iteration is zero in every channel\n'
+            f'(shape {list(layer.gradients[-1].shape)}): no {what} to draw', ha='center',
+            va='center', transform=ax.transAxes)
+    fig.savefig(path)
+    return path
+
+
 def plot_samples_vs_channels(layer: LayerGradients, path: str, threshold: float = 0.3,
                              curves: int = 4) -> str:
     """Normalised G_Y histograms of a few samples and a few channels; ``P(|g| > sigma)`` spread.
@@ -73,6 +88,8 @@ def plot_samples_vs_channels(layer: LayerGradients, path: str, threshold: float 
     Returns:
         str: ``path``.
     """
+    if _no_gradient_figure(layer, path, 'distribution'):
+        return path
     sample_rows = torch.cat([g.reshape(g.shape[0], -1) for g in layer.gradients])  # [N, C*S]
     g_cm = channel_major(layer.gradients[-1], layer.channel_dim)  # [C_out, M]
     choice = layer.first_choices[-1]
@@ -145,6 +162,8 @@ def plot_channel_types(layer: LayerGradients, path: str, threshold: float = 0.3,
     Returns:
         str: ``path``.
     """
+    if _no_gradient_figure(layer, path, 'channel histogram'):
+        return path
     g_cm = channel_major(layer.gradients[-1], layer.channel_dim)  # [C_out, M]
     choice = layer.first_choices[-1]
     ratio = choice.clip_ratio
@@ -214,6 +233,8 @@ def plot_clip_objective(layer: LayerGradients, path: str, alpha: float = 3.0,
     Returns:
         str: ``path``.
     """
+    if _no_gradient_figure(layer, path, 'error curve'):
+        return path
     g_cm = channel_major(layer.gradients[-1], layer.channel_dim)  # [C_out, M]
     choice = layer.first_choices[-1]
     picked = _objective_channels(choice)

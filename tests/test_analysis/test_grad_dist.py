@@ -176,3 +176,22 @@ def test_tool_rejects_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit):
         tool.parse_args(['cfg.py', '--iters', '0'])
     assert '--iters must be >= 1, but got 0' in capsys.readouterr().err
+
+
+def test_all_zero_gradient_still_gives_figures(tmp_path):
+    pytest.importorskip('matplotlib')
+    from mmdaq.analysis.grad_plots import render_figures
+
+    class Dead(nn.Module):
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 1)
+
+        def forward(self, x):
+            return self.conv(x) * 0.0  # G_Y of conv is exactly zero
+
+    layers = analyse_gradients(Dead(), [torch.randn(2, 3, 4, 4)], lambda m, x: m(x).sum())
+    assert summarise(layers)['conv']['share_gaussian'] == 0.0
+    for path in render_figures(layers, str(tmp_path))['conv']:
+        assert _png_size(path)[0] > 0
