@@ -5,7 +5,7 @@ registers a tensor hook on its output that stores G_Y = dL/dY when backward
 reaches it. Works for any ``nn.Module`` (mmdet detectors, mmaction2 recognizers).
 """
 import re
-from typing import Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
 from torch import Tensor, nn
 
@@ -17,7 +17,7 @@ class LayerCall:
 
     def __init__(self, x: Optional[Tensor]) -> None:
         self.x = x
-        self.g_y: Optional[Tensor] = None
+        self.g_y: Optional[Any] = None  # G_Y, or what ``reduce_grad`` made of it
 
 
 class LayerRecord:
@@ -55,6 +55,9 @@ class GradientCapture:
         pattern (str, optional): Regex (``re.search``) on qualified names. Defaults to None (all).
         layer_types (tuple[type]): Layer classes to observe. Defaults to Conv1d/2d/3d and Linear.
         keep_input (bool): Also keep X (needed to recompute G_W). Defaults to True.
+        reduce_grad (Callable[[nn.Module, Tensor], Any], optional): Called in backward with
+            the layer and its G_Y; what it returns is stored as ``g_y`` instead of G_Y (e.g.
+            per-channel statistics, so that the full gradients are not kept). Defaults to None.
 
     Examples:
         >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1))
@@ -66,7 +69,8 @@ class GradientCapture:
 
     def __init__(self, model: nn.Module, pattern: Optional[str] = None,
                  layer_types: Sequence[Type[nn.Module]] = DEFAULT_TYPES,
-                 keep_input: bool = True) -> None:
+                 keep_input: bool = True,
+                 reduce_grad: Optional[Callable[[nn.Module, Tensor], Any]] = None) -> None:
         regex = re.compile(pattern) if pattern else None
         self.records: Dict[str, LayerRecord] = {
             name: LayerRecord(m)
@@ -77,6 +81,7 @@ class GradientCapture:
             raise ValueError(f'pattern must match at least one {[t.__name__ for t in layer_types]}'
                              f' layer of {type(model).__name__}, but got {pattern!r}')
         self.keep_input = keep_input
+        self.reduce_grad = reduce_grad
         self._handles: List = []
 
     def _forward_hook(self, record: LayerRecord):
@@ -87,7 +92,8 @@ class GradientCapture:
             if isinstance(output, Tensor) and output.requires_grad:
 
                 def store(grad):
-                    call.g_y = grad.detach()
+                    grad = grad.detach()
+                    call.g_y = grad if self.reduce_grad is None else self.reduce_grad(module, grad)
 
                 output.register_hook(store)
 

@@ -1,4 +1,4 @@
-"""mmengine integration: DAQHook, the runner helpers of tools/, the stock-model builder."""
-from .hooks import DAQHook
+"""mmengine integration: DAQHook, DAQStatsHook, runner helpers of tools/, stock-model builder."""
+from .hooks import DAQHook, DAQStatsHook
 
-__all__ = ['DAQHook']
+__all__ = ['DAQHook', 'DAQStatsHook']

@@ -5,7 +5,7 @@ downloads (pretrained-weight references are removed from the config).
 """
 import copy
 import inspect
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Iterator, Tuple
 
 import torch
 from mmengine.config import Config, ConfigDict
@@ -129,3 +129,54 @@ def training_loss(model: nn.Module, data: Dict[str, Any]) -> torch.Tensor:
     losses = model(**data, mode='loss')
     loss, _ = model.parse_losses(losses)
     return loss
+
+
+def config_batches(cfg: Config, model: nn.Module, batch_size: int, num_batches: int,
+                   seed: int = 0) -> Iterator[Dict[str, Any]]:
+    """``num_batches`` training batches from the config's own ``train_dataloader``.
+
+    The dataloader is built as the runner would, with ``batch_size`` samples, no worker
+    processes and a seeded sampler; each batch is put through the model's data
+    preprocessor (``training=True``). Dataset paths are relative to the working directory,
+    as for ``tools/train.py``.
+
+    Args:
+        cfg (Config): A training config with ``train_dataloader`` and ``default_scope``
+            (``build_stock_model`` has set that scope).
+        model (nn.Module): The model built from ``cfg`` (for its data preprocessor).
+        batch_size (int): Samples per batch.
+        num_batches (int): Batches to yield (fewer if the dataset runs out).
+        seed (int): Seed of the sampler. Defaults to 0.
+
+    Yields:
+        dict: ``inputs`` and ``data_samples``, ready for ``model(**batch, mode='loss')``.
+    """
+    if cfg.get('train_dataloader') is None:
+        raise ValueError('the config must have a train_dataloader to take batches from, but '
+                         'it has none')
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import Runner
+    loader_cfg = copy.deepcopy(cfg.train_dataloader)
+    loader_cfg.update(batch_size=batch_size, num_workers=0, persistent_workers=False)
+    loader_cfg.pop('prefetch_factor', None)
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+        loader = Runner.build_dataloader(loader_cfg, seed=seed)
+    for i, batch in enumerate(loader):
+        if i == num_batches:
+            break
+        yield model.data_preprocessor(batch, training=True)
+
+
+def load_weights(model: nn.Module, checkpoint: str) -> None:
+    """Load the weights of an mmengine (or plain ``state_dict``) checkpoint into ``model``."""
+    import os.path as osp
+    if not osp.isfile(checkpoint):
+        raise FileNotFoundError(f'checkpoint must be an existing file, but got {checkpoint!r}')
+    from mmengine.runner import load_checkpoint
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel('WARNING')
+    try:
+        load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
+    finally:
+        logger.setLevel(level)

@@ -1,3 +1,4 @@
 from .daq_hook import DAQHook
+from .daq_stats_hook import DAQStatsHook
 
-__all__ = ['DAQHook']
+__all__ = ['DAQHook', 'DAQStatsHook']
