@@ -25,7 +25,6 @@ from torch import Tensor
 
 from ..quantization.schemes import QuantScheme
 from ..quantization.shift_quant import pow2_scales
-from .epilogue import int32_to_channels_first_reference
 from .im2col import channels_inner_to_weight, channels_inner_weight, col2im, im2col
 from .int8_layer import LINEAR_GEOMETRY, ConvGeometry, channels_last_2d
 from .shift_matmul import shift_matmul
@@ -73,8 +72,12 @@ class ShiftConvFunction(torch.autograd.Function):
         acc = torch.cat([shift_matmul(c, w_g[g].t(), col_shift[g])
                          for g, c in enumerate(_split(cols, groups, 1))], dim=1)  # [NL, C_out]
         scale = x_r.base_scale * 2.0**-top_x * w_r.scales  # [C_out]
-        y = int32_to_channels_first_reference(acc, scale, bias,
-                                              (x.shape[0], weight.shape[0]) + out_size)
+        y = acc.float().mul_(scale)  # [NL, C_out], a new tensor
+        if bias is not None:
+            y = y.add_(bias.float())
+        if out_size:  # [NL, C_out] -> [N, C_out, *O]; a copy, never a view (autograd output)
+            y = y.reshape((x.shape[0], ) + out_size + (weight.shape[0], )).movedim(-1, 1)
+            y = y.clone(memory_format=torch.contiguous_format)
         ctx.save_for_backward(x_r.codes, x_r.base_scale, x_r.shifts, weight)
         ctx.scheme, ctx.geo, ctx.slot = scheme, geo, slot
         ctx.has_bias = bias is not None
