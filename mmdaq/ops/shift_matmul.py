@@ -64,7 +64,8 @@ def int32_chunk_k(term: int) -> int:
     return max(_INT32_MAX // term, 1)
 
 
-def shift_matmul(a: Tensor, b: Tensor, shift: Tensor, backend: str = 'float_exact') -> Tensor:
+def shift_matmul(a: Tensor, b: Tensor, shift: Tensor, backend: str = 'float_exact',
+                 out_dtype: torch.dtype = torch.int64) -> Tensor:
     """Exact ``sum_k a[m, k] b[k, n] 2**shift[k]``.
 
     Args:
@@ -73,20 +74,25 @@ def shift_matmul(a: Tensor, b: Tensor, shift: Tensor, backend: str = 'float_exac
         shift (Tensor[K], integer): Left shift of each reduction index, >= 0.
         backend (str): ``'float_exact'`` or ``'int32'`` (module doc). Defaults to
             'float_exact'.
+        out_dtype (torch.dtype): int64 (exact), or float32/float64 for a caller that rescales
+            in float anyway: the exact sum rounded once to that dtype (no int64 pass).
+            Defaults to torch.int64.
 
     Returns:
-        Tensor[M, N], int64.
+        Tensor[M, N], ``out_dtype``.
     """
     if backend not in BACKENDS:
         raise ValueError(f'backend must be one of {BACKENDS}, but got {backend!r}')
+    if out_dtype not in (torch.int64, torch.float32, torch.float64):
+        raise ValueError(f'out_dtype must be torch.int64, torch.float32 or torch.float64, but '
+                         f'got {out_dtype}')
     _check_operands(a, b, shift)
     if bool((shift < 0).any()) if shift.numel() else False:
         raise ValueError('shift must be >= 0 everywhere (a left shift), but got a negative one')
     m, k = a.shape
     n = b.shape[1]
-    out = torch.zeros(m, n, dtype=torch.int64, device=a.device)
     if not m or not n or not k:
-        return out
+        return torch.zeros(m, n, dtype=out_dtype, device=a.device)
     term = term_bound(a, b, shift)
     if backend == 'int32':
         if term > _INT32_MAX:
@@ -97,8 +103,13 @@ def shift_matmul(a: Tensor, b: Tensor, shift: Tensor, backend: str = 'float_exac
         chunk, dtype = (_FLOAT32_EXACT - 1) // term, torch.float32
         if chunk < _MIN_FLOAT32_CHUNK:
             chunk, dtype = max((_FLOAT64_EXACT - 1) // term, 1), torch.float64
+    # Chunk results are exact integers; they add exactly in int64, or in float64 while the
+    # total stays below 2**53 (the float outputs), else in int64.
+    acc_dtype = torch.int64 if out_dtype == torch.int64 or k * term >= _FLOAT64_EXACT \
+        else torch.float64
     # The shift goes onto the smaller operand's rows or columns: still exact, fewer products.
     shift_a = a.shape[0] < b.shape[1]
+    out: Optional[Tensor] = None
     for k0 in range(0, k, chunk):
         a_c, b_c, s_c = a[:, k0:k0 + chunk], b[k0:k0 + chunk], shift[k0:k0 + chunk]
         if dtype == torch.int32:
@@ -109,8 +120,10 @@ def shift_matmul(a: Tensor, b: Tensor, shift: Tensor, backend: str = 'float_exac
             part = (a_c.to(dtype) * factor) @ b_c.to(dtype)
         else:
             part = a_c.to(dtype) @ (b_c.to(dtype) * factor.unsqueeze(1))
-        out += part.long()
-    return out
+        if k <= chunk:  # one chunk: already exact, round once
+            return part.to(out_dtype)
+        out = part.to(acc_dtype) if out is None else out.add_(part.to(acc_dtype))
+    return out.to(out_dtype)
 
 
 def shift_matmul_int_reference(a: Tensor, b: Tensor, shift: Tensor) -> Tensor:
