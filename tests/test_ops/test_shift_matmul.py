@@ -26,6 +26,8 @@ def test_shift_gemm_equals_dequantize_and_rearranged_references(backend, num_bit
     acc = shift_matmul(a.codes, b.codes, top - a.shifts, backend=backend)
     assert acc.dtype == torch.int64
     assert torch.equal(acc, shift_matmul_int_reference(a.codes, b.codes, top - a.shifts))
+    as_float = shift_matmul(a.codes, b.codes, top - a.shifts, backend, out_dtype=torch.float64)
+    assert as_float.dtype == torch.float64 and torch.equal(as_float, acc.double())
     out = acc.double() * float(a.base_scale) * 2.0**-top * float(b.base_scale)
     dequantized = shift_matmul_dequantized_reference(a.codes, a.scales, b.codes, b.scales)
     rearranged = shift_matmul_rearranged_reference(a.codes, a.scales, b.codes, b.base_scale)
@@ -66,6 +68,8 @@ def test_accumulator_overflow_guard_with_large_k():
     assert exact.abs().max() > 2**31
     for backend in ('float_exact', 'int32'):
         assert torch.equal(shift_matmul(a, b, shift, backend=backend), exact)
+        as_float = shift_matmul(a, b, shift, backend=backend, out_dtype=torch.float64)
+        assert torch.equal(as_float, exact.double())  # chunks added exactly in float64
 
 
 def test_empty_and_invalid_operands():
@@ -79,5 +83,7 @@ def test_empty_and_invalid_operands():
         shift_matmul(a, a.t(), torch.zeros(2, dtype=torch.int64))
     with pytest.raises(ValueError, match='shift must be >= 0'):
         shift_matmul(a, a.t(), torch.tensor([0, -1, 0]))
+    with pytest.raises(ValueError, match='out_dtype must be torch.int64, torch.float32'):
+        shift_matmul(a, a.t(), torch.zeros(3, dtype=torch.int64), out_dtype=torch.int32)
     with pytest.raises(ValueError, match='backend must be one of'):
         shift_matmul(a, a.t(), torch.zeros(3, dtype=torch.int64), backend='cuda')
