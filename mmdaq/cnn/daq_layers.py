@@ -13,9 +13,13 @@ import torch
 from torch import Tensor, nn
 
 from ..ops.int8_layer import ConvGeometry, int8_conv, int8_linear
+from ..ops.shift_layer import shift_conv, shift_linear
 from ..quantization.schemes import QuantScheme, build_scheme
 
 # What a torch module carries besides Parameters that a swap must keep.
+#: scheme.dataflow -> (conv function, linear function) running that scheme's GEMMs.
+LAYER_FUNCTIONS = {'int8': (int8_conv, int8_linear), 'shift': (shift_conv, shift_linear)}
+
 _HOOK_ATTRS = ('_forward_hooks', '_forward_hooks_with_kwargs', '_forward_hooks_always_called',
                '_forward_pre_hooks', '_forward_pre_hooks_with_kwargs', '_backward_hooks',
                '_backward_pre_hooks', '_state_dict_hooks', '_state_dict_pre_hooks',
@@ -98,8 +102,8 @@ class _DAQConvNd(DAQLayerMixin):
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
         if not self.quant_enabled or input.numel() == 0:
             return super()._conv_forward(input, weight, bias)
-        return int8_conv(input, weight, bias, self.quant_scheme, self._geometry(),
-                         self._call_slot())
+        conv = LAYER_FUNCTIONS[self.quant_scheme.dataflow][0]
+        return conv(input, weight, bias, self.quant_scheme, self._geometry(), self._call_slot())
 
 
 class DAQConv2d(_DAQConvNd, nn.Conv2d):
@@ -144,4 +148,5 @@ class DAQLinear(DAQLayerMixin, nn.Linear):
     def forward(self, input: Tensor) -> Tensor:
         if not self.quant_enabled or input.numel() == 0:
             return super().forward(input)
-        return int8_linear(input, self.weight, self.bias, self.quant_scheme, self._call_slot())
+        linear = LAYER_FUNCTIONS[self.quant_scheme.dataflow][1]
+        return linear(input, self.weight, self.bias, self.quant_scheme, self._call_slot())

@@ -136,6 +136,10 @@ class Int8ConvFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantScheme,
                 geo: ConvGeometry, slot: int = 0) -> Tensor:
+        if scheme.dataflow != 'int8':
+            raise ValueError(f"Int8ConvFunction needs a scheme with dataflow 'int8', but got "
+                             f'{scheme.name!r} ({scheme.dataflow!r}); use the layer function '
+                             'of that dataflow (e.g. mmdaq.ops.shift_layer.shift_conv)')
         x_q, s_x = scheme.quantize_input(x)
         w_q, s_w = scheme.quantize_weight(weight)
         acc, out_size = int8_conv_forward(x_q, w_q, geo)  # [NL, C_out]

@@ -19,6 +19,8 @@ every method. Methods are selected by name (:data:`SCHEMES`, :func:`build_scheme
 ``ui8``        G_Y once per tensor with UI8's direction-sensitive clip and stochastic
                rounding, for both GEMMs; weight gradient scaled by UI8's DCLRS factor
                (:mod:`.direction_sensitive`)
+``shiftquant`` sub-8-bit codes with power-of-two group scales along each GEMM's reduction
+               axis, run by the ShiftMM layer path (:mod:`.shift_scheme`)
 =============  =====================================================================
 
 Other methods subclass :class:`QuantScheme` and register with :func:`register_scheme`.
@@ -63,6 +65,9 @@ class QuantScheme:
     seed: Optional[int] = None
 
     name = 'per_tensor'
+    #: Which layer function runs the scheme: ``'int8'`` (:mod:`mmdaq.ops.int8_layer`, per-tensor
+    #: or per-channel scales) or ``'shift'`` (:mod:`mmdaq.ops.shift_layer`, ShiftQuant).
+    dataflow = 'int8'
 
     def __post_init__(self) -> None:
         if self.grad_rounding not in _ROUNDINGS:
