@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..cnn.daq_layers import _explicit_padding
-from ..ops.int8_layer import LINEAR_GEOMETRY, ConvGeometry, Int8ConvFunction
+from ..ops.int8_layer import LINEAR_GEOMETRY, ConvGeometry, int8_conv
 from ..quantization import channel_major, magnitude_weighted_error, max_code
 from ..quantization.schemes import QuantScheme
 
@@ -42,7 +42,7 @@ def _int8_grads(x: Tensor, w: Tensor, g_y: Tensor, geo: ConvGeometry, scheme: Qu
                 slot: int):
     x = x.detach().float().requires_grad_()
     w = w.detach().float().requires_grad_()
-    y = Int8ConvFunction.apply(x, w, None, scheme, geo, slot)
+    y = int8_conv(x, w, None, scheme, geo, slot)
     y.backward(g_y)
     return x.grad, w.grad
 

@@ -1,4 +1,4 @@
-"""Autograd function of the INT8 convolution / linear layer (the paper's dataflow).
+"""Forward and backward passes of the INT8 convolution / linear layer (the paper's dataflow).
 
 One function serves Conv1d/2d/3d and Linear: a Linear layer is a convolution with
 no spatial dims on ``x.reshape(-1, C_in)``. With L output positions and K the
@@ -14,17 +14,18 @@ channel c of G_Y, so the scale factors out of the sum exactly. G_X sums over
 C_out, so its copy of G_Y has one scale for the whole tensor. Only the int8 codes
 of X (not the float X) are saved for backward, with the weight parameter itself
 (quantized again in backward, the same codes). Bias, BN, activations and the
-optimizer stay in float.
+optimizer stay in float. :func:`int8_conv` / :func:`int8_linear` run the passes as the
+custom ops of :mod:`.int8_conv_op` (autograd included), which ``torch.compile`` traces whole.
 """
 from typing import NamedTuple, Optional, Tuple
 
-import torch
 from torch import Tensor
 
 from ..quantization.schemes import QuantScheme
 from .epilogue import channels_first_epilogue
 from .grouped_matmul import grouped_int8_matmul
 from .im2col import channels_inner_to_weight, channels_inner_weight, col2im, im2col
+from .int8_conv_op import int8_conv_op
 
 
 class ConvGeometry(NamedTuple):
@@ -130,64 +131,64 @@ def channels_last_2d(t: Tensor) -> Tensor:
     return t.movedim(1, -1).reshape(-1, t.shape[1])
 
 
-class Int8ConvFunction(torch.autograd.Function):
-    """``y = conv(x, w) + b`` with INT8 GEMMs in forward and backward (see module doc)."""
+def _check_dataflow(scheme: QuantScheme) -> None:
+    if scheme.dataflow != 'int8':
+        raise ValueError(f"the INT8 layer needs a scheme with dataflow 'int8', but got "
+                         f'{scheme.name!r} ({scheme.dataflow!r}); use the layer function '
+                         'of that dataflow (e.g. mmdaq.ops.shift_layer.shift_conv)')
 
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantScheme,
-                geo: ConvGeometry, slot: int = 0) -> Tensor:
-        if scheme.dataflow != 'int8':
-            raise ValueError(f"Int8ConvFunction needs a scheme with dataflow 'int8', but got "
-                             f'{scheme.name!r} ({scheme.dataflow!r}); use the layer function '
-                             'of that dataflow (e.g. mmdaq.ops.shift_layer.shift_conv)')
-        x_q, s_x = scheme.quantize_input(x)
-        w_q, s_w = scheme.quantize_weight(weight)
-        acc, out_size = int8_conv_forward(x_q, w_q, geo)  # [NL, C_out]
-        n, c_out = x.shape[0], weight.shape[0]
-        # Scale, bias and the [NL, C_out] -> [N, C_out, *O] layout in one pass.
-        y = channels_first_epilogue(acc, s_x * s_w, bias, (n, c_out) + out_size)
-        # The weight is saved as the parameter itself (no copy, like FP32 conv) and quantized
-        # again in backward: an int8 copy would cost more than the int8 input for deep layers.
-        ctx.save_for_backward(x_q, weight, s_x)
-        ctx.scheme, ctx.geo, ctx.slot = scheme, geo, slot
-        ctx.has_bias = bias is not None
-        ctx.x_dtype, ctx.w_dtype = x.dtype, weight.dtype
-        return y.to(x.dtype).contiguous()
 
-    @staticmethod
-    def backward(ctx, grad_y: Tensor):
-        x_q, weight, s_x = ctx.saved_tensors
-        scheme, geo = ctx.scheme, ctx.geo
-        w_q, s_w = scheme.quantize_weight(weight)  # the forward's codes (deterministic)
-        scheme.note_backward()
-        grad_y = grad_y.float()
-        grad_x = grad_w = grad_b = None
-        # The method's factor on the weight and bias gradients (1 except UI8's LR scaling).
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        for_w, for_x = scheme.quantize_grads(grad_y, dim=1, slot=ctx.slot, for_weight=need_w,
-                                             for_input=need_x)
-        factor = scheme.weight_grad_scale(ctx.slot) if need_w or need_b else 1.0
-        if need_w:
-            g_q, s_gw = for_w  # s_gw: [C_out]
-            acc = int8_conv_grad_weight(x_q, channels_last_2d(g_q), geo)  # [C_out, K*Cg]
-            # The per-channel scale factors out of the integer sum: one multiply per row.
-            grad_w = acc * (s_gw.unsqueeze(1) * (s_x * factor))
-            grad_w = channels_inner_to_weight(grad_w, w_q.shape).to(ctx.w_dtype).contiguous()
-        if need_x:
-            g_q, s_g = for_x  # g_q: [N, C_out, *O]
-            t_geo = transposed_geometry(geo)
-            if t_geo is not None:  # stride 1: a convolution of the int8 G_Y codes
-                acc, _ = int8_conv_forward(g_q, transposed_weight(w_q, geo.groups), t_geo)
-                grad_x = channels_first_epilogue(acc, s_g * s_w, None, x_q.shape)
-            else:
-                cols = int8_conv_grad_input(channels_last_2d(g_q), w_q, geo)
-                cols = cols * (s_g * s_w)
-                grad_x = col2im(cols, x_q.shape, geo.kernel, geo.stride, geo.padding,
-                                geo.dilation, geo.groups)
-            grad_x = grad_x.to(ctx.x_dtype)
-        if ctx.has_bias and need_b:
-            grad_b = grad_y.sum(dim=[d for d in range(grad_y.dim()) if d != 1]) * factor
-        return grad_x, grad_w, grad_b, None, None, None
+def int8_conv_forward_pass(x: Tensor, weight: Tensor, bias: Optional[Tensor],
+                           scheme: QuantScheme, geo: ConvGeometry) -> Tuple[Tensor, Tensor, Tensor]:
+    """Forward of the INT8 layer: ``(y, x_q, s_x)``, the last two saved for backward."""
+    _check_dataflow(scheme)
+    x_q, s_x = scheme.quantize_input(x)
+    w_q, s_w = scheme.quantize_weight(weight)
+    acc, out_size = int8_conv_forward(x_q, w_q, geo)  # [NL, C_out]
+    n, c_out = x.shape[0], weight.shape[0]
+    # Scale, bias and the [NL, C_out] -> [N, C_out, *O] layout in one pass.
+    y = channels_first_epilogue(acc, s_x * s_w, bias, (n, c_out) + out_size)
+    return y.to(x.dtype).contiguous(), x_q, s_x
+
+
+def int8_conv_backward_pass(grad_y: Tensor, x_q: Tensor, weight: Tensor, s_x: Tensor,
+                            scheme: QuantScheme, geo: ConvGeometry, slot: int, need_x: bool,
+                            need_w: bool, need_b: bool
+                            ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+    """Backward of the INT8 layer: ``(grad_x, grad_w, grad_b)`` (float32; None if not needed).
+
+    The weight is saved as the parameter itself (no copy, like FP32 conv) and quantized again
+    here (the forward's codes: deterministic); an int8 copy would cost more than the int8 input
+    for deep layers.
+    """
+    w_q, s_w = scheme.quantize_weight(weight)
+    scheme.note_backward()
+    grad_y = grad_y.float()
+    grad_x = grad_w = grad_b = None
+    for_w, for_x = scheme.quantize_grads(grad_y, dim=1, slot=slot, for_weight=need_w,
+                                         for_input=need_x)
+    # The method's factor on the weight and bias gradients (1 except UI8's LR scaling).
+    factor = scheme.weight_grad_scale(slot) if need_w or need_b else 1.0
+    if need_w:
+        g_q, s_gw = for_w  # s_gw: [C_out]
+        acc = int8_conv_grad_weight(x_q, channels_last_2d(g_q), geo)  # [C_out, K*Cg]
+        # The per-channel scale factors out of the integer sum: one multiply per row.
+        grad_w = acc * (s_gw.unsqueeze(1) * (s_x * factor))
+        grad_w = channels_inner_to_weight(grad_w.float(), w_q.shape).contiguous()
+    if need_x:
+        g_q, s_g = for_x  # g_q: [N, C_out, *O]
+        t_geo = transposed_geometry(geo)
+        if t_geo is not None:  # stride 1: a convolution of the int8 G_Y codes
+            acc, _ = int8_conv_forward(g_q, transposed_weight(w_q, geo.groups), t_geo)
+            grad_x = channels_first_epilogue(acc, s_g * s_w, None, x_q.shape)
+        else:
+            cols = int8_conv_grad_input(channels_last_2d(g_q), w_q, geo)
+            cols = cols * (s_g * s_w)
+            grad_x = col2im(cols, x_q.shape, geo.kernel, geo.stride, geo.padding,
+                            geo.dilation, geo.groups)
+    if need_b:
+        grad_b = grad_y.sum(dim=[d for d in range(grad_y.dim()) if d != 1]) * factor
+    return grad_x, grad_w, grad_b
 
 
 def int8_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantScheme,
@@ -205,7 +206,7 @@ def int8_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantSc
     Returns:
         Tensor[N, C_out, *O].
     """
-    return Int8ConvFunction.apply(x, weight, bias, scheme, geo, slot)
+    return int8_conv_op(x, weight, bias, scheme, geo, slot)
 
 
 def int8_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantScheme,
@@ -221,6 +222,5 @@ def int8_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: Quant
         Tensor[*, C_out].
     """
     lead = x.shape[:-1]
-    y = Int8ConvFunction.apply(x.reshape(-1, x.shape[-1]), weight, bias, scheme, LINEAR_GEOMETRY,
-                               slot)
+    y = int8_conv_op(x.reshape(-1, x.shape[-1]), weight, bias, scheme, LINEAR_GEOMETRY, slot)
     return y.reshape(lead + (weight.shape[0], ))

@@ -80,6 +80,18 @@ class QuantScheme:
         self.last_grad_weight_scale: Optional[Tensor] = None
         self._calls = 0
         self._backward_seen = False
+        self._register_op_handle()
+
+    def _register_op_handle(self) -> None:
+        # The layer's custom ops (mmdaq/ops/int8_conv_op.py) take the scheme as an int handle;
+        # it is set here, outside traced code, so torch.compile reads a plain int attribute.
+        from ..ops.scheme_registry import register_scheme_handle
+        self.op_handle = register_scheme_handle(self)
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        # copy.deepcopy and unpickling build a new object: it gets its own handle.
+        self.__dict__.update(state)
+        self._register_op_handle()
 
     # -- call slots -----------------------------------------------------------------------
     # A layer may run several times per iteration (an RPN head on every FPN level), each call

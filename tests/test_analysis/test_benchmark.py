@@ -29,7 +29,9 @@ def test_daq_saves_int8_activations_and_times_are_positive():
     assert fp32 == x.numel() * 4  # the float input; the weight is a parameter
     assert daq < fp32 / 3  # int8 input codes plus the int8 weight copy and scales
     times = time_layer(prepare(conv, 'daq'), x, 'daq', reps=1, warmup=0)
-    assert times['fwd'] > 0 and times['fwd_bwd'] >= times['fwd']
+    # No ordering of the timings is asserted: one cold repetition on a shared machine can
+    # make the forward alone slower than forward+backward.
+    assert times['fwd'] > 0 and times['fwd_bwd'] > 0 and times['bwd'] >= 0
 
 
 def test_bad_precision_and_unconvertible_module():

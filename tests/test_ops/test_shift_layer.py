@@ -81,7 +81,7 @@ def test_linear_and_dispatch_by_dataflow():
     y = shift_linear(x, w, None, scheme)
     assert y.shape == (4, 3, 6) and sqnr(x @ w.t(), y) > 30
     geo = ConvGeometry((1, ), (1, ), (0, ), (1, ), 1)
-    with pytest.raises(ValueError, match="Int8ConvFunction needs a scheme with dataflow 'int8'"):
+    with pytest.raises(ValueError, match="INT8 layer needs a scheme with dataflow 'int8'"):
         int8_conv(torch.randn(1, 2, 3), torch.randn(2, 2, 1), None, scheme, geo)
     with pytest.raises(ValueError, match="shift_conv needs a scheme with dataflow 'shift'"):
         shift_conv(torch.randn(1, 2, 3), torch.randn(2, 2, 1), None, build_scheme('daq'), geo)
