@@ -17,6 +17,7 @@ of X (not the float X) are saved for backward, with the weight parameter itself
 optimizer stay in float. :func:`int8_conv` / :func:`int8_linear` run the passes as the
 custom ops of :mod:`.int8_conv_op` (autograd included), which ``torch.compile`` traces whole.
 """
+import os
 from typing import NamedTuple, Optional, Tuple
 
 from torch import Tensor
@@ -26,6 +27,10 @@ from .epilogue import channels_first_epilogue
 from .grouped_matmul import grouped_int8_matmul
 from .im2col import channels_inner_to_weight, channels_inner_weight, col2im, im2col
 from .int8_conv_op import int8_conv_op
+from .triton_conv import conv2d_int8_supported, int8_conv2d_triton
+
+#: Use the Triton implicit-GEMM kernel for 2-D convolutions on CUDA (``MMDAQ_TRITON=0``: off).
+USE_TRITON = os.environ.get('MMDAQ_TRITON', '1') != '0'
 
 
 class ConvGeometry(NamedTuple):
@@ -144,11 +149,24 @@ def int8_conv_forward_pass(x: Tensor, weight: Tensor, bias: Optional[Tensor],
     _check_dataflow(scheme)
     x_q, s_x = scheme.quantize_input(x)
     w_q, s_w = scheme.quantize_weight(weight)
-    acc, out_size = int8_conv_forward(x_q, w_q, geo)  # [NL, C_out]
-    n, c_out = x.shape[0], weight.shape[0]
-    # Scale, bias and the [NL, C_out] -> [N, C_out, *O] layout in one pass.
-    y = channels_first_epilogue(acc, s_x * s_w, bias, (n, c_out) + out_size)
+    y = scaled_int8_conv(x_q, w_q, s_x * s_w, bias, geo)
     return y.to(x.dtype).contiguous(), x_q, s_x
+
+
+def scaled_int8_conv(x_q: Tensor, w_q: Tensor, scale: Tensor, bias: Optional[Tensor],
+                     geo: ConvGeometry) -> Tensor:
+    """``conv(x_q, w_q) * scale (+ bias)`` in float32 from int8 codes.
+
+    One Triton implicit-GEMM kernel for 2-D convolutions on CUDA (:mod:`.triton_conv`; off
+    with ``MMDAQ_TRITON=0``), else im2col, the integer GEMM and the fused epilogue.
+    """
+    use_triton = x_q.is_cuda and USE_TRITON
+    if use_triton and conv2d_int8_supported(x_q, geo.kernel, x_q.shape[1], geo.groups):
+        return int8_conv2d_triton(x_q, w_q, scale, bias, geo.stride, geo.padding,
+                                  geo.dilation)[0]
+    acc, out_size = int8_conv_forward(x_q, w_q, geo)  # [NL, C_out]
+    # Scale, bias and the [NL, C_out] -> [N, C_out, *O] layout in one pass.
+    return channels_first_epilogue(acc, scale, bias, (x_q.shape[0], w_q.shape[0]) + out_size)
 
 
 def int8_conv_backward_pass(grad_y: Tensor, x_q: Tensor, weight: Tensor, s_x: Tensor,
@@ -179,8 +197,8 @@ def int8_conv_backward_pass(grad_y: Tensor, x_q: Tensor, weight: Tensor, s_x: Te
         g_q, s_g = for_x  # g_q: [N, C_out, *O]
         t_geo = transposed_geometry(geo)
         if t_geo is not None:  # stride 1: a convolution of the int8 G_Y codes
-            acc, _ = int8_conv_forward(g_q, transposed_weight(w_q, geo.groups), t_geo)
-            grad_x = channels_first_epilogue(acc, s_g * s_w, None, x_q.shape)
+            grad_x = scaled_int8_conv(g_q, transposed_weight(w_q, geo.groups), s_g * s_w, None,
+                                      t_geo)
         else:
             cols = int8_conv_grad_input(channels_last_2d(g_q), w_q, geo)
             cols = cols * (s_g * s_w)

@@ -158,7 +158,12 @@ def main(argv=None) -> dict:
     if device.type == 'cuda':
         torch.backends.cuda.matmul.allow_tf32 = args.tf32
         torch.backends.cudnn.allow_tf32 = args.tf32
-    tf32 = f'; TF32 {"on" if args.tf32 else "off"}' if device.type == 'cuda' else ''
+    tf32 = ''
+    if device.type == 'cuda':
+        from mmdaq.ops.int8_layer import USE_TRITON
+        from mmdaq.ops.triton_conv import triton_available
+        conv = 'Triton implicit GEMM' if USE_TRITON and triton_available() else 'im2col + GEMM'
+        tf32 = f'; TF32 {"on" if args.tf32 else "off"}; 2-D INT8 conv: {conv}'
     print(f'bench_layers: {device_description(device)}; torch {torch.__version__}; INT8 GEMM '
           f'backend {resolve_backend(device)}{tf32}; {time.strftime("%Y-%m-%d %H:%M")}',
           flush=True)

@@ -31,12 +31,14 @@ timeout 60 $PY tools/benchmarks/check_error_paths.py 2>&1 | tee -a "$OUT/summary
 
 stage tests
 timeout 60 $PY -m pytest -q -p no:cacheprovider tests/test_ops/test_cuda_kernels.py \
+  tests/test_ops/test_triton_conv.py \
   > "$OUT/pytest_cuda.log" 2>&1
 echo "pytest (CUDA kernels) rc=$?" | tee -a "$OUT/summary.txt"
 grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/pytest_cuda.log" | tail -12 | tee -a "$OUT/summary.txt"
 timeout 100 $PY -m pytest -q -p no:cacheprovider --continue-on-collection-errors \
   tests/test_ops tests/test_quantization tests/test_analysis/test_benchmark.py \
-  --deselect tests/test_ops/test_cuda_kernels.py ${PYTEST_DESELECT:-} > "$OUT/pytest.log" 2>&1
+  --deselect tests/test_ops/test_cuda_kernels.py --deselect tests/test_ops/test_triton_conv.py \
+  ${PYTEST_DESELECT:-} > "$OUT/pytest.log" 2>&1
 echo "pytest rc=$?" | tee -a "$OUT/summary.txt"
 grep -E "^(FAILED|ERROR)|passed|failed|Fatal|test_.*\.py\", line" "$OUT/pytest.log" | tail -12 \
   | tee -a "$OUT/summary.txt"
@@ -46,6 +48,13 @@ timeout 120 $PY tools/benchmarks/bench_layers.py --reps 10 --warmup 3 \
   --json "$OUT/bench_layers_cuda.json" > "$OUT/bench_layers.log" 2>&1
 echo "bench_layers rc=$?" | tee -a "$OUT/summary.txt"
 tail -4 "$OUT/bench_layers.log" | tee -a "$OUT/summary.txt"
+
+if [ -n "${COMPARE_NO_TRITON:-}" ]; then  # the same layers without the Triton conv kernel
+stage "layers (MMDAQ_TRITON=0)"
+MMDAQ_TRITON=0 timeout 120 $PY tools/benchmarks/bench_layers.py --reps 10 --warmup 3 \
+  --json "$OUT/bench_layers_cuda_no_triton.json" > "$OUT/bench_layers_no_triton.log" 2>&1
+tail -3 "$OUT/bench_layers_no_triton.log" | tee -a "$OUT/summary.txt"
+fi
 
 if [ -z "${SKIP_E2E:-}" ]; then
 stage e2e
