@@ -27,9 +27,10 @@ from .epilogue import channels_first_epilogue
 from .grouped_matmul import grouped_int8_matmul
 from .im2col import channels_inner_to_weight, channels_inner_weight, col2im, im2col
 from .int8_conv_op import int8_conv_op
-from .triton_conv import conv2d_int8_supported, int8_conv2d_triton
+from .triton_conv import (conv2d_int8_supported, conv2d_wgrad_int8_supported,
+                          int8_conv2d_triton, int8_conv2d_wgrad_triton)
 
-#: Use the Triton implicit-GEMM kernel for 2-D convolutions on CUDA (``MMDAQ_TRITON=0``: off).
+#: Use the Triton implicit-GEMM kernels for 2-D convolutions on CUDA (``MMDAQ_TRITON=0``: off).
 USE_TRITON = os.environ.get('MMDAQ_TRITON', '1') != '0'
 
 
@@ -189,9 +190,15 @@ def int8_conv_backward_pass(grad_y: Tensor, x_q: Tensor, weight: Tensor, s_x: Te
     factor = scheme.weight_grad_scale(slot) if need_w or need_b else 1.0
     if need_w:
         g_q, s_gw = for_w  # s_gw: [C_out]
-        acc = int8_conv_grad_weight(x_q, channels_last_2d(g_q), geo)  # [C_out, K*Cg]
         # The per-channel scale factors out of the integer sum: one multiply per row.
-        grad_w = acc * (s_gw.unsqueeze(1) * (s_x * factor))
+        scale = s_gw * (s_x * factor)
+        use_triton = x_q.is_cuda and USE_TRITON
+        if use_triton and conv2d_wgrad_int8_supported(x_q, geo.kernel, geo.groups):
+            grad_w = int8_conv2d_wgrad_triton(g_q, x_q, geo.kernel, scale, geo.stride,
+                                              geo.padding, geo.dilation)
+        else:
+            acc = int8_conv_grad_weight(x_q, channels_last_2d(g_q), geo)  # [C_out, K*Cg]
+            grad_w = acc * scale.unsqueeze(1)
         grad_w = channels_inner_to_weight(grad_w.float(), w_q.shape).contiguous()
     if need_x:
         g_q, s_g = for_x  # g_q: [N, C_out, *O]
