@@ -8,9 +8,10 @@ the kernel (zero padding by masking), accumulates ``tl.dot`` products in int32 a
 scaled (and biased) float32 output in NC* layout: one launch for the whole forward GEMM.
 
 :func:`int8_conv2d_wgrad_triton` computes the weight gradient the same way (columns gathered
-in the kernel, the long reduction over positions split over programs, int32 blocks added
-in float64). The forward kernel also computes the input gradient of a stride-1 convolution (a convolution of the
-G_Y codes with the flipped, transposed weight, see :func:`.int8_layer.transposed_geometry`).
+in the kernel, the long reduction over positions split over programs, int32 blocks added in
+float64). The forward kernel also computes the input gradient of a stride-1 convolution (a
+convolution of the G_Y codes with the flipped, transposed weight, see
+:func:`.int8_layer.transposed_geometry`).
 
 ``TRITON_INTERPRET=1`` runs it on CPU tensors (slowly): the tests compare it there with the
 reference path, bit for bit (integer accumulation; the epilogue rounds as
