@@ -4,7 +4,8 @@
 // usual sizes (N*H*W floats, tens to hundreds of KiB) the second pass hits the cache. The
 // clip search then runs on the channel's histogram in O(num_bins), in registers and a local
 // buffer, the same arithmetic as objective_curve_from_histograms in
-// mmdaq/quantization/histogram_clip.py.
+// mmdaq/quantization/histogram_clip.py. Pass 1 also counts the exact zeros: they quantize
+// exactly at any clip, so the objective takes them out of bin 0 (no rounding error charged).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <torch/types.h>
@@ -19,14 +20,18 @@
 
 namespace {
 
-using Stats = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using Stats = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                         at::Tensor>;
 
 // Arg-min over the candidate clips u = (j + 1) / B of the model objective (ties: larger u).
+// `zeros` exact zeros are taken out of bin 0: they are exact at every clip.
 double objective_ratio(const double* cnt, const double* sum, int64_t bins, double alpha,
-                       int64_t max_code, std::vector<double>& w, std::vector<double>& wx) {
+                       int64_t max_code, double zeros, std::vector<double>& w,
+                       std::vector<double>& wx) {
   for (int64_t b = 0; b < bins; ++b) {
-    const double mean = sum[b] / std::max(cnt[b], 1.0);
-    w[b] = cnt[b] * std::exp(alpha * (mean - 1.0));
+    const double n = b == 0 ? std::max(cnt[0] - zeros, 0.0) : cnt[b];
+    const double mean = sum[b] / std::max(n, 1.0);
+    w[b] = n * std::exp(alpha * (mean - 1.0));
     wx[b] = w[b] * mean;
   }
   double total = 0.0;
@@ -76,8 +81,9 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins,
   const int64_t kept_bins = return_hist ? num_bins : 0;
   auto hist_count = at::zeros({channels, kept_bins}, fopt.dtype(at::kDouble));
   auto hist_sum = at::zeros({channels, kept_bins}, fopt.dtype(at::kDouble));
+  auto zero_count = at::zeros({channels}, fopt.dtype(at::kLong));
   if (channels == 0 || count == 0) {
-    return {abs_max, sigma, frac, ratio, hist_count, hist_sum};
+    return {abs_max, sigma, frac, ratio, hist_count, hist_sum, zero_count};
   }
   const auto gc = g.contiguous();
   const float* gp = gc.data_ptr<float>();
@@ -87,6 +93,7 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins,
   float* ratio_p = ratio.data_ptr<float>();
   double* cnt_out = hist_count.data_ptr<double>();
   double* sum_out = hist_sum.data_ptr<double>();
+  int64_t* zeros_p = zero_count.data_ptr<int64_t>();
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const float bins = static_cast<float>(num_bins);
 
@@ -102,16 +109,20 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins,
           for (int64_t i = 0; i < inner; ++i) fn(row[i]);
         }
       };
-      // Pass 1: abs-max and the raw second moment (in double: no overflow for any float).
+      // Pass 1: abs-max, the raw second moment (in double: no overflow for any float) and
+      // the exact zeros (+0 and -0; NaN is not one).
       float m = 0.0f;
       bool finite = true;
       double sq = 0.0;
+      int64_t zeros = 0;
       for_each([&](float v) {
         const float a = std::fabs(v);
         finite = finite && std::isfinite(a);
         m = a > m ? a : m;
         sq += static_cast<double>(v) * v;
+        zeros += v == 0.0f;
       });
+      zeros_p[c] = zeros;
       if (!finite) {  // NaN/Inf: visible downstream, no statistics (matches the reference)
         bool has_nan = false;
         for_each([&](float v) { has_nan = has_nan || std::isnan(v); });
@@ -173,7 +184,8 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins,
       frac_p[c] = static_cast<float>(static_cast<double>(above) / count);
       if (num_bins > 0) {
         ratio_p[c] = static_cast<float>(
-            objective_ratio(cnt.data(), sum.data(), num_bins, alpha, max_code, w, wx));
+            objective_ratio(cnt.data(), sum.data(), num_bins, alpha, max_code,
+                            static_cast<double>(zeros), w, wx));
       }
       if (kept_bins > 0) {
         std::copy(cnt.begin(), cnt.end(), cnt_out + c * num_bins);
@@ -181,7 +193,7 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins,
       }
     }
   });
-  return {abs_max, sigma, frac, ratio, hist_count, hist_sum};
+  return {abs_max, sigma, frac, ratio, hist_count, hist_sum, zero_count};
 }
 
 }  // namespace

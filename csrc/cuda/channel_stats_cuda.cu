@@ -1,6 +1,6 @@
 // CUDA kernel of mmdaq::grad_channel_stats: one thread block per channel of the
 // [outer, C, inner] layout, the same statistics as the CPU kernel (cpu/channel_stats_cpu.cpp):
-// pass 1 abs-max, finiteness and the second moment; pass 2 P(|g|/max > sigma) and the histogram
+// pass 1 abs-max, finiteness, the second moment and the exact zeros; pass 2 P(|g|/max > sigma) and the histogram
 // of x = |g| * (1 / max) in shared memory; then the objective's arg-min over the bin edges with
 // a block-wide suffix scan. The channel's values are read twice; at training batch sizes a
 // channel (N*H*W floats) is a few hundred KiB to a few MiB, so pass 2 is served mostly by L2.
@@ -17,7 +17,8 @@
 
 namespace {
 
-using Stats = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using Stats = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                         at::Tensor>;
 
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
@@ -68,13 +69,23 @@ struct SumOp {
   __device__ T operator()(T a, T b) const { return a + b; }
 };
 
+// Objective weight w_b = n_b exp(alpha (mean_b - 1)) of bin b and its mean; bin 0 without the
+// channel's exact zeros (exact at any clip), as objective_ratio in the CPU kernel.
+__device__ __forceinline__ double bin_weight(const unsigned int* counts, const double* sums,
+                                             int b, double alpha, double zeros, double* mean) {
+  double n = static_cast<double>(counts[b]);
+  if (b == 0) n = n > zeros ? n - zeros : 0.0;
+  *mean = sums[b] / (n > 1.0 ? n : 1.0);
+  return n * exp(alpha * (*mean - 1.0));
+}
+
 __global__ void __launch_bounds__(kThreads)
     grad_channel_stats_kernel(const float* __restrict__ g, int64_t outer, int64_t channels,
                               int64_t inner, int num_bins, double alpha, int max_code,
                               bool keep_hist, float* __restrict__ abs_max,
                               float* __restrict__ sigma_out, float* __restrict__ frac_out,
                               float* __restrict__ ratio_out, double* __restrict__ cnt_out,
-                              double* __restrict__ sum_out) {
+                              double* __restrict__ sum_out, long long* __restrict__ zeros_out) {
   extern __shared__ unsigned char smem_raw[];
   // Layout: [num_bins] uint32 counts | pad | [num_bins] double sums (reused by the clip search
   // as the bin weights w, w * mean) | reduction scratch.
@@ -93,17 +104,22 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t count = outer * inner;
   const float nan = __int_as_float(0x7fc00000);
 
-  // Pass 1: abs-max, finiteness (bit 0: non-finite, bit 1: NaN) and the raw second moment.
+  // Pass 1: abs-max, finiteness (bit 0: non-finite, bit 1: NaN), the raw second moment and
+  // the exact zeros (+0 and -0; NaN is not one).
   float m = 0.0f;
   int flags = 0;
   double sq = 0.0;
+  long long zeros = 0;
   for_each_in_channel(g, outer, channels, inner, c, [&](float v) {
     const float a = fabsf(v);
     flags |= (isfinite(a) ? 0 : 1) | (isnan(v) ? 2 : 0);
     m = a > m ? a : m;
     sq += static_cast<double>(v) * v;
+    zeros += v == 0.0f;
   });
   flags = block_reduce(flags, OrOp(), red_i);
+  zeros = block_reduce(zeros, SumOp<long long>(), red_l);
+  if (threadIdx.x == 0) zeros_out[c] = zeros;
   if (flags) {  // NaN/Inf: visible downstream, no statistics (matches the reference)
     if (threadIdx.x == 0) {
       abs_max[c] = (flags & 2) ? nan : __int_as_float(0x7f800000);
@@ -164,16 +180,17 @@ __global__ void __launch_bounds__(kThreads)
 
   // Clip search, the arithmetic of objective_ratio in the CPU kernel: candidate j (clip
   // u = (j + 1) / B) costs sum_{b > j} (wx_b - u w_b) + u / (4 max_code) * rounded_j, with
-  // w_b = n_b exp(alpha (mean_b - 1)) and rounded_j the weight of the bins <= j (less the exact
-  // abs-max value for j = B - 1). Each thread owns a run of consecutive bins; an exclusive scan
-  // of the runs' totals from the top gives every candidate its suffix sums.
+  // w_b = n_b exp(alpha (mean_b - 1)) (n_0 without the exact zeros) and rounded_j the weight of
+  // the bins <= j (less the exact abs-max value for j = B - 1). Each thread owns a run of
+  // consecutive bins; an exclusive scan of the runs' totals from the top gives every candidate
+  // its suffix sums.
+  const double zeros_d = static_cast<double>(zeros);
   const int per = (num_bins + kThreads - 1) / kThreads;
   const int b0 = threadIdx.x * per, b1 = min(num_bins, b0 + per);
   double run_w = 0.0, run_wx = 0.0;
   for (int b = b0; b < b1; ++b) {
-    const double n = static_cast<double>(counts[b]);
-    const double mean = sums[b] / (n > 1.0 ? n : 1.0);
-    const double w = n * exp(alpha * (mean - 1.0));
+    double mean;
+    const double w = bin_weight(counts, sums, b, alpha, zeros_d, &mean);
     run_w += w;
     run_wx += w * mean;
   }
@@ -205,9 +222,8 @@ __global__ void __launch_bounds__(kThreads)
       best = energy;
       arg = j;
     }
-    const double n = static_cast<double>(counts[j]);
-    const double mean = sums[j] / (n > 1.0 ? n : 1.0);
-    const double w = n * exp(alpha * (mean - 1.0));
+    double mean;
+    const double w = bin_weight(counts, sums, j, alpha, zeros_d, &mean);
     above_w += w;
     above_wx += w * mean;
   }
@@ -267,8 +283,9 @@ Stats grad_channel_stats_cuda(const at::Tensor& g, int64_t dim, int64_t num_bins
   const int64_t kept_bins = return_hist ? num_bins : 0;
   auto hist_count = at::zeros({channels, kept_bins}, fopt.dtype(at::kDouble));
   auto hist_sum = at::zeros({channels, kept_bins}, fopt.dtype(at::kDouble));
+  auto zero_count = at::zeros({channels}, fopt.dtype(at::kLong));
   if (channels == 0 || outer * inner == 0) {
-    return {abs_max, sigma, frac, ratio, hist_count, hist_sum};
+    return {abs_max, sigma, frac, ratio, hist_count, hist_sum, zero_count};
   }
   MMDAQ_CHECK(channels <= std::numeric_limits<int32_t>::max(),
               "grad_channel_stats: too many channels for one grid: ", channels);
@@ -285,9 +302,10 @@ Stats grad_channel_stats_cuda(const at::Tensor& g, int64_t dim, int64_t num_bins
       static_cast<int>(max_code), kept_bins > 0, abs_max.data_ptr<float>(),
       sigma.data_ptr<float>(), frac.data_ptr<float>(), ratio.data_ptr<float>(),
       kept_bins > 0 ? hist_count.data_ptr<double>() : nullptr,
-      kept_bins > 0 ? hist_sum.data_ptr<double>() : nullptr);
+      kept_bins > 0 ? hist_sum.data_ptr<double>() : nullptr,
+      reinterpret_cast<long long*>(zero_count.data_ptr<int64_t>()));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return {abs_max, sigma, frac, ratio, hist_count, hist_sum};
+  return {abs_max, sigma, frac, ratio, hist_count, hist_sum, zero_count};
 }
 
 }  // namespace

@@ -13,7 +13,7 @@ from torch import Tensor
 from .extension import register_fake_if_built, require_extension
 
 
-Stats = Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
+Stats = Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
 
 @register_fake_if_built('mmdaq::grad_channel_stats')
@@ -28,7 +28,8 @@ def _grad_channel_stats_fake(g: Tensor, dim: int, num_bins: int, alpha: float, m
     per_channel = [g.new_empty(channels) for _ in range(4)]
     bins = num_bins if return_hist else 0
     hist = [g.new_empty(channels, bins, dtype=torch.float64) for _ in range(2)]
-    return tuple(per_channel + hist)
+    zero_count = g.new_empty(channels, dtype=torch.int64)
+    return tuple(per_channel + hist + [zero_count])
 
 
 def grad_channel_stats(g: Tensor, dim: int, num_bins: int = 0, alpha: float = 3.0,
@@ -45,8 +46,10 @@ def grad_channel_stats(g: Tensor, dim: int, num_bins: int = 0, alpha: float = 3.
 
     Returns:
         tuple: abs_max, sigma, frac_above, clip_ratio (Tensor[C], float32: the clip
-        minimising the objective over the bin edges, divided by the abs-max; 1 without bins)
-        and hist_count, hist_sum (Tensor[C, num_bins], float64).
+        minimising the objective over the bin edges, divided by the abs-max; 1 without bins),
+        hist_count, hist_sum (Tensor[C, num_bins], float64) and zero_count (Tensor[C], int64:
+        the exact zeros of each channel, always computed; the objective leaves them out of its
+        rounding term, see :mod:`mmdaq.quantization.histogram_clip`).
     """
     require_extension('grad_channel_stats')
     return torch.ops.mmdaq.grad_channel_stats(g, dim, num_bins, alpha, max_code, return_hist)

@@ -53,12 +53,16 @@ class GradientStats(NamedTuple):
         hist_count, hist_sum (Tensor[C, B], float64): Histogram of ``x = |g| / abs_max`` over
             B bins of [0, 1] (count and sum of x per bin, see :func:`channel_histograms`);
             B = 0 when not asked for. Unspecified for non-finite channels.
+        zero_count (Tensor[C], int64): Number of exact zeros (``g == 0``, either sign) per
+            channel, see :func:`channel_zero_counts`; always computed. The objective clip
+            leaves them out of its rounding term (they quantize exactly at any clip).
     """
     abs_max: Tensor
     sigma: Tensor
     frac_above_sigma: Tensor
     hist_count: Tensor
     hist_sum: Tensor
+    zero_count: Tensor
 
 
 def channel_major(x: Tensor, dim: int) -> Tensor:
@@ -179,6 +183,24 @@ def channel_histograms(g_cm: Tensor, num_bins: int) -> Tuple[Tensor, Tensor, Ten
     return counts.double().view(channels, -1), sums.view(channels, -1), g_max
 
 
+def channel_zero_counts(g_cm: Tensor) -> Tensor:
+    """Number of exact zeros (``g == 0``, +0 and -0) in every row of a channel-major tensor.
+
+    Exact zeros are common in G_Y after a ReLU (often most of a channel) and are the one value
+    every quantizer reproduces exactly, whatever the clip; the objective clip
+    (:mod:`.histogram_clip`) needs their number to leave them out of its rounding term. NaN is
+    not zero, so a non-finite channel still gets the count of its exact zeros.
+
+    Args:
+        g_cm (Tensor[C, M]): Channel-major data.
+
+    Returns:
+        Tensor[C], int64: Zeros per channel; ``M`` for an all-zero channel.
+    """
+    g_cm = _check_channel_major(g_cm)
+    return (g_cm == 0).sum(dim=1)
+
+
 def gradient_statistics(g: Tensor, dim: int, num_bins: int = 0) -> GradientStats:
     """Per-channel statistics and (``num_bins > 0``) histograms of ``g`` along ``dim``.
 
@@ -197,7 +219,7 @@ def gradient_statistics(g: Tensor, dim: int, num_bins: int = 0) -> GradientStats
     g = _as_float32(g, 'g')
     if stats_kernel_applies(g, num_bins):
         stats = torch.ops.mmdaq.grad_channel_stats(g, dim, num_bins, 0.0, 127, True)
-        return GradientStats(*stats[:3], *stats[4:])
+        return GradientStats(*stats[:3], *stats[4:])  # all but the clip ratio
     return gradient_statistics_reference(g, dim, num_bins)
 
 
@@ -209,7 +231,7 @@ def gradient_statistics_reference(g: Tensor, dim: int, num_bins: int = 0) -> Gra
         counts, sums, _ = channel_histograms(g_cm, num_bins)
     else:
         counts = sums = torch.zeros(g_cm.shape[0], 0, dtype=torch.float64, device=g.device)
-    return GradientStats(*stats, counts, sums)
+    return GradientStats(*stats, counts, sums, channel_zero_counts(g_cm))
 
 
 #: Most histogram bins the CUDA kernel keeps in shared memory.

@@ -14,6 +14,9 @@ def _grad(shape, seed):
     g = laplace(shape, torch.Generator().manual_seed(seed))
     g[:, 1] = spike_and_slab(g[:, 1].shape, torch.Generator().manual_seed(seed + 1))
     g[:, 2] = 0.0  # an all-zero channel
+    if g.shape[1] > 3:  # a ReLU-like sparse channel: ~70% exact zeros, some of them -0.0
+        keep = torch.rand(g[:, 3].shape, generator=torch.Generator().manual_seed(seed + 2))
+        g[:, 3] = torch.where(keep < 0.7, torch.where(keep < 0.1, -0.0, 0.0), g[:, 3])
     return g
 
 
@@ -25,9 +28,11 @@ def test_kernel_matches_reference(shape, dim, num_bins):
     got = torch.ops.mmdaq.grad_channel_stats(g, dim, num_bins, 0.0, 127, True)
     got = got[:3] + got[4:]
     want = gradient_statistics_reference(g, dim, num_bins)
+    assert got[5].dtype == torch.int64 and torch.equal(got[5], want.zero_count)
+    m = g.numel() // g.shape[dim]
+    assert want.zero_count[2] == m  # the all-zero channel
     assert torch.equal(got[0], want.abs_max)  # a max is exact
     torch.testing.assert_close(got[1], want.sigma, rtol=1e-6, atol=0)
-    m = g.numel() // g.shape[dim]
     torch.testing.assert_close(got[2], want.frac_above_sigma, rtol=0, atol=1.01 / m)
     assert torch.equal(got[3], want.hist_count)  # same float32 binning: the same bins
     torch.testing.assert_close(got[4], want.hist_sum, rtol=1e-12, atol=1e-12)
@@ -37,8 +42,11 @@ def test_non_finite_channels_and_non_contiguous_input():
     g = _grad((4, 5, 6, 6), 1)
     g[0, 0, 0, 0] = float('nan')
     g[1, 3, 2, 2] = float('inf')
-    abs_max, sigma, frac, ratio, count, _ = torch.ops.mmdaq.grad_channel_stats(g, 1, 8, 3.0, 127,
-                                                                               True)
+    g[0, 0, 1, :3] = 0.0  # exact zeros next to the NaN are still counted
+    abs_max, sigma, frac, ratio, count, _, zeros = torch.ops.mmdaq.grad_channel_stats(
+        g, 1, 8, 3.0, 127, True)
+    assert torch.equal(zeros, (g == 0).sum((0, 2, 3)))
+    assert zeros[0] >= 3 and zeros[2] == 4 * 36
     assert torch.isnan(ratio[[0, 3]]).all() and ratio[2] == 1.0
     assert torch.isnan(abs_max[0]) and torch.isinf(abs_max[3])
     assert torch.isnan(sigma[[0, 3]]).all() and torch.isnan(frac[[0, 3]]).all()
@@ -47,6 +55,7 @@ def test_non_finite_channels_and_non_contiguous_input():
     got = gradient_statistics(view, 1, 16)
     want = gradient_statistics_reference(view, 1, 16)
     assert torch.equal(got.abs_max, want.abs_max) and torch.equal(got.hist_count, want.hist_count)
+    assert torch.equal(got.zero_count, want.zero_count)
 
 
 def test_bad_arguments_are_clear_errors():
@@ -67,8 +76,9 @@ def test_fake_gives_shapes_for_tracing():
     with FakeTensorMode():
         out = grad_channel_stats(torch.empty(2, 5, 3, 3), 1, 16)
         lean = grad_channel_stats(torch.empty(2, 5, 3, 3), 1, 16, return_hist=False)
-    assert [tuple(t.shape) for t in out] == [(5, )] * 4 + [(5, 16), (5, 16)]
+    assert [tuple(t.shape) for t in out] == [(5, )] * 4 + [(5, 16), (5, 16), (5, )]
     assert out[4].dtype == torch.float64 and tuple(lean[4].shape) == (5, 0)
+    assert out[6].dtype == torch.int64 and tuple(lean[6].shape) == (5, )
 
 
 @pytest.mark.parametrize('alpha', [0.0, 1.0, 3.0])
@@ -77,11 +87,12 @@ def test_kernel_clip_is_the_reference_objective_argmin(alpha, num_bins):
     g = _grad((16, 24, 9, 9), 3)
     g[:, 5] *= 1e-20  # tiny and huge channels: the search works on x = |g| / abs-max
     g[:, 6] *= 1e20
-    _, _, _, ratio, count, total = torch.ops.mmdaq.grad_channel_stats(g, 1, num_bins, alpha, 127,
-                                                                      True)
+    g[:, 7:12] *= torch.rand(g[:, 7:12].shape, generator=torch.Generator().manual_seed(4)) > 0.8
+    _, _, _, ratio, count, total, zeros = torch.ops.mmdaq.grad_channel_stats(
+        g, 1, num_bins, alpha, 127, True)
     live = torch.arange(24) != 2  # channel 2 is all zero: clip 0 whatever the ratio
-    ratio, count, total = ratio[live], count[live], total[live]
-    _, energy = objective_curve_from_histograms(count, total, alpha, num_bits=8)
+    ratio, count, total, zeros = ratio[live], count[live], total[live], zeros[live]
+    _, energy = objective_curve_from_histograms(count, total, alpha, num_bits=8, zero_count=zeros)
     idx = (ratio.double() * num_bins).round().long() - 1  # the kernel's candidate
     chosen = energy.gather(1, idx[:, None]).squeeze(1)
     best = energy.min(dim=1).values

@@ -26,6 +26,9 @@ def _grad(shape, seed):
     g = laplace(shape, torch.Generator().manual_seed(seed))
     g[:, 1] = spike_and_slab(g[:, 1].shape, torch.Generator().manual_seed(seed + 1))
     g[:, 2] = 0.0  # an all-zero channel
+    if g.shape[1] > 3:  # a ReLU-like sparse channel: ~70% exact zeros, some of them -0.0
+        keep = torch.rand(g[:, 3].shape, generator=torch.Generator().manual_seed(seed + 2))
+        g[:, 3] = torch.where(keep < 0.7, torch.where(keep < 0.1, -0.0, 0.0), g[:, 3])
     return g
 
 
@@ -45,12 +48,14 @@ def test_channel_stats_cuda_matches_cpu(shape, dim, num_bins):
     torch.testing.assert_close(got[2], want[2], rtol=0, atol=1.01 / m)
     assert torch.equal(got[4], want[4])  # the same float32 binning: the same bins
     torch.testing.assert_close(got[5], want[5], rtol=1e-9, atol=1e-12)
+    assert got[6].dtype == torch.int64 and torch.equal(got[6], want[6])  # exact zeros
     if num_bins == 0:
         assert torch.equal(got[3], torch.ones_like(got[3]))
         return
     # The clip: the CPU kernel's objective minimum, up to summation-order rounding.
     live = want[0] > 0
-    _, energy = objective_curve_from_histograms(want[4][live], want[5][live], alpha, num_bits=8)
+    _, energy = objective_curve_from_histograms(want[4][live], want[5][live], alpha, num_bits=8,
+                                                zero_count=want[6][live])
     idx = (got[3][live].double() * num_bins).round().long() - 1
     chosen = energy.gather(1, idx[:, None]).squeeze(1)
     torch.testing.assert_close(chosen, energy.min(dim=1).values, rtol=1e-9, atol=1e-15)
@@ -60,8 +65,10 @@ def test_channel_stats_cuda_non_finite_and_bin_limit():
     g = _grad((4, 5, 6, 6), 1)
     g[0, 0, 0, 0] = float('nan')
     g[1, 3, 2, 2] = float('inf')
-    abs_max, sigma, frac, ratio, count, _ = [
+    g[0, 0, 1, :3] = 0.0  # exact zeros next to the NaN are still counted
+    abs_max, sigma, frac, ratio, count, _, zeros = [
         t.cpu() for t in torch.ops.mmdaq.grad_channel_stats(g.cuda(), 1, 8, 3.0, 127, True)]
+    assert torch.equal(zeros, (g == 0).sum((0, 2, 3))) and zeros[2] == 4 * 36
     assert torch.isnan(ratio[[0, 3]]).all() and ratio[2] == 1.0
     assert torch.isnan(abs_max[0]) and torch.isinf(abs_max[3])
     assert torch.isnan(sigma[[0, 3]]).all() and torch.isnan(frac[[0, 3]]).all()
