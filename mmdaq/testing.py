@@ -32,3 +32,18 @@ def spike_and_slab(shape, generator: torch.Generator, slab: float = 0.1) -> Tens
     is_slab = torch.rand(shape, generator=generator) < slab
     return torch.where(is_slab, torch.randn(shape, generator=generator),
                        0.05 * torch.randn(shape, generator=generator))
+
+
+def mixed_channel_grad(shape, seed: int) -> Tensor:
+    """A gradient with channels of every kind along dim 1 (at least 3 channels).
+
+    Channel 0 and 4+: Laplace; 1: spike-and-slab; 2: all zero; 3 (if present): ReLU-like,
+    about 70% exact zeros (some -0.0) and Laplace values.
+    """
+    g = laplace(shape, torch.Generator().manual_seed(seed))
+    g[:, 1] = spike_and_slab(g[:, 1].shape, torch.Generator().manual_seed(seed + 1))
+    g[:, 2] = 0.0
+    if g.shape[1] > 3:
+        keep = torch.rand(g[:, 3].shape, generator=torch.Generator().manual_seed(seed + 2))
+        g[:, 3] = torch.where(keep < 0.7, torch.where(keep < 0.1, -0.0, 0.0), g[:, 3])
+    return g

@@ -9,7 +9,7 @@
 #include <torch/library.h>
 #include <torch/types.h>
 
-#include "../common/check.h"
+#include "../channel_stats_args.h"
 
 #include <cmath>
 #include <limits>
@@ -17,8 +17,7 @@
 
 namespace {
 
-using Stats = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                         at::Tensor>;
+using Stats = mmdaq::ChannelStats;
 
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
@@ -257,35 +256,15 @@ __global__ void __launch_bounds__(kThreads)
 
 Stats grad_channel_stats_cuda(const at::Tensor& g, int64_t dim, int64_t num_bins, double alpha,
                               int64_t max_code, bool return_hist) {
-  MMDAQ_CHECK(g.scalar_type() == at::kFloat, "grad_channel_stats: g must be float32, but got ",
-              g.scalar_type());
-  MMDAQ_CHECK(g.dim() >= 1, "grad_channel_stats: g must have at least one dimension");
-  MMDAQ_CHECK(dim >= -g.dim() && dim < g.dim(), "grad_channel_stats: dim must be in [",
-              -g.dim(), ", ", g.dim(), "), but got ", dim);
-  MMDAQ_CHECK(num_bins >= 0 && num_bins <= kMaxBins,
-              "grad_channel_stats: num_bins must be in [0, ", kMaxBins, "] on CUDA, but got ",
-              num_bins);
-  MMDAQ_CHECK(alpha >= 0 && std::isfinite(alpha),
-              "grad_channel_stats: alpha must be a finite number >= 0, but got ", alpha);
-  MMDAQ_CHECK(max_code >= 1, "grad_channel_stats: max_code must be >= 1, but got ", max_code);
+  const auto layout =
+      mmdaq::check_channel_stats_args(g, dim, num_bins, alpha, max_code, kMaxBins);
   const c10::cuda::CUDAGuard guard(g.device());
-  dim = dim < 0 ? dim + g.dim() : dim;
-  const int64_t channels = g.size(dim);
-  int64_t outer = 1, inner = 1;
-  for (int64_t d = 0; d < dim; ++d) outer *= g.size(d);
-  for (int64_t d = dim + 1; d < g.dim(); ++d) inner *= g.size(d);
-
-  const auto fopt = g.options();
-  auto abs_max = at::zeros({channels}, fopt);
-  auto sigma = at::zeros({channels}, fopt);
-  auto frac = at::zeros({channels}, fopt);
-  auto ratio = at::ones({channels}, fopt);
+  const int64_t outer = layout.outer, channels = layout.channels, inner = layout.inner;
   const int64_t kept_bins = return_hist ? num_bins : 0;
-  auto hist_count = at::zeros({channels, kept_bins}, fopt.dtype(at::kDouble));
-  auto hist_sum = at::zeros({channels, kept_bins}, fopt.dtype(at::kDouble));
-  auto zero_count = at::zeros({channels}, fopt.dtype(at::kLong));
+  auto outputs = mmdaq::make_channel_stats_outputs(g, channels, kept_bins);
+  auto& [abs_max, sigma, frac, ratio, hist_count, hist_sum, zero_count] = outputs;
   if (channels == 0 || outer * inner == 0) {
-    return {abs_max, sigma, frac, ratio, hist_count, hist_sum, zero_count};
+    return outputs;
   }
   MMDAQ_CHECK(channels <= std::numeric_limits<int32_t>::max(),
               "grad_channel_stats: too many channels for one grid: ", channels);
@@ -305,7 +284,7 @@ Stats grad_channel_stats_cuda(const at::Tensor& g, int64_t dim, int64_t num_bins
       kept_bins > 0 ? hist_sum.data_ptr<double>() : nullptr,
       reinterpret_cast<long long*>(zero_count.data_ptr<int64_t>()));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return {abs_max, sigma, frac, ratio, hist_count, hist_sum, zero_count};
+  return outputs;
 }
 
 }  // namespace

@@ -3,49 +3,16 @@ import glob
 
 import pytest
 import torch
-from torch import nn
-from torch.utils.data import Dataset
 
 pytest.importorskip('mmengine')
 pytest.importorskip('tensorboard')
 from mmengine.hooks import Hook  # noqa: E402
-from mmengine.model import BaseModel  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import (  # noqa: E402
     EventAccumulator, )
 
 from mmdaq.engine import DAQStatsHook  # noqa: E402
-
-
-class ToyNet(BaseModel):
-
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Conv2d(3, 8, 3, padding=1)
-        self.body = nn.Sequential(nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
-                                  nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.neck = nn.Linear(8, 8)
-        self.fc_cls = nn.Linear(8, 4)
-
-    def forward(self, inputs, labels, mode='tensor'):
-        logits = self.fc_cls(torch.relu(self.neck(self.body(self.stem(inputs)))))
-        if mode == 'loss':
-            return dict(loss=nn.functional.cross_entropy(logits, labels))
-        return logits
-
-
-class ToyData(Dataset):
-
-    def __init__(self, n=32):
-        g = torch.Generator().manual_seed(1)
-        self.x = torch.randn(n, 3, 8, 8, generator=g)
-        self.y = torch.randint(0, 4, (n, ), generator=g)
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return dict(inputs=self.x[i], labels=self.y[i])
+from test_daq_hook import ToyData, ToyNet  # noqa: E402  (the same toy model and data)
 
 
 class CountForwardHooks(Hook):

@@ -5,26 +5,16 @@ import torch
 from mmdaq.ops.extension import is_extension_available
 from mmdaq.quantization.distribution import gradient_statistics, gradient_statistics_reference
 from mmdaq.quantization.histogram_clip import objective_curve_from_histograms
-from mmdaq.testing import laplace, spike_and_slab
+from mmdaq.testing import mixed_channel_grad
 
 pytestmark = pytest.mark.skipif(not is_extension_available(), reason='mmdaq._ext not built')
-
-
-def _grad(shape, seed):
-    g = laplace(shape, torch.Generator().manual_seed(seed))
-    g[:, 1] = spike_and_slab(g[:, 1].shape, torch.Generator().manual_seed(seed + 1))
-    g[:, 2] = 0.0  # an all-zero channel
-    if g.shape[1] > 3:  # a ReLU-like sparse channel: ~70% exact zeros, some of them -0.0
-        keep = torch.rand(g[:, 3].shape, generator=torch.Generator().manual_seed(seed + 2))
-        g[:, 3] = torch.where(keep < 0.7, torch.where(keep < 0.1, -0.0, 0.0), g[:, 3])
-    return g
 
 
 @pytest.mark.parametrize('shape, dim', [((4, 5, 7, 7), 1), ((3, 6, 2, 5, 5), 1), ((64, 5), 1),
                                         ((5, 9), 0), ((2, 4, 1, 1), 1)])
 @pytest.mark.parametrize('num_bins', [0, 1, 16, 1024])
 def test_kernel_matches_reference(shape, dim, num_bins):
-    g = _grad(shape, 0).movedim(1, dim).contiguous()
+    g = mixed_channel_grad(shape, 0).movedim(1, dim).contiguous()
     got = torch.ops.mmdaq.grad_channel_stats(g, dim, num_bins, 0.0, 127, True)
     got = got[:3] + got[4:]
     want = gradient_statistics_reference(g, dim, num_bins)
@@ -39,7 +29,7 @@ def test_kernel_matches_reference(shape, dim, num_bins):
 
 
 def test_non_finite_channels_and_non_contiguous_input():
-    g = _grad((4, 5, 6, 6), 1)
+    g = mixed_channel_grad((4, 5, 6, 6), 1)
     g[0, 0, 0, 0] = float('nan')
     g[1, 3, 2, 2] = float('inf')
     g[0, 0, 1, :3] = 0.0  # exact zeros next to the NaN are still counted
@@ -51,7 +41,7 @@ def test_non_finite_channels_and_non_contiguous_input():
     assert torch.isnan(abs_max[0]) and torch.isinf(abs_max[3])
     assert torch.isnan(sigma[[0, 3]]).all() and torch.isnan(frac[[0, 3]]).all()
     assert torch.isfinite(abs_max[[1, 2, 4]]).all() and count[2, 0] == 4 * 36
-    view = _grad((6, 5, 4, 4), 2).transpose(0, 2)  # a non-contiguous view
+    view = mixed_channel_grad((6, 5, 4, 4), 2).transpose(0, 2)  # a non-contiguous view
     got = gradient_statistics(view, 1, 16)
     want = gradient_statistics_reference(view, 1, 16)
     assert torch.equal(got.abs_max, want.abs_max) and torch.equal(got.hist_count, want.hist_count)
@@ -84,7 +74,7 @@ def test_fake_gives_shapes_for_tracing():
 @pytest.mark.parametrize('alpha', [0.0, 1.0, 3.0])
 @pytest.mark.parametrize('num_bins', [16, 256])
 def test_kernel_clip_is_the_reference_objective_argmin(alpha, num_bins):
-    g = _grad((16, 24, 9, 9), 3)
+    g = mixed_channel_grad((16, 24, 9, 9), 3)
     g[:, 5] *= 1e-20  # tiny and huge channels: the search works on x = |g| / abs-max
     g[:, 6] *= 1e20
     g[:, 7:12] *= torch.rand(g[:, 7:12].shape, generator=torch.Generator().manual_seed(4)) > 0.8

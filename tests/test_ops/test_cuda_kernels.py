@@ -12,7 +12,7 @@ from mmdaq.cnn import convert_model
 from mmdaq.ops.epilogue import int32_to_channels_first_reference
 from mmdaq.quantization.histogram_clip import objective_curve_from_histograms
 from mmdaq.quantization.quantize import compiled_op_available
-from mmdaq.testing import laplace, spike_and_slab
+from mmdaq.testing import mixed_channel_grad
 
 pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU'),
@@ -22,21 +22,11 @@ pytestmark = [
 ]
 
 
-def _grad(shape, seed):
-    g = laplace(shape, torch.Generator().manual_seed(seed))
-    g[:, 1] = spike_and_slab(g[:, 1].shape, torch.Generator().manual_seed(seed + 1))
-    g[:, 2] = 0.0  # an all-zero channel
-    if g.shape[1] > 3:  # a ReLU-like sparse channel: ~70% exact zeros, some of them -0.0
-        keep = torch.rand(g[:, 3].shape, generator=torch.Generator().manual_seed(seed + 2))
-        g[:, 3] = torch.where(keep < 0.7, torch.where(keep < 0.1, -0.0, 0.0), g[:, 3])
-    return g
-
-
 @pytest.mark.parametrize('shape, dim', [((4, 5, 7, 7), 1), ((3, 6, 2, 5, 5), 1), ((64, 5), 1),
                                         ((5, 9), 0), ((2, 4, 1, 1), 1), ((16, 40, 28, 28), 1)])
 @pytest.mark.parametrize('num_bins', [0, 1, 16, 1024, 4096])
 def test_channel_stats_cuda_matches_cpu(shape, dim, num_bins):
-    g = _grad(shape, 0).movedim(1, dim).contiguous()
+    g = mixed_channel_grad(shape, 0).movedim(1, dim).contiguous()
     g[0].view(-1)[0] *= 1e20  # one huge value: the histogram works on |g| / abs-max
     alpha = 3.0
     want = torch.ops.mmdaq.grad_channel_stats(g, dim, num_bins, alpha, 127, True)
@@ -62,7 +52,7 @@ def test_channel_stats_cuda_matches_cpu(shape, dim, num_bins):
 
 
 def test_channel_stats_cuda_non_finite_and_bin_limit():
-    g = _grad((4, 5, 6, 6), 1)
+    g = mixed_channel_grad((4, 5, 6, 6), 1)
     g[0, 0, 0, 0] = float('nan')
     g[1, 3, 2, 2] = float('inf')
     g[0, 0, 1, :3] = 0.0  # exact zeros next to the NaN are still counted
