@@ -2,11 +2,15 @@
 from .convert import (ConversionReport, convert_model, convert_modules, daq_class_for,
                       daq_layers)
 from .daq_layers import DAQConv2d, DAQConv3d, DAQLayerMixin, DAQLinear
+from .lowbit_layers import (LowBitConfig, LowBitConv2d, LowBitConv3d, LowBitLayerMixin,
+                            LowBitLinear, convert_lowbit, lowbit_layers, set_precision)
 from .registry import register_daq_layers
 
 register_daq_layers()
 
 __all__ = [
     'ConversionReport', 'DAQConv2d', 'DAQConv3d', 'DAQLayerMixin', 'DAQLinear', 'convert_model',
-    'convert_modules', 'daq_class_for', 'daq_layers', 'register_daq_layers'
+    'convert_modules', 'daq_class_for', 'daq_layers', 'register_daq_layers', 'LowBitConfig',
+    'LowBitConv2d', 'LowBitConv3d', 'LowBitLayerMixin', 'LowBitLinear', 'convert_lowbit',
+    'lowbit_layers', 'set_precision'
 ]

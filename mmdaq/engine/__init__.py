@@ -1,4 +1,9 @@
-"""mmengine integration: DAQHook, the runner helpers of tools/, the stock-model builder."""
-from .hooks import DAQHook
+"""mmengine integration: DAQHook, the runner helpers of tools/, the stock-model builder, and the
+hooks and model wrapper of Zhuang et al.'s low-bit training."""
+from .hooks import DAQHook, ProgressiveQuantHook, StochasticPrecisionHook, ZhuangQuantHook
+from .joint_distillation import JointDistillationModel, hint_loss
 
-__all__ = ['DAQHook']
+__all__ = [
+    'DAQHook', 'JointDistillationModel', 'ProgressiveQuantHook', 'StochasticPrecisionHook',
+    'ZhuangQuantHook', 'hint_loss'
+]
