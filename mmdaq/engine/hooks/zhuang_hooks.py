@@ -157,9 +157,11 @@ class ZhuangQuantHook(Hook):
                                f'{self.report.summary()}')
         weights_only = sum(not m.input_quantizable for m in lowbit_layers(model).values())
         cfg = self.config
-        print_log(f'ZhuangQuantHook: {len(self.report.converted)} layers low-bit '
-                  f'(W{cfg.bits_w}A{cfg.bits_a}, {weights_only} of them with float input), '
-                  f'{self.report.summary().split(chr(10), 1)[-1]}', logger='current')
+        reasons = self.report.summary().splitlines()[1:]  # one line per reason kept in float
+        print_log('\n'.join([f'ZhuangQuantHook: {len(self.report.converted)} layers low-bit '
+                              f'(W{cfg.bits_w}A{cfg.bits_a}, {weights_only} of them with float '
+                              f'input), {len(self.report.skipped)} kept in float'] + reasons),
+                  logger='current')
 
 
 @HOOKS.register_module()
