@@ -158,10 +158,10 @@ class ZhuangQuantHook(Hook):
         weights_only = sum(not m.input_quantizable for m in lowbit_layers(model).values())
         cfg = self.config
         reasons = self.report.summary().splitlines()[1:]  # one line per reason kept in float
-        print_log('\n'.join([f'ZhuangQuantHook: {len(self.report.converted)} layers low-bit '
-                              f'(W{cfg.bits_w}A{cfg.bits_a}, {weights_only} of them with float '
-                              f'input), {len(self.report.skipped)} kept in float'] + reasons),
-                  logger='current')
+        head = (f'ZhuangQuantHook: {len(self.report.converted)} layers low-bit '
+                f'(W{cfg.bits_w}A{cfg.bits_a}, {weights_only} of them with float input), '
+                f'{len(self.report.skipped)} kept in float')
+        print_log('\n'.join([head] + reasons), logger='current')
 
 
 @HOOKS.register_module()
