@@ -15,6 +15,7 @@ Joint knowledge distillation with a full-precision twin is a model wrapper,
 low-bit model only.
 """
 import bisect
+import dataclasses
 import re
 from typing import Dict, List, Optional, Sequence
 
@@ -141,7 +142,7 @@ class ZhuangQuantHook(Hook):
             float_inputs.append(f'^{re.escape(first)}$')
         if self.last_layer == 'weights':
             float_inputs += list(DEFAULT_FP32_HEADS)
-        options = {k: getattr(self.config, k) for k in vars(self.config)}
+        options = dataclasses.asdict(self.config)
         report = convert_lowbit(model, filter_fn=select, include=self.include,
                                 exclude=self.exclude, weights_only=float_inputs, **options)
         report.skipped.update({n: reasons[n] for n in report.skipped if n in reasons})
