@@ -90,8 +90,10 @@ class JointDistillationModel(BaseModel):
         init_cfg (dict, optional): Unused by the wrapper itself. Defaults to None.
 
     Examples:
-        >>> model = JointDistillationModel(dict(type='mmaction.Recognizer2D', ...))
-        ... # doctest: +SKIP
+        In a config that inherits a model (``configs/zhuang/``)::
+
+            model = dict(_delete_=True, type='JointDistillationModel',
+                         architecture={{_base_.model}}, hint_weight=1.0)
     """
 
     def __init__(self, architecture: Union[dict, nn.Module],
