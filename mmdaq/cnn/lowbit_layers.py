@@ -23,6 +23,7 @@ Three switches drive the training recipes of the paper, set by the hooks in
 """
 import dataclasses
 import re
+import warnings
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
@@ -191,6 +192,7 @@ def convert_lowbit(model: nn.Module, *, filter_fn: Optional[FilterFn] = None,
         exclude (Sequence[str]): Regexes of names kept in float. Defaults to ().
         weights_only (Sequence[str]): Regexes of converted layers whose input always stays
             float (``input_quantizable=False``). Defaults to ().
+            A pattern that matches no Conv/Linear layer triggers a warning.
         **options: :class:`LowBitConfig` fields; unknown ones raise.
 
     Returns:
@@ -205,9 +207,11 @@ def convert_lowbit(model: nn.Module, *, filter_fn: Optional[FilterFn] = None,
     float_inputs = _compile(weights_only, 'weights_only')
     report = ConversionReport()
     swapped: Dict[int, nn.Module] = {}
+    used = set()
     for name, module in list(model.named_modules(remove_duplicate=False)):
         if not name or not isinstance(module, (nn.Conv2d, nn.Conv3d, nn.Linear)):
             continue
+        used.update(p.pattern for p in includes + excludes + float_inputs if p.search(name))
         reason = _skip_reason(module, name, includes, excludes, filter_fn)
         if reason:
             report.skipped[name] = reason
@@ -224,6 +228,10 @@ def convert_lowbit(model: nn.Module, *, filter_fn: Optional[FilterFn] = None,
         parent, _, child = name.rpartition('.')
         setattr(model.get_submodule(parent), child, new)
         report.converted.append(name)
+    unused = [p.pattern for p in includes + excludes + float_inputs if p.pattern not in used]
+    if unused:
+        warnings.warn(f'include/exclude/weights_only patterns {unused} match no Conv2d/Conv3d/'
+                      f'Linear layer of {type(model).__name__}; check their spelling', stacklevel=2)
     return report
 
 

@@ -452,3 +452,27 @@ def test_video_config_trains_through_tools_train(tmp_path):
     for stage in ('W32A32 from iteration 1', 'W8A8 from iteration 2', 'W4A4 from iteration 3'):
         assert f'ProgressiveQuantHook: {stage}' in log
     assert 'loss_hint' in log and 'fp_loss_cls' in log and 'acc/top1' in log
+
+
+def test_remaining_error_messages(tmp_path):
+    with pytest.raises(ValueError, match=r"layer_types must be a list from \['Conv2d'"):
+        ZhuangQuantHook(layer_types=('Conv1d', ))
+    runner = make_runner(tmp_path / 'a', [dict(type='ZhuangQuantHook', include=['^nothing$'])])
+    with pytest.warns(UserWarning), pytest.raises(RuntimeError,
+                                                  match='ZhuangQuantHook converted no layer'):
+        runner.train()
+    with pytest.raises(ValueError, match='seed must be an int >= 0'):
+        StochasticPrecisionHook(milestones=(1, 2, 3), seed=-1)
+    with pytest.raises(ValueError, match='block_pattern must be a regular expression'):
+        StochasticPrecisionHook(milestones=(1, 2, 3), block_pattern='(')
+    hook = StochasticPrecisionHook(milestones=(1, 2, 3))
+    with pytest.raises(RuntimeError, match='StochasticPrecisionHook found no low-bit layer'):
+        hook.before_train(_fake_runner(ToyNet()))
+    with pytest.raises(ValueError, match='hint_layers must be a list of module names'):
+        JointDistillationModel(ToyNet(), hint_layers='backbone')
+    with pytest.raises(ValueError, match='hint features must pair up'):
+        hint_loss([torch.zeros(1)], [])
+    joint = JointDistillationModel(ToyNet(), hint_layers=('fc_cls', ))
+    joint.model.loss = lambda inputs, data_samples: dict(loss_cls=inputs.sum())  # skips fc_cls
+    with pytest.raises(RuntimeError, match="hint layer 'fc_cls' produced 0 low-bit and 1 FP"):
+        joint.loss(*_batch())

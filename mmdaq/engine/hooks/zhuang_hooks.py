@@ -137,15 +137,15 @@ class ZhuangQuantHook(Hook):
                 reasons[name] = 'final prediction layer kept in FP32'
             return name not in reasons
 
-        float_inputs = list(self.weights_only)
-        if first is not None:
-            float_inputs.append(f'^{re.escape(first)}$')
-        if self.last_layer == 'weights':
-            float_inputs += list(DEFAULT_FP32_HEADS)
-        options = dataclasses.asdict(self.config)
+        # Only the user's patterns are checked for matching nothing, not the default heads.
         report = convert_lowbit(model, filter_fn=select, include=self.include,
-                                exclude=self.exclude, weights_only=float_inputs, **options)
+                                exclude=self.exclude, weights_only=self.weights_only,
+                                **dataclasses.asdict(self.config))
         report.skipped.update({n: reasons[n] for n in report.skipped if n in reasons})
+        for name, layer in lowbit_layers(model).items():
+            if name == first or (self.last_layer == 'weights' and
+                                 any(p.search(name) for p in heads)):
+                layer.input_quantizable = False  # pixels / the head's policy: float input
         return report
 
     def before_run(self, runner) -> None:
