@@ -18,6 +18,11 @@ custom_hooks = [
         type='ZhuangQuantHook',
         bits_w=4,
         bits_a=4,
+        # The k-bit weights lie in [-1, 1], far larger than trained float weights; the paper's
+        # networks follow every conv by BN, which undoes that scale. FPN, RPN and RoI head layers
+        # have no BN: without a scale the 4-bit switch blew the losses up to ~1e5 in a smoke run.
+        # max|w| (not in the paper) keeps each layer's output scale; with BN it changes nothing.
+        scale_weights=True,
         # The [0, 1] activation clip assumes ReLU outputs. These layers read inputs that can be
         # negative (FPN sums, FPN outputs, RoI features of FPN maps): 4-bit weights, float input.
         weights_only=(r'neck\.fpn_convs', r'rpn_head\.rpn_conv',

@@ -52,17 +52,23 @@ class LowBitConfig:
             two-stage optimisation). Defaults to True.
         integer_gemm (bool): Run the forward as an exact int8 GEMM when both operands are
             quantized to <= 7 bits; False always uses the float path. Defaults to True.
+        scale_weights (bool): Multiply the k-bit weights (in [-1, 1]) by ``max|w|`` (no
+            gradient), so a layer keeps the float layer's output scale. Not in the paper, whose
+            layers are all followed by BN (which undoes any scale); needed where no BN follows
+            (FPN, RPN and RoI heads of detectors). Defaults to False.
     """
     bits_w: int = 4
     bits_a: int = 4
     quantize_weights: bool = True
     quantize_activations: bool = True
     integer_gemm: bool = True
+    scale_weights: bool = False
 
     def __post_init__(self) -> None:
         check_bits(self.bits_w, 'bits_w')
         check_bits(self.bits_a, 'bits_a')
-        for name in ('quantize_weights', 'quantize_activations', 'integer_gemm'):
+        for name in ('quantize_weights', 'quantize_activations', 'integer_gemm',
+                     'scale_weights'):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f'{name} must be a bool, but got {getattr(self, name)!r}')
 
@@ -101,18 +107,22 @@ class LowBitLayerMixin:
         return new.train(mod.training)
 
     def _operands(self, x: Tensor, w: Tensor):
-        """(x_hat, w_hat, integer): the operands of this forward and whether the int8 GEMM
-        applies to them."""
+        """(x_hat, w_hat, w_scale, integer): the operands of this forward, the scale of the
+        weight levels (None without ``scale_weights``) and whether the int8 GEMM applies."""
         cfg = self.lowbit
         if self.training and self.fp_this_iter:
-            return x, w, False
+            return x, w, None, False
         quant_x = cfg.quantize_activations and self.input_quantizable and cfg.bits_a != FP_BITS
         quant_w = cfg.quantize_weights and cfg.bits_w != FP_BITS
         x_hat = quantize_activation(x, cfg.bits_a) if quant_x else x
         w_hat = quantize_weight(w, cfg.bits_w) if quant_w else w
+        w_scale = None
+        if quant_w and cfg.scale_weights:
+            w_scale = w.detach().abs().max()  # Tensor[], no gradient
+            w_hat = w_hat * w_scale
         integer = quant_x and quant_w and cfg.integer_gemm and \
             max(cfg.bits_a, cfg.bits_w) <= MAX_INT8_BITS and x.numel() > 0
-        return x_hat, w_hat, integer
+        return x_hat, w_hat, w_scale, integer
 
     def extra_repr(self) -> str:
         cfg = self.lowbit
@@ -130,12 +140,12 @@ class _LowBitConvNd(LowBitLayerMixin):
                 conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode)
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
-        x_hat, w_hat, integer = self._operands(input, weight)
+        x_hat, w_hat, w_scale, integer = self._operands(input, weight)
         if integer:
             geo = ConvGeometry(tuple(self.kernel_size), tuple(self.stride),
                                _explicit_padding(self), tuple(self.dilation), self.groups)
             return lowbit_int_conv(x_hat, w_hat, bias, self.lowbit.bits_a, self.lowbit.bits_w,
-                                   geo)
+                                   geo, w_scale)
         return super()._conv_forward(x_hat, w_hat, bias)
 
 
@@ -161,10 +171,10 @@ class LowBitLinear(LowBitLayerMixin, nn.Linear):
         return (linear.in_features, linear.out_features, linear.bias is not None)
 
     def forward(self, input: Tensor) -> Tensor:
-        x_hat, w_hat, integer = self._operands(input, self.weight)
+        x_hat, w_hat, w_scale, integer = self._operands(input, self.weight)
         if integer:
             return lowbit_int_linear(x_hat, w_hat, self.bias, self.lowbit.bits_a,
-                                     self.lowbit.bits_w)
+                                     self.lowbit.bits_w, w_scale)
         return F.linear(x_hat, w_hat, self.bias)
 
 

@@ -27,14 +27,18 @@ class LowBitIntConvFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x_hat: Tensor, w_hat: Tensor, bias: Optional[Tensor], bits_a: int,
-                bits_w: int, geo: ConvGeometry) -> Tensor:
+                bits_w: int, geo: ConvGeometry, w_scale: Optional[Tensor] = None) -> Tensor:
         x_code = activation_codes(x_hat, bits_a)  # [N, C_in, *S] int8 in [0, L_a]
-        w_code = weight_codes(w_hat, bits_w)  # [C_out, C_in/G, *k] int8, odd
+        w_unit = w_hat if w_scale is None else w_hat / w_scale
+        w_code = weight_codes(w_unit, bits_w)  # [C_out, C_in/G, *k] int8, odd
         acc, out_size = int8_conv_forward(x_code, w_code, geo)  # [NL, C_out] exact
         levels_a, levels_w = 2**bits_a - 1, 2**bits_w - 1
         scale = torch.tensor(1.0 / (levels_a * levels_w), dtype=torch.float32,
                              device=x_hat.device)
+        if w_scale is not None:
+            scale = scale * w_scale.detach().float()
         y = channels_first_epilogue(acc, scale, bias, (x_hat.shape[0], w_hat.shape[0]) + out_size)
+        ctx.w_scale = None if w_scale is None else w_scale.detach().float()
         ctx.save_for_backward(x_code, w_code)
         ctx.levels, ctx.geo, ctx.has_bias = (levels_a, levels_w), geo, bias is not None
         ctx.dtypes = (x_hat.dtype, w_hat.dtype)
@@ -46,6 +50,8 @@ class LowBitIntConvFunction(torch.autograd.Function):
         geo = ctx.geo
         x_hat = x_code.float() / ctx.levels[0]
         w_hat = w_code.float() / ctx.levels[1]
+        if ctx.w_scale is not None:
+            w_hat = w_hat * ctx.w_scale
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         grad_y = grad_y.float()
         if geo.kernel:
@@ -60,11 +66,11 @@ class LowBitIntConvFunction(torch.autograd.Function):
             grad_b = grad_y.sum(0) if need_b and ctx.has_bias else None
         grad_x = grad_x.to(ctx.dtypes[0]) if grad_x is not None else None
         grad_w = grad_w.to(ctx.dtypes[1]) if grad_w is not None else None
-        return grad_x, grad_w, grad_b, None, None, None
+        return grad_x, grad_w, grad_b, None, None, None, None
 
 
 def lowbit_int_conv(x_hat: Tensor, w_hat: Tensor, bias: Optional[Tensor], bits_a: int,
-                    bits_w: int, geo: ConvGeometry) -> Tensor:
+                    bits_w: int, geo: ConvGeometry, w_scale: Optional[Tensor] = None) -> Tensor:
     """Convolution (1-3 spatial dims) of quantized operands by an exact integer GEMM.
 
     Args:
@@ -73,28 +79,31 @@ def lowbit_int_conv(x_hat: Tensor, w_hat: Tensor, bias: Optional[Tensor], bits_a
         bias (Tensor[C_out], optional): Float bias.
         bits_a, bits_w (int): Their bit widths, in [1, 7].
         geo (ConvGeometry): Convolution arguments.
+        w_scale (Tensor[], optional): Scalar the weight levels were multiplied by
+            (``scale_weights``); it joins the output scale. Defaults to None.
 
     Returns:
         Tensor[N, C_out, *O]: Equal to ``conv(x_hat, w_hat) + bias`` up to float32 rounding
         of the operands (the integer sum itself is exact).
     """
-    return LowBitIntConvFunction.apply(x_hat, w_hat, bias, bits_a, bits_w, geo)
+    return LowBitIntConvFunction.apply(x_hat, w_hat, bias, bits_a, bits_w, geo, w_scale)
 
 
 def lowbit_int_linear(x_hat: Tensor, w_hat: Tensor, bias: Optional[Tensor], bits_a: int,
-                      bits_w: int) -> Tensor:
+                      bits_w: int, w_scale: Optional[Tensor] = None) -> Tensor:
     """Linear layer on the last dim of quantized operands by an exact integer GEMM.
 
     Args:
         x_hat (Tensor[*, C_in]): Quantized activations.
         w_hat (Tensor[C_out, C_in]): Quantized weight.
+        w_scale (Tensor[], optional): As :func:`lowbit_int_conv`. Defaults to None.
 
     Returns:
         Tensor[*, C_out].
     """
     lead = x_hat.shape[:-1]
     y = LowBitIntConvFunction.apply(x_hat.reshape(-1, x_hat.shape[-1]), w_hat, bias, bits_a,
-                                    bits_w, LINEAR_GEOMETRY)  # [M, C_out]
+                                    bits_w, LINEAR_GEOMETRY, w_scale)  # [M, C_out]
     return y.reshape(lead + (w_hat.shape[0], ))
 
 

@@ -185,3 +185,28 @@ def test_fp_this_iter_applies_in_training_only():
     set_precision(ref, bits_w=32, bits_a=32)
     ref.train()
     assert torch.equal(model(x), ref(x))  # training: the float layers
+
+
+def test_scale_weights_keeps_the_float_output_scale_on_both_paths():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 3, padding=1)  # trained-like small weights (|w| ~ 0.1)
+    x = torch.rand(2, 8, 6, 6)
+    y_fp = conv(x)
+    outputs = {}
+    for scale in (False, True):
+        for integer in (False, True):
+            layer = LowBitConv2d.from_float(copy.deepcopy(conv), LowBitConfig(
+                bits_w=4, bits_a=32 if not integer else 4, integer_gemm=integer,
+                scale_weights=scale))
+            outputs[scale, integer] = layer(x)
+    error = (outputs[True, False] - y_fp).norm() / y_fp.norm()
+    assert error < 0.3  # 4-bit weights, float input: close to the float layer
+    assert (outputs[False, False] - y_fp).norm() / y_fp.norm() > 3  # unscaled: levels of +-1
+    twin = LowBitConv2d.from_float(copy.deepcopy(conv), LowBitConfig(integer_gemm=False,
+                                                                     scale_weights=True))
+    torch.testing.assert_close(outputs[True, True], twin(x), rtol=1e-5, atol=1e-5)
+    lin = LowBitLinear.from_float(nn.Linear(6, 3), LowBitConfig(scale_weights=True))
+    fake = LowBitLinear.from_float(copy.deepcopy(lin), LowBitConfig(scale_weights=True,
+                                                                    integer_gemm=False))
+    x = torch.rand(4, 6)
+    torch.testing.assert_close(lin(x), fake(x), rtol=1e-5, atol=1e-5)

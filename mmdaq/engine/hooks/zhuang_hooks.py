@@ -76,6 +76,8 @@ class ZhuangQuantHook(Hook):
         quantize_activations (bool): Defaults to True.
         integer_gemm (bool): Exact int8 forward GEMM when both operands have <= 7 bits.
             Defaults to True.
+        scale_weights (bool): Scale the k-bit weights by ``max|w|`` for layers not followed by
+            BN (:class:`~mmdaq.cnn.LowBitConfig`; not in the paper). Defaults to False.
         first_layer (str): The model's first conv: 'fp32' (kept float) or 'weights' (k-bit
             weights, float input). Defaults to 'fp32'.
         last_layer (str): The final prediction layers (:data:`DEFAULT_FP32_HEADS`): 'fp32',
@@ -92,12 +94,12 @@ class ZhuangQuantHook(Hook):
 
     def __init__(self, bits_w: int = 4, bits_a: int = 4, quantize_weights: bool = True,
                  quantize_activations: bool = True, integer_gemm: bool = True,
-                 first_layer: str = 'fp32', last_layer: str = 'fp32',
+                 scale_weights: bool = False, first_layer: str = 'fp32', last_layer: str = 'fp32',
                  weights_only: Sequence[str] = (), include: Sequence[str] = (),
                  exclude: Sequence[str] = (),
                  layer_types: Sequence[str] = ('Conv2d', 'Conv3d', 'Linear')) -> None:
         self.config = LowBitConfig(bits_w, bits_a, quantize_weights, quantize_activations,
-                                   integer_gemm)  # validates
+                                   integer_gemm, scale_weights)  # validates
         if first_layer not in LAYER_POLICIES[:2]:
             raise ValueError(f'first_layer must be one of {LAYER_POLICIES[:2]}, but got '
                              f'{first_layer!r}')
