@@ -10,7 +10,8 @@ metric mean, sample std, min-max, wall time) and writes it as JSON and Markdown:
     python tools/analysis/plot_curves.py work_dirs/compare/video/*   # the curves of the runs
 
 Methods: fp32, daq, per_channel, per_tensor (DAQ's config with the hook's method switched),
-and every method with a demo config in ``configs/<method>/`` (ui8, shiftquant, zhuang).
+and every method with a demo config ``configs/<method up to the first _>/..._<method>_...``
+(ui8, shiftquant, zhuang_w4a4, zhuang_sp_w4a4).
 """
 import argparse
 import glob
@@ -40,10 +41,13 @@ def method_run(task: str, method: str) -> tuple:
         return configs['fp32'], []
     if method in HOOK_METHODS:
         return configs['daq'], [f'custom_hooks.0.method={method}']
-    path = osp.join('configs', method, CONFIG_STEMS[task].format(method))
+    # configs/<folder>/<stem with the method's name>, e.g. 'zhuang_w4a4' in configs/zhuang/
+    path = osp.join('configs', method.split('_')[0], CONFIG_STEMS[task].format(method))
     if not osp.isfile(osp.join(ROOT, path)):
-        known = sorted(p.split(osp.sep)[-2] for p in glob.glob(
-            osp.join(ROOT, 'configs', '*', CONFIG_STEMS[task].format('*'))))
+        known = sorted(osp.basename(p)[len(CONFIG_STEMS[task].split('{')[0]):].split(
+            CONFIG_STEMS[task].split('}')[1])[0] for p in glob.glob(
+            osp.join(ROOT, 'configs', '*', CONFIG_STEMS[task].format('*')))
+            if '/demo/' not in p)
         raise SystemExit(f'[compare] no demo config for method {method!r} ({path}); methods: '
                          f'fp32, {", ".join(HOOK_METHODS)}, {", ".join(known)}')
     return path, []
