@@ -5,4 +5,11 @@ TORCH_LIBRARY_FRAGMENT(mmdaq, m) {
   // Codes of x for the given step(s): per tensor if scale has one element, else per channel
   // along `dim` (scale.numel() == x.size(dim)). Returns int8 with x's shape.
   m.def("quantize_int8(Tensor x, Tensor scale, int dim) -> Tensor");
+  // The same with stochastic rounding: floor(v) + (u < v - floor(v)), v = x / scale clamped to
+  // [-127, 127], u of element i from Philox-4x32-10 block offset + i / 4 under `seed`
+  // (reproducible, the same on every device; philox_uniform gives the u's).
+  m.def("quantize_int8_stochastic(Tensor x, Tensor scale, int dim, int seed, int offset) -> "
+        "Tensor");
+  // The uniform numbers quantize_int8_stochastic uses: float32 with like's shape and device.
+  m.def("philox_uniform(Tensor like, int seed, int offset) -> Tensor");
 }

@@ -1,5 +1,7 @@
-// Scalar helpers shared by the CPU and CUDA quantization kernels. No ATen here.
+// Scalar helpers shared by the CPU and CUDA quantization kernels.
 #pragma once
+
+#include <ATen/core/PhiloxRNGEngine.h>
 
 #include <cmath>
 #include <cstdint>
@@ -47,6 +49,28 @@ inline void quantize_row(const float* x, int8_t* out, int64_t n, float scale) {
     v = (v + kMagic) - kMagic;
     out[i] = (xi - xi == 0.0f) ? static_cast<int8_t>(v) : int8_t{0};
   }
+}
+
+// The uniform numbers in [0, 1) of elements 4b .. 4b+3 of the stream (seed, offset): block
+// b = offset + i / 4 of Philox-4x32-10, counter-based, so every thread order and both devices
+// give the same numbers. 24 random bits each (exact floats).
+MMDAQ_HOST_DEVICE void philox_uniform4(uint64_t seed, uint64_t block, float out[4]) {
+  at::philox_engine rng(seed, 0, block);
+  for (int k = 0; k < 4; ++k) out[k] = static_cast<float>(rng() >> 8) * (1.0f / 16777216.0f);
+}
+
+// Stochastic INT8 code of x for step `scale` and uniform u in [0, 1):
+// floor(v) + (u < v - floor(v)) with v = clamp(x / scale, -127, 127): unbiased inside the clip.
+// Zero for a non-positive or NaN scale and a non-finite x, as quantize_code.
+MMDAQ_HOST_DEVICE int8_t stochastic_code(float x, float scale, float u) {
+  if (!(scale > 0.0f) || !(x - x == 0.0f)) {
+    return 0;
+  }
+  float v = x / scale;
+  v = v > kInt8MaxCode ? kInt8MaxCode : v;
+  v = v < -kInt8MaxCode ? -kInt8MaxCode : v;
+  const float f = floorf(v);
+  return static_cast<int8_t>(f + (u < v - f ? 1.0f : 0.0f));
 }
 
 }  // namespace mmdaq

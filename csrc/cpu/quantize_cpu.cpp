@@ -36,6 +36,50 @@ at::Tensor quantize_int8_cpu(const at::Tensor& x, const at::Tensor& scale, int64
   return out;
 }
 
+at::Tensor quantize_int8_stochastic_cpu(const at::Tensor& x, const at::Tensor& scale, int64_t dim,
+                                        int64_t seed, int64_t offset) {
+  const auto layout = mmdaq::check_quantize_args(x, scale, dim);
+  auto out = at::empty(x.sizes(), x.options().dtype(at::kChar));
+  if (x.numel() == 0) {
+    return out;
+  }
+  const auto xc = x.contiguous();
+  const auto sc = scale.contiguous();
+  const float* xp = xc.data_ptr<float>();
+  const float* sp = sc.data_ptr<float>();
+  int8_t* op = out.data_ptr<int8_t>();
+  const int64_t n = x.numel(), inner = layout.inner, channels = layout.channels;
+  // Tasks of whole Philox blocks (4 elements), so each block is generated once.
+  at::parallel_for(0, (n + 3) / 4, 1 << 12, [&](int64_t begin, int64_t end) {
+    float u[4];
+    for (int64_t b = begin; b < end; ++b) {
+      mmdaq::philox_uniform4(static_cast<uint64_t>(seed), static_cast<uint64_t>(offset + b), u);
+      for (int64_t i = 4 * b; i < std::min(n, 4 * b + 4); ++i) {
+        op[i] = mmdaq::stochastic_code(xp[i], sp[(i / inner) % channels], u[i - 4 * b]);
+      }
+    }
+  });
+  return out;
+}
+
+at::Tensor philox_uniform_cpu(const at::Tensor& like, int64_t seed, int64_t offset) {
+  auto out = at::empty(like.sizes(), like.options().dtype(at::kFloat));
+  float* op = out.data_ptr<float>();
+  const int64_t n = out.numel();
+  at::parallel_for(0, (n + 3) / 4, 1 << 12, [&](int64_t begin, int64_t end) {
+    float u[4];
+    for (int64_t b = begin; b < end; ++b) {
+      mmdaq::philox_uniform4(static_cast<uint64_t>(seed), static_cast<uint64_t>(offset + b), u);
+      for (int64_t i = 4 * b; i < std::min(n, 4 * b + 4); ++i) op[i] = u[i - 4 * b];
+    }
+  });
+  return out;
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(mmdaq, CPU, m) { m.impl("quantize_int8", &quantize_int8_cpu); }
+TORCH_LIBRARY_IMPL(mmdaq, CPU, m) {
+  m.impl("quantize_int8", &quantize_int8_cpu);
+  m.impl("quantize_int8_stochastic", &quantize_int8_stochastic_cpu);
+  m.impl("philox_uniform", &philox_uniform_cpu);
+}

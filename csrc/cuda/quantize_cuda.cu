@@ -59,6 +59,73 @@ at::Tensor quantize_int8_cuda(const at::Tensor& x, const at::Tensor& scale, int6
   return out;
 }
 
+// One thread per Philox block of 4 elements (grid-stride).
+__global__ void quantize_int8_stochastic_kernel(const float* __restrict__ x,
+                                                const float* __restrict__ scale,
+                                                int8_t* __restrict__ out, int64_t numel,
+                                                int64_t inner, int64_t channels, uint64_t seed,
+                                                uint64_t offset) {
+  const int64_t blocks = (numel + 3) / 4;
+  for (int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; b < blocks;
+       b += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    float u[4];
+    mmdaq::philox_uniform4(seed, offset + b, u);
+    for (int k = 0; k < 4 && 4 * b + k < numel; ++k) {
+      const int64_t i = 4 * b + k;
+      out[i] = mmdaq::stochastic_code(__ldg(x + i), scale[(i / inner) % channels], u[k]);
+    }
+  }
+}
+
+__global__ void philox_uniform_kernel(float* __restrict__ out, int64_t numel, uint64_t seed,
+                                      uint64_t offset) {
+  const int64_t blocks = (numel + 3) / 4;
+  for (int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; b < blocks;
+       b += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    float u[4];
+    mmdaq::philox_uniform4(seed, offset + b, u);
+    for (int k = 0; k < 4 && 4 * b + k < numel; ++k) out[4 * b + k] = u[k];
+  }
+}
+
+int64_t philox_grid(int64_t numel) {
+  return std::max<int64_t>(1, std::min<int64_t>((numel / 4 + kThreads) / kThreads, 65535));
+}
+
+at::Tensor quantize_int8_stochastic_cuda(const at::Tensor& x, const at::Tensor& scale,
+                                         int64_t dim, int64_t seed, int64_t offset) {
+  const auto layout = mmdaq::check_quantize_args(x, scale, dim);
+  const c10::cuda::CUDAGuard guard(x.device());
+  auto out = at::empty(x.sizes(), x.options().dtype(at::kChar));
+  if (x.numel() == 0) {
+    return out;
+  }
+  const auto xc = x.contiguous();
+  const auto sc = scale.contiguous();
+  quantize_int8_stochastic_kernel<<<philox_grid(x.numel()), kThreads, 0,
+                                    at::cuda::getCurrentCUDAStream()>>>(
+      xc.data_ptr<float>(), sc.data_ptr<float>(), out.data_ptr<int8_t>(), x.numel(),
+      layout.inner, layout.channels, static_cast<uint64_t>(seed), static_cast<uint64_t>(offset));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+
+at::Tensor philox_uniform_cuda(const at::Tensor& like, int64_t seed, int64_t offset) {
+  const c10::cuda::CUDAGuard guard(like.device());
+  auto out = at::empty(like.sizes(), like.options().dtype(at::kFloat));
+  if (out.numel() == 0) return out;
+  philox_uniform_kernel<<<philox_grid(out.numel()), kThreads, 0,
+                          at::cuda::getCurrentCUDAStream()>>>(
+      out.data_ptr<float>(), out.numel(), static_cast<uint64_t>(seed),
+      static_cast<uint64_t>(offset));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(mmdaq, CUDA, m) { m.impl("quantize_int8", &quantize_int8_cuda); }
+TORCH_LIBRARY_IMPL(mmdaq, CUDA, m) {
+  m.impl("quantize_int8", &quantize_int8_cuda);
+  m.impl("quantize_int8_stochastic", &quantize_int8_stochastic_cuda);
+  m.impl("philox_uniform", &philox_uniform_cuda);
+}

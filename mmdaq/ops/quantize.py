@@ -52,3 +52,58 @@ def quantize_int8_reference(x: Tensor, scale: Tensor, dim: int = 0) -> Tensor:
     codes = torch.round(x / torch.where(scale > 0, scale, torch.ones_like(scale)))
     codes = torch.where(valid, codes.clamp(-127, 127), torch.zeros_like(codes))
     return codes.to(torch.int8)
+
+
+@register_fake_if_built('mmdaq::quantize_int8_stochastic')
+def _quantize_int8_stochastic_fake(x: Tensor, scale: Tensor, dim: int, seed: int,
+                                   offset: int) -> Tensor:
+    _check_args(x, scale, dim)
+    return torch.empty_like(x, dtype=torch.int8)
+
+
+@register_fake_if_built('mmdaq::philox_uniform')
+def _philox_uniform_fake(like: Tensor, seed: int, offset: int) -> Tensor:
+    return torch.empty_like(like, dtype=torch.float32)
+
+
+def quantize_int8_stochastic(x: Tensor, scale: Tensor, dim: int, seed: int,
+                             offset: int) -> Tensor:
+    """INT8 codes with stochastic rounding, the noise from a Philox stream (compiled kernel).
+
+    Code = ``floor(v) + (u < v - floor(v))`` with ``v = clamp(x / scale, -127, 127)``: unbiased
+    inside the clip. ``u`` of element i (in x's contiguous order) comes from Philox-4x32-10 block
+    ``offset + i // 4`` under ``seed``: the same codes on every device and thread count, given
+    by :func:`philox_uniform`.
+
+    Args:
+        x (Tensor[...], float32): Values to quantize.
+        scale (Tensor[] or Tensor[x.shape[dim]], float32): Step per tensor or per channel.
+        dim (int): Channel dim for a per-channel scale.
+        seed (int): Philox key, in [0, 2**63).
+        offset (int): First Philox block, in [0, 2**63).
+
+    Returns:
+        Tensor[...], int8: Codes; 0 where the scale is 0 or not finite, or x is not finite.
+    """
+    require_extension('quantize_int8_stochastic')
+    return torch.ops.mmdaq.quantize_int8_stochastic(x, scale, dim, seed, offset)
+
+
+def philox_uniform(like: Tensor, seed: int, offset: int) -> Tensor:
+    """The uniform numbers in [0, 1) that :func:`quantize_int8_stochastic` draws for ``like``."""
+    require_extension('philox_uniform')
+    return torch.ops.mmdaq.philox_uniform(like, seed, offset)
+
+
+def quantize_int8_stochastic_reference(x: Tensor, scale: Tensor, dim: int, u: Tensor) -> Tensor:
+    """Plain-PyTorch twin of :func:`quantize_int8_stochastic`, given the uniform numbers ``u``."""
+    dim = _check_args(x, scale, dim)
+    if scale.numel() != 1:
+        shape = [1] * x.dim()
+        shape[dim] = -1
+        scale = scale.reshape(shape)
+    valid = (scale > 0) & torch.isfinite(x)
+    v = (x / torch.where(scale > 0, scale, torch.ones_like(scale))).clamp(-127, 127)
+    floor = torch.floor(v)
+    codes = floor + (u.reshape(x.shape) < v - floor).float()
+    return torch.where(valid, codes, torch.zeros_like(codes)).to(torch.int8)

@@ -137,9 +137,16 @@ def quantize(x: Tensor,
     clip = data_max if clip is None else _as_clip(clip, data_max)
     scale = _scale_from_clip(clip, data_max, qmax)  # [] or [C]
     scale_b = _broadcast_channels(scale, x.dim(), dim)
-    if rounding == 'nearest' and qmax == 127 and _compiled_codes_available(x):
-        # The same codes from one fused pass of the compiled kernel (tested bit-exact).
-        return torch.ops.mmdaq.quantize_int8(x, scale, 0 if dim is None else dim), scale
+    if qmax == 127 and _compiled_codes_available(x):
+        # The same codes from one fused pass of the compiled kernel (tested bit-exact); for
+        # stochastic rounding the noise is a Philox stream keyed by two numbers drawn from
+        # ``generator``, so a seeded generator still gives reproducible codes.
+        if rounding == 'nearest':
+            return torch.ops.mmdaq.quantize_int8(x, scale, 0 if dim is None else dim), scale
+        seed, offset = _philox_key(generator)
+        codes = torch.ops.mmdaq.quantize_int8_stochastic(x, scale, 0 if dim is None else dim,
+                                                         seed, offset)
+        return codes, scale
     usable = scale_b > 0  # False for zero and NaN scales
     v = (x / torch.where(usable, scale_b, 1.0)).clamp_(-qmax, qmax)
     if rounding == 'nearest':
@@ -234,8 +241,16 @@ _KERNEL_DEVICE_TYPES = {'cpu': 'CPU', 'cuda': 'CUDA'}
 
 
 def _compiled_codes_available(x: Tensor) -> bool:
-    """Whether ``torch.ops.mmdaq.quantize_int8`` can make the codes of ``x``."""
-    return x.dim() > 0 and compiled_op_available('quantize_int8', x.device)
+    """Whether the ``torch.ops.mmdaq.quantize_int8*`` kernels can make the codes of ``x``."""
+    return x.dim() > 0 and compiled_op_available('quantize_int8', x.device) and \
+        compiled_op_available('quantize_int8_stochastic', x.device)
+
+
+def _philox_key(generator: Optional[torch.Generator]) -> Tuple[int, int]:
+    """(seed, offset) of a Philox stream, drawn from ``generator`` (global RNG if None)."""
+    device = generator.device if generator is not None else 'cpu'
+    seed, offset = torch.randint(0, 2**62, (2, ), generator=generator, device=device).tolist()
+    return seed, offset
 
 
 def _as_float32(x: Tensor, name: str) -> Tensor:

@@ -111,3 +111,14 @@ def test_daq_conv_on_cuda_matches_cpu(conv):
     torch.testing.assert_close(cuda[0], cpu[0], rtol=1e-6, atol=1e-6)  # same codes, same ints
     torch.testing.assert_close(cuda[1], cpu[1], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(cuda[2], cpu[2], rtol=1e-5, atol=1e-6)
+
+
+def test_stochastic_quantize_and_philox_stream_same_on_cuda_and_cpu():
+    x = torch.randn(5, 7, 333) * 3
+    scale = torch.rand(7) * 0.05 + 0.01
+    for seed, offset in ((0, 0), (2**61 + 5, 12345)):
+        got = torch.ops.mmdaq.quantize_int8_stochastic(x.cuda(), scale.cuda(), 1, seed, offset)
+        want = torch.ops.mmdaq.quantize_int8_stochastic(x, scale, 1, seed, offset)
+        assert torch.equal(got.cpu(), want)
+        assert torch.equal(torch.ops.mmdaq.philox_uniform(x.cuda(), seed, offset).cpu(),
+                           torch.ops.mmdaq.philox_uniform(x, seed, offset))

@@ -61,3 +61,50 @@ def test_quantize_uses_kernel_with_identical_codes(monkeypatch, dim):
     slow = quantize_mod.quantize(x, clip=clip, dim=dim)
     assert torch.equal(fast[0], slow[0])
     torch.testing.assert_close(fast[1], slow[1], equal_nan=True)
+
+
+@needs_ext
+@pytest.mark.parametrize('per_channel', [False, True])
+def test_stochastic_kernel_equals_reference_on_its_philox_stream(per_channel):
+    from mmdaq.ops.quantize import (philox_uniform, quantize_int8_stochastic,
+                                    quantize_int8_stochastic_reference)
+    x = torch.randn(3, 5, 7, 11) * 4
+    x[0, 0, 0, :4] = torch.tensor([float('nan'), float('inf'), -float('inf'), 1e30])
+    scale = torch.rand(5) * 0.1 + 0.01 if per_channel else torch.tensor([0.05])
+    codes = quantize_int8_stochastic(x, scale, 1, seed=123, offset=7)
+    u = philox_uniform(x, 123, 7)
+    assert torch.equal(codes, quantize_int8_stochastic_reference(x, scale, 1, u))
+    assert codes[0, 0, 0, :3].tolist() == [0, 0, 0] and codes[0, 0, 0, 3] == 127
+
+
+@needs_ext
+def test_philox_stream_is_uniform_reproducible_and_thread_independent():
+    from mmdaq.ops.quantize import philox_uniform, quantize_int8_stochastic
+    like = torch.empty(100003)
+    u = philox_uniform(like, 5, 0)
+    assert 0 <= u.min() and u.max() < 1 and abs(u.mean().item() - 0.5) < 0.005
+    assert torch.equal(u, philox_uniform(like, 5, 0))
+    assert not torch.equal(u, philox_uniform(like, 6, 0))
+    # offset counts blocks of 4: the stream shifted by 4 elements
+    assert torch.equal(philox_uniform(like, 5, 1)[:-4], u[4:])
+    x = torch.randn(64, 1000)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = quantize_int8_stochastic(x, torch.tensor([0.01]), 0, 9, 3)
+        torch.set_num_threads(2)
+        two = quantize_int8_stochastic(x, torch.tensor([0.01]), 0, 9, 3)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+
+
+@needs_ext
+def test_stochastic_codes_are_unbiased_and_within_one_step():
+    from mmdaq.ops.quantize import quantize_int8_stochastic
+    x = torch.full((200000, ), 0.3)  # 0.3 / 0.07 = 4.29 steps
+    scale = torch.tensor([0.07])
+    codes = quantize_int8_stochastic(x, scale, 0, 1, 0).float()
+    v = 0.3 / 0.07
+    assert set(codes.unique().tolist()) == {4.0, 5.0}
+    assert abs(codes.mean().item() - v) < 0.01
