@@ -21,6 +21,13 @@ def test_every_method_maps_to_an_existing_config(task):
                            if method in compare_methods.HOOK_METHODS else [])
 
 
+def test_shiftquant_bit_widths():
+    config, options = compare_methods.method_run('video', 'shiftquant6')
+    assert config == compare_methods.method_run('video', 'shiftquant')[0]
+    assert options == ['custom_hooks.0.weight_bits=6', 'custom_hooks.0.input_bits=6',
+                       'custom_hooks.0.grad_bits=6']
+
+
 def test_unknown_method_names_the_known_ones():
     with pytest.raises(SystemExit, match="no demo config for method 'nosuch'.*ui8"):
         compare_methods.method_run('video', 'nosuch')

@@ -11,11 +11,13 @@ metric mean, sample std, min-max, wall time) and writes it as JSON and Markdown:
 
 Methods: fp32, daq, per_channel, per_tensor (DAQ's config with the hook's method switched),
 and every method with a demo config ``configs/<method up to the first _>/..._<method>_...``
-(ui8, shiftquant, zhuang_w4a4, zhuang_sp_w4a4).
+(ui8, shiftquant, zhuang_w4a4, zhuang_sp_w4a4); ``shiftquant8`` / ``shiftquant6``: ShiftQuant's
+config at 8 / 6 bits (its default is 4).
 """
 import argparse
 import glob
 import json
+import re
 import os.path as osp
 import statistics
 import sys
@@ -41,6 +43,11 @@ def method_run(task: str, method: str) -> tuple:
         return configs['fp32'], []
     if method in HOOK_METHODS:
         return configs['daq'], [f'custom_hooks.0.method={method}']
+    bits = re.fullmatch(r'shiftquant([2-8])', method)
+    if bits:  # ShiftQuant's config at another bit-width for W, X and G_Y
+        config, _ = method_run(task, 'shiftquant')
+        return config, [f'custom_hooks.0.{k}_bits={bits.group(1)}'
+                        for k in ('weight', 'input', 'grad')]
     # configs/<folder>/<stem with the method's name>, e.g. 'zhuang_w4a4' in configs/zhuang/
     path = osp.join('configs', method.split('_')[0], CONFIG_STEMS[task].format(method))
     if not osp.isfile(osp.join(ROOT, path)):
