@@ -37,4 +37,16 @@ inline QuantizeLayout check_quantize_args(const at::Tensor& x, const at::Tensor&
   return {x.size(dim), inner};
 }
 
+// The checked layout, the int8 output (x's shape) and contiguous inputs of a quantize kernel.
+struct QuantizeIO {
+  QuantizeLayout layout;
+  at::Tensor out, x, scale;
+};
+
+inline QuantizeIO prepare_quantize(const at::Tensor& x, const at::Tensor& scale, int64_t dim) {
+  const auto layout = check_quantize_args(x, scale, dim);
+  return {layout, at::empty(x.sizes(), x.options().dtype(at::kChar)), x.contiguous(),
+          scale.contiguous()};
+}
+
 }  // namespace mmdaq

@@ -11,16 +11,14 @@
 namespace {
 
 at::Tensor quantize_int8_cpu(const at::Tensor& x, const at::Tensor& scale, int64_t dim) {
-  const auto layout = mmdaq::check_quantize_args(x, scale, dim);
-  auto out = at::empty(x.sizes(), x.options().dtype(at::kChar));
+  auto io = mmdaq::prepare_quantize(x, scale, dim);
+  const auto& layout = io.layout;
   if (x.numel() == 0) {
-    return out;
+    return io.out;
   }
-  const auto xc = x.contiguous();
-  const auto sc = scale.contiguous();
-  const float* xp = xc.data_ptr<float>();
-  const float* sp = sc.data_ptr<float>();
-  int8_t* op = out.data_ptr<int8_t>();
+  const float* xp = io.x.data_ptr<float>();
+  const float* sp = io.scale.data_ptr<float>();
+  int8_t* op = io.out.data_ptr<int8_t>();
   const int64_t inner = layout.inner;
   const int64_t channels = layout.channels;
   at::parallel_for(0, x.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
@@ -33,21 +31,19 @@ at::Tensor quantize_int8_cpu(const at::Tensor& x, const at::Tensor& scale, int64
       i = stop;
     }
   });
-  return out;
+  return io.out;
 }
 
 at::Tensor quantize_int8_stochastic_cpu(const at::Tensor& x, const at::Tensor& scale, int64_t dim,
                                         int64_t seed, int64_t offset) {
-  const auto layout = mmdaq::check_quantize_args(x, scale, dim);
-  auto out = at::empty(x.sizes(), x.options().dtype(at::kChar));
+  auto io = mmdaq::prepare_quantize(x, scale, dim);
+  const auto& layout = io.layout;
   if (x.numel() == 0) {
-    return out;
+    return io.out;
   }
-  const auto xc = x.contiguous();
-  const auto sc = scale.contiguous();
-  const float* xp = xc.data_ptr<float>();
-  const float* sp = sc.data_ptr<float>();
-  int8_t* op = out.data_ptr<int8_t>();
+  const float* xp = io.x.data_ptr<float>();
+  const float* sp = io.scale.data_ptr<float>();
+  int8_t* op = io.out.data_ptr<int8_t>();
   const int64_t n = x.numel(), inner = layout.inner, channels = layout.channels;
   // Tasks of whole Philox blocks (4 elements), so each block is generated once.
   at::parallel_for(0, (n + 3) / 4, 1 << 12, [&](int64_t begin, int64_t end) {
@@ -59,7 +55,7 @@ at::Tensor quantize_int8_stochastic_cpu(const at::Tensor& x, const at::Tensor& s
       }
     }
   });
-  return out;
+  return io.out;
 }
 
 at::Tensor philox_uniform_cpu(const at::Tensor& like, int64_t seed, int64_t offset) {

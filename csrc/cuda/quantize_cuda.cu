@@ -36,14 +36,13 @@ __global__ void quantize_int8_kernel(const float* __restrict__ x, const float* _
 }
 
 at::Tensor quantize_int8_cuda(const at::Tensor& x, const at::Tensor& scale, int64_t dim) {
-  const auto layout = mmdaq::check_quantize_args(x, scale, dim);
   const c10::cuda::CUDAGuard guard(x.device());
-  auto out = at::empty(x.sizes(), x.options().dtype(at::kChar));
+  auto io = mmdaq::prepare_quantize(x, scale, dim);
+  const auto& layout = io.layout;
+  const auto &out = io.out, &xc = io.x, &sc = io.scale;
   if (x.numel() == 0) {
     return out;
   }
-  const auto xc = x.contiguous();
-  const auto sc = scale.contiguous();
   const int64_t inner = layout.inner;
   const int64_t rows = x.numel() / inner;
   // Enough blocks to fill the GPU several times over; long rows get several chunks each.
@@ -94,14 +93,13 @@ int64_t philox_grid(int64_t numel) {
 
 at::Tensor quantize_int8_stochastic_cuda(const at::Tensor& x, const at::Tensor& scale,
                                          int64_t dim, int64_t seed, int64_t offset) {
-  const auto layout = mmdaq::check_quantize_args(x, scale, dim);
   const c10::cuda::CUDAGuard guard(x.device());
-  auto out = at::empty(x.sizes(), x.options().dtype(at::kChar));
+  auto io = mmdaq::prepare_quantize(x, scale, dim);
+  const auto& layout = io.layout;
+  const auto &out = io.out, &xc = io.x, &sc = io.scale;
   if (x.numel() == 0) {
     return out;
   }
-  const auto xc = x.contiguous();
-  const auto sc = scale.contiguous();
   quantize_int8_stochastic_kernel<<<philox_grid(x.numel()), kThreads, 0,
                                     at::cuda::getCurrentCUDAStream()>>>(
       xc.data_ptr<float>(), sc.data_ptr<float>(), out.data_ptr<int8_t>(), x.numel(),

@@ -26,6 +26,17 @@ _HOOK_ATTRS = ('_forward_hooks', '_forward_hooks_with_kwargs', '_forward_hooks_a
                '_load_state_dict_pre_hooks', '_load_state_dict_post_hooks')
 
 
+def carry_module_state(old: nn.Module, new: nn.Module) -> None:
+    """Give ``new`` the hooks of ``old`` and the instance attributes it lacks (e.g. mmengine's
+    ``init_cfg``): what a layer swap must keep besides the Parameters."""
+    for name in _HOOK_ATTRS:
+        if hasattr(old, name):
+            setattr(new, name, getattr(old, name))
+    for key, value in vars(old).items():
+        if key not in vars(new):
+            new.__dict__[key] = value
+
+
 class DAQLayerMixin:
     """What the three DAQ layers share: the scheme, the switch and the float-to-DAQ swap."""
 
@@ -46,12 +57,7 @@ class DAQLayerMixin:
             new = cls(*cls._float_args(mod), method=method, **options)
         new.weight = mod.weight
         new.bias = mod.bias
-        for name in _HOOK_ATTRS:
-            if hasattr(mod, name):
-                setattr(new, name, getattr(mod, name))
-        for key, value in vars(mod).items():  # e.g. mmengine's init_cfg on the instance
-            if key not in vars(new):
-                new.__dict__[key] = value
+        carry_module_state(mod, new)
         return new.train(mod.training)
 
     def _call_slot(self) -> int:

@@ -34,7 +34,8 @@ from ..ops.int8_layer import ConvGeometry
 from ..ops.lowbit_conv import lowbit_int_conv, lowbit_int_linear
 from ..quantization.lowbit import FP_BITS, check_bits, quantize_activation, quantize_weight
 from .convert import ConversionReport, _compile, daq_class_for
-from .daq_layers import _HOOK_ATTRS, DAQConv2d, DAQConv3d, DAQLinear, _explicit_padding
+from .daq_layers import (DAQConv2d, DAQConv3d, DAQLinear, _explicit_padding,
+                         carry_module_state)
 
 #: Largest bit width whose codes fit int8 (weight codes reach +-(2**k - 1)).
 MAX_INT8_BITS = 7
@@ -96,12 +97,7 @@ class LowBitLayerMixin:
         with torch.device('meta'):  # no second weight is allocated
             new = cls(*cls._float_args(mod))
         new.weight, new.bias = mod.weight, mod.bias
-        for name in _HOOK_ATTRS:
-            if hasattr(mod, name):
-                setattr(new, name, getattr(mod, name))
-        for key, value in vars(mod).items():  # e.g. mmengine's init_cfg on the instance
-            if key not in vars(new):
-                new.__dict__[key] = value
+        carry_module_state(mod, new)
         new._init_lowbit(dataclasses.replace(config) if config is not None else None,
                          input_quantizable)
         return new.train(mod.training)
