@@ -10,6 +10,10 @@ TORCH_LIBRARY_FRAGMENT(mmdaq, m) {
   // (reproducible, the same on every device; philox_uniform gives the u's).
   m.def("quantize_int8_stochastic(Tensor x, Tensor scale, int dim, int seed, int offset) -> "
         "Tensor");
+  // Steps of clips (same shape as clip and data_max: [] or [C]): clip / qmax, NaN where the
+  // data or the clip are not finite or the clip is negative. One op for what is otherwise a
+  // dozen elementwise ops on tiny tensors per quantization.
+  m.def("clip_to_scale(Tensor clip, Tensor data_max, int qmax) -> Tensor");
   // The uniform numbers quantize_int8_stochastic uses: float32 with like's shape and device.
   m.def("philox_uniform(Tensor like, int seed, int offset) -> Tensor");
 }

@@ -37,6 +37,17 @@ inline QuantizeLayout check_quantize_args(const at::Tensor& x, const at::Tensor&
   return {x.size(dim), inner};
 }
 
+inline void check_clip_to_scale_args(const at::Tensor& clip, const at::Tensor& data_max,
+                                     int64_t qmax) {
+  MMDAQ_CHECK(clip.scalar_type() == at::kFloat && data_max.scalar_type() == at::kFloat,
+              "clip_to_scale: clip and data_max must be float32, but got ", clip.scalar_type(),
+              " and ", data_max.scalar_type());
+  MMDAQ_CHECK(clip.sizes() == data_max.sizes() && clip.device() == data_max.device(),
+              "clip_to_scale: clip and data_max must have one shape and device, but got ",
+              clip.sizes(), " and ", data_max.sizes());
+  MMDAQ_CHECK(qmax >= 1, "clip_to_scale: qmax must be >= 1, but got ", qmax);
+}
+
 // The checked layout, the int8 output (x's shape) and contiguous inputs of a quantize kernel.
 struct QuantizeIO {
   QuantizeLayout layout;

@@ -51,6 +51,23 @@ inline void quantize_row(const float* x, int8_t* out, int64_t n, float scale) {
   }
 }
 
+// Quantization step of a clip: clip / qmax, one float below where qmax * step would round up
+// past the float32 maximum, NaN unless data_max and clip are finite and clip >= 0 (the
+// non-finite policy of mmdaq/quantization/quantize.py, _scale_from_clip).
+MMDAQ_HOST_DEVICE float clip_to_step(float clip, float data_max, int qmax) {
+  const bool valid = (data_max - data_max == 0.0f) && (clip - clip == 0.0f) && clip >= 0.0f;
+  float step = clip / static_cast<float>(qmax);
+  const float back = step * static_cast<float>(qmax);
+  if (!(back - back == 0.0f) && back == back) {  // +-Inf (not NaN)
+#if defined(__CUDA_ARCH__)
+    step = nextafterf(step, 0.0f);
+#else
+    step = std::nextafter(step, 0.0f);
+#endif
+  }
+  return valid ? step : NAN;
+}
+
 // The uniform numbers in [0, 1) of elements 4b .. 4b+3 of the stream (seed, offset): block
 // b = offset + i / 4 of Philox-4x32-10, counter-based, so every thread order and both devices
 // give the same numbers. 24 random bits each (exact floats).

@@ -72,9 +72,24 @@ at::Tensor philox_uniform_cpu(const at::Tensor& like, int64_t seed, int64_t offs
   return out;
 }
 
+at::Tensor clip_to_scale_cpu(const at::Tensor& clip, const at::Tensor& data_max, int64_t qmax) {
+  mmdaq::check_clip_to_scale_args(clip, data_max, qmax);
+  const auto c = clip.contiguous();
+  const auto d = data_max.contiguous();
+  auto out = at::empty_like(c);
+  const float* cp = c.data_ptr<float>();
+  const float* dp = d.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  for (int64_t i = 0; i < c.numel(); ++i) {
+    op[i] = mmdaq::clip_to_step(cp[i], dp[i], static_cast<int>(qmax));
+  }
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(mmdaq, CPU, m) {
+  m.impl("clip_to_scale", &clip_to_scale_cpu);
   m.impl("quantize_int8", &quantize_int8_cpu);
   m.impl("quantize_int8_stochastic", &quantize_int8_stochastic_cpu);
   m.impl("philox_uniform", &philox_uniform_cpu);

@@ -87,6 +87,13 @@ __global__ void philox_uniform_kernel(float* __restrict__ out, int64_t numel, ui
   }
 }
 
+__global__ void clip_to_scale_kernel(const float* __restrict__ clip,
+                                     const float* __restrict__ data_max, float* __restrict__ out,
+                                     int64_t n, int qmax) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) out[i] = mmdaq::clip_to_step(clip[i], data_max[i], qmax);
+}
+
 int64_t philox_grid(int64_t numel) {
   return std::max<int64_t>(1, std::min<int64_t>((numel / 4 + kThreads) / kThreads, 65535));
 }
@@ -120,9 +127,25 @@ at::Tensor philox_uniform_cuda(const at::Tensor& like, int64_t seed, int64_t off
   return out;
 }
 
+at::Tensor clip_to_scale_cuda(const at::Tensor& clip, const at::Tensor& data_max, int64_t qmax) {
+  mmdaq::check_clip_to_scale_args(clip, data_max, qmax);
+  const c10::cuda::CUDAGuard guard(clip.device());
+  const auto c = clip.contiguous();
+  const auto d = data_max.contiguous();
+  auto out = at::empty_like(c);
+  if (c.numel() == 0) return out;
+  clip_to_scale_kernel<<<(c.numel() + kThreads - 1) / kThreads, kThreads, 0,
+                         at::cuda::getCurrentCUDAStream()>>>(
+      c.data_ptr<float>(), d.data_ptr<float>(), out.data_ptr<float>(), c.numel(),
+      static_cast<int>(qmax));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(mmdaq, CUDA, m) {
+  m.impl("clip_to_scale", &clip_to_scale_cuda);
   m.impl("quantize_int8", &quantize_int8_cuda);
   m.impl("quantize_int8_stochastic", &quantize_int8_stochastic_cuda);
   m.impl("philox_uniform", &philox_uniform_cuda);

@@ -107,3 +107,10 @@ def quantize_int8_stochastic_reference(x: Tensor, scale: Tensor, dim: int, u: Te
     floor = torch.floor(v)
     codes = floor + (u.reshape(x.shape) < v - floor).float()
     return torch.where(valid, codes, torch.zeros_like(codes)).to(torch.int8)
+
+
+@register_fake_if_built('mmdaq::clip_to_scale')
+def _clip_to_scale_fake(clip: Tensor, data_max: Tensor, qmax: int) -> Tensor:
+    torch._check(clip.shape == data_max.shape,
+                 lambda: 'clip_to_scale: clip and data_max must have one shape and device')
+    return torch.empty_like(clip)

@@ -108,3 +108,23 @@ def test_stochastic_codes_are_unbiased_and_within_one_step():
     v = 0.3 / 0.07
     assert set(codes.unique().tolist()) == {4.0, 5.0}
     assert abs(codes.mean().item() - v) < 0.01
+
+
+@needs_ext
+@pytest.mark.parametrize('device', DEVICES)
+def test_clip_to_scale_kernel_equals_reference(device):
+    from mmdaq.quantization.quantize import _scale_from_clip_reference
+    big = torch.finfo(torch.float32).max
+    clip = torch.tensor([1.0, 0.0, -1.0, float('nan'), float('inf'), big, 3e-39, 2.5, 7.0],
+                        device=device)
+    data_max = torch.tensor([2.0, 0.0, 1.0, 1.0, 1.0, big, 1.0, float('nan'), float('inf')],
+                            device=device)
+    for qmax in (127, 7, 1):
+        got = torch.ops.mmdaq.clip_to_scale(clip, data_max, qmax)
+        want = _scale_from_clip_reference(clip, data_max, qmax)
+        assert torch.equal(got.isnan(), want.isnan())
+        assert torch.equal(got.nan_to_num(), want.nan_to_num())
+    got = torch.ops.mmdaq.clip_to_scale(clip[0], data_max[0], 127)  # per-tensor: 0-d
+    assert got.shape == () and got.item() == pytest.approx(1 / 127)
+    with pytest.raises(RuntimeError, match='one shape and device'):
+        torch.ops.mmdaq.clip_to_scale(clip, data_max[:2], 127)
