@@ -45,3 +45,12 @@ def test_existing_results_are_summarized_without_training(tmp_path, monkeypatch)
     assert results['fp32']['mean'] == pytest.approx(0.6)
     assert results['fp32']['std'] == pytest.approx(0.1414, abs=1e-3)
     assert (tmp_path / 'video' / 'summary.md').read_text().startswith('| method |')
+
+
+def test_no_train_summarizes_what_exists(tmp_path):
+    run = tmp_path / 'video' / 'daq_seed0'
+    run.mkdir(parents=True)
+    (run / 'result.json').write_text(json.dumps(dict(metric=0.9, seconds=5.0)))
+    results = compare_methods.main(['video', '--methods', 'daq', 'ui8', '--seeds', '0', '1',
+                                    '--work-dir', str(tmp_path), '--no-train'])
+    assert list(results) == ['daq'] and results['daq']['n'] == 1

@@ -17,6 +17,7 @@ config at 8 / 6 bits (its default is 4).
 import argparse
 import glob
 import json
+import os
 import re
 import os.path as osp
 import statistics
@@ -72,11 +73,14 @@ def main(argv=None) -> dict:
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--work-dir', default='work_dirs/compare')
     parser.add_argument('--retrain', action='store_true', help='train even if a result exists')
+    parser.add_argument('--no-train', action='store_true',
+                        help='only summarize the runs that exist (missing seeds are left out)')
     parser.add_argument('--cfg-options', nargs='+', default=[], help='added to every run')
     args = parser.parse_args(argv)
     demo = DEMOS[args.task]
     runs = {m: method_run(args.task, m) for m in args.methods}  # fail fast on unknown methods
-    generate_data(*demo['data'])
+    if not args.no_train:
+        generate_data(*demo['data'])
     results = {}
     for method, (config, options) in runs.items():
         metrics, seconds = [], []
@@ -86,6 +90,8 @@ def main(argv=None) -> dict:
             if osp.isfile(done) and not args.retrain:
                 with open(done) as f:
                     result = json.load(f)
+            elif args.no_train:
+                continue
             else:
                 extra = ['--cfg-options', f'randomness.seed={seed}'] + options + args.cfg_options
                 t = train(config, work_dir, extra)
@@ -98,6 +104,9 @@ def main(argv=None) -> dict:
                   f'({result["seconds"]:.0f} s)', flush=True)
             metrics.append(result['metric'])
             seconds.append(result['seconds'])
+        if not metrics:
+            print(f'[compare] {method}: no finished run', flush=True)
+            continue
         results[method] = dict(summarize(metrics), seconds=statistics.mean(seconds),
                                config=config, options=options)
     lines = [f'| method | {demo["label"]} mean | std | min - max | seeds | s / run |',
@@ -109,6 +118,7 @@ def main(argv=None) -> dict:
     print(f'\n[compare] {args.task}: final {demo["label"]} on the synthetic val split, seeds '
           f'{args.seeds}\n{table}')
     out = osp.join(args.work_dir, args.task)
+    os.makedirs(out, exist_ok=True)
     with open(osp.join(out, 'summary.json'), 'w') as f:
         json.dump(dict(task=args.task, seeds=args.seeds, results=results,
                        command='python tools/analysis/compare_methods.py ' +
