@@ -173,7 +173,7 @@ def int8_conv2d_triton(x_q: Tensor, w_q: Tensor, scale: Tensor, bias: Optional[T
     if out.numel() == 0:
         return out, (oh, ow)
     block_m, block_n = 64, max(16, min(128, triton.next_power_of_2(c_out)))
-    block_k = max(16, min(64, triton.next_power_of_2(c)))
+    block_k = max(32, min(64, triton.next_power_of_2(c)))  # int8 tl.dot needs K >= 32 on GPUs
     grid = (triton.cdiv(n * oh * ow, block_m), triton.cdiv(c_out, block_n))
     _int8_conv2d_kernel[grid](
         x_nhwc, w_kc, scale, bias.float().contiguous() if bias is not None else scale, out,
