@@ -18,7 +18,7 @@ optimizer stay in float. :func:`int8_conv` / :func:`int8_linear` run the passes 
 custom ops of :mod:`.int8_conv_op` (autograd included), which ``torch.compile`` traces whole.
 """
 import os
-from typing import NamedTuple, Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 from torch import Tensor
 
@@ -246,6 +246,17 @@ def int8_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: Quant
     Returns:
         Tensor[*, C_out].
     """
+    return linear_as_conv(int8_conv, x, weight, bias, scheme, slot)
+
+
+def linear_as_conv(conv: Callable[..., Tensor], x: Tensor, weight: Tensor,
+                   bias: Optional[Tensor], scheme: QuantScheme, slot: int = 0) -> Tensor:
+    """A linear layer on the last dim of ``x`` (Tensor[*, C_in]) run by a layer function
+    ``conv(x2d, weight, bias, scheme, geo, slot)`` as a convolution without spatial dims.
+
+    Returns:
+        Tensor[*, C_out].
+    """
     lead = x.shape[:-1]
-    y = int8_conv_op(x.reshape(-1, x.shape[-1]), weight, bias, scheme, LINEAR_GEOMETRY, slot)
+    y = conv(x.reshape(-1, x.shape[-1]), weight, bias, scheme, LINEAR_GEOMETRY, slot)
     return y.reshape(lead + (weight.shape[0], ))

@@ -27,7 +27,7 @@ from torch import Tensor
 from ..quantization.schemes import QuantScheme
 from ..quantization.shift_quant import pow2_scales
 from .im2col import channels_inner_to_weight, channels_inner_weight, col2im, im2col
-from .int8_layer import (LINEAR_GEOMETRY, ConvGeometry, channels_last_2d, transposed_geometry,
+from .int8_layer import (ConvGeometry, channels_last_2d, linear_as_conv, transposed_geometry,
                          transposed_weight)
 from .shift_matmul import shift_matmul
 
@@ -200,6 +200,4 @@ def shift_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: Quan
     Returns:
         Tensor[*, C_out].
     """
-    lead = x.shape[:-1]
-    y = shift_conv(x.reshape(-1, x.shape[-1]), weight, bias, scheme, LINEAR_GEOMETRY, slot)
-    return y.reshape(lead + (weight.shape[0], ))
+    return linear_as_conv(shift_conv, x, weight, bias, scheme, slot)
