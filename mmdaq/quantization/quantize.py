@@ -147,16 +147,34 @@ def quantize(x: Tensor,
         codes = torch.ops.mmdaq.quantize_int8_stochastic(x, scale, 0 if dim is None else dim,
                                                          seed, offset)
         return codes, scale
-    usable = scale_b > 0  # False for zero and NaN scales
-    v = (x / torch.where(usable, scale_b, 1.0)).clamp_(-qmax, qmax)
+    return codes_from_scale(x, scale_b, qmax, rounding, generator), scale
+
+
+def codes_from_scale(x: Tensor, scale: Tensor, qmax: int, rounding: str = 'nearest',
+                     generator: Optional[torch.Generator] = None) -> Tensor:
+    """Integer codes ``round(x / scale)`` in ``[-qmax, qmax]``, in eager PyTorch.
+
+    Args:
+        x (Tensor[...], float32): Values.
+        scale (Tensor, float32): Steps broadcastable to ``x``; codes are 0 where a step is 0 or
+            NaN.
+        qmax (int): Largest code.
+        rounding (str): ``'nearest'`` (half to even) or ``'stochastic'`` (``floor(v) + (u <
+            v - floor(v))``, ``u`` uniform from ``generator``). Defaults to ``'nearest'``.
+        generator (torch.Generator, optional): Noise source of stochastic rounding.
+
+    Returns:
+        Tensor[...], int8.
+    """
+    usable = scale > 0  # False for zero and NaN scales
+    v = (x / torch.where(usable, scale, 1.0)).clamp_(-qmax, qmax)
     if rounding == 'nearest':
         v = torch.round(v)
     else:
         u = torch.rand(v.shape, generator=generator, dtype=torch.float32, device=v.device)
         floor = torch.floor(v)
         v = floor + (u < v - floor).to(torch.float32)
-    q = torch.where(usable, v, 0.0).to(torch.int8)
-    return q, scale
+    return torch.where(usable, v, 0.0).to(torch.int8)
 
 
 def dequantize(q: Tensor, scale: Union[float, Tensor], dim: Optional[int] = None) -> Tensor:

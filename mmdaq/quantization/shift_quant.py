@@ -26,7 +26,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from .quantize import _as_float32, _normalize_dim, abs_max, max_code
+from .quantize import _as_float32, _normalize_dim, abs_max, codes_from_scale, max_code
 
 _ROUNDINGS = ('nearest', 'stochastic')
 
@@ -127,15 +127,7 @@ def shift_quantize(x: Tensor,
     shape = [1] * x.dim()
     shape[dim] = -1
     scale = pow2_scales(base, e).view(shape)  # [1, .., C, .., 1]
-    usable = scale > 0  # False for zero and NaN scales
-    v = (x / torch.where(usable, scale, 1.0)).clamp_(-qmax, qmax)
-    if rounding == 'nearest':
-        v = torch.round(v)
-    else:
-        u = torch.rand(v.shape, generator=generator, dtype=torch.float32, device=v.device)
-        floor = torch.floor(v)
-        v = floor + (u < v - floor).to(torch.float32)
-    codes = torch.where(usable, v, 0.0).to(torch.int8)
+    codes = codes_from_scale(x, scale, qmax, rounding, generator)
     return ShiftQuantResult(codes, base, e, dim)
 
 
