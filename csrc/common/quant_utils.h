@@ -76,6 +76,16 @@ MMDAQ_HOST_DEVICE void philox_uniform4(uint64_t seed, uint64_t block, float out[
   for (int k = 0; k < 4; ++k) out[k] = static_cast<float>(rng() >> 8) * (1.0f / 16777216.0f);
 }
 
+// Calls fn(i, u_i) for the elements i of Philox block b (4b .. 4b+3, those below n), u_i their
+// uniform numbers: the one walk of the stream shared by the stochastic kernels.
+template <typename Fn>
+MMDAQ_HOST_DEVICE void for_philox_block(uint64_t seed, uint64_t offset, int64_t b, int64_t n,
+                                        Fn&& fn) {
+  float u[4];
+  philox_uniform4(seed, offset + static_cast<uint64_t>(b), u);
+  for (int k = 0; k < 4 && 4 * b + k < n; ++k) fn(4 * b + k, u[k]);
+}
+
 // Stochastic INT8 code of x for step `scale` and uniform u in [0, 1):
 // floor(v) + (u < v - floor(v)) with v = clamp(x / scale, -127, 127): unbiased inside the clip.
 // Zero for a non-positive or NaN scale and a non-finite x, as quantize_code.

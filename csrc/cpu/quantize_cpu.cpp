@@ -47,12 +47,10 @@ at::Tensor quantize_int8_stochastic_cpu(const at::Tensor& x, const at::Tensor& s
   const int64_t n = x.numel(), inner = layout.inner, channels = layout.channels;
   // Tasks of whole Philox blocks (4 elements), so each block is generated once.
   at::parallel_for(0, (n + 3) / 4, 1 << 12, [&](int64_t begin, int64_t end) {
-    float u[4];
     for (int64_t b = begin; b < end; ++b) {
-      mmdaq::philox_uniform4(static_cast<uint64_t>(seed), static_cast<uint64_t>(offset + b), u);
-      for (int64_t i = 4 * b; i < std::min(n, 4 * b + 4); ++i) {
-        op[i] = mmdaq::stochastic_code(xp[i], sp[(i / inner) % channels], u[i - 4 * b]);
-      }
+      mmdaq::for_philox_block(seed, offset, b, n, [&](int64_t i, float u) {
+        op[i] = mmdaq::stochastic_code(xp[i], sp[(i / inner) % channels], u);
+      });
     }
   });
   return io.out;
@@ -63,10 +61,8 @@ at::Tensor philox_uniform_cpu(const at::Tensor& like, int64_t seed, int64_t offs
   float* op = out.data_ptr<float>();
   const int64_t n = out.numel();
   at::parallel_for(0, (n + 3) / 4, 1 << 12, [&](int64_t begin, int64_t end) {
-    float u[4];
     for (int64_t b = begin; b < end; ++b) {
-      mmdaq::philox_uniform4(static_cast<uint64_t>(seed), static_cast<uint64_t>(offset + b), u);
-      for (int64_t i = 4 * b; i < std::min(n, 4 * b + 4); ++i) op[i] = u[i - 4 * b];
+      mmdaq::for_philox_block(seed, offset, b, n, [&](int64_t i, float u) { op[i] = u; });
     }
   });
   return out;

@@ -67,12 +67,9 @@ __global__ void quantize_int8_stochastic_kernel(const float* __restrict__ x,
   const int64_t blocks = (numel + 3) / 4;
   for (int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; b < blocks;
        b += static_cast<int64_t>(blockDim.x) * gridDim.x) {
-    float u[4];
-    mmdaq::philox_uniform4(seed, offset + b, u);
-    for (int k = 0; k < 4 && 4 * b + k < numel; ++k) {
-      const int64_t i = 4 * b + k;
-      out[i] = mmdaq::stochastic_code(__ldg(x + i), scale[(i / inner) % channels], u[k]);
-    }
+    mmdaq::for_philox_block(seed, offset, b, numel, [&](int64_t i, float u) {
+      out[i] = mmdaq::stochastic_code(__ldg(x + i), scale[(i / inner) % channels], u);
+    });
   }
 }
 
@@ -81,9 +78,7 @@ __global__ void philox_uniform_kernel(float* __restrict__ out, int64_t numel, ui
   const int64_t blocks = (numel + 3) / 4;
   for (int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; b < blocks;
        b += static_cast<int64_t>(blockDim.x) * gridDim.x) {
-    float u[4];
-    mmdaq::philox_uniform4(seed, offset + b, u);
-    for (int k = 0; k < 4 && 4 * b + k < numel; ++k) out[4 * b + k] = u[k];
+    mmdaq::for_philox_block(seed, offset, b, numel, [&](int64_t i, float u) { out[i] = u; });
   }
 }
 
