@@ -13,9 +13,13 @@ struct EpilogueDims {
 
 inline EpilogueDims check_epilogue_args(const at::Tensor& acc, const at::Tensor& scale,
                                         const c10::optional<at::Tensor>& bias,
-                                        at::IntArrayRef out_shape) {
-  MMDAQ_CHECK(acc.scalar_type() == at::kInt && acc.dim() == 2,
-              "int32_to_channels_first: acc must be a 2-d int32 tensor [N*L, C], but got ",
+                                        at::IntArrayRef out_shape,
+                                        bool allow_float_acc = false) {
+  // The CPU kernel also takes float32 accumulators (integer-valued, from oneDNN).
+  const bool dtype_ok =
+      acc.scalar_type() == at::kInt || (allow_float_acc && acc.scalar_type() == at::kFloat);
+  MMDAQ_CHECK(dtype_ok && acc.dim() == 2, "int32_to_channels_first: acc must be a 2-d ",
+              allow_float_acc ? "int32 or float32" : "int32", " tensor [N*L, C], but got ",
               acc.scalar_type(), " of shape ", acc.sizes());
   MMDAQ_CHECK(out_shape.size() >= 2, "int32_to_channels_first: out_shape must be [N, C, *S]");
   const int64_t n = out_shape[0], c = out_shape[1];

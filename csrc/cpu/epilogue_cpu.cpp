@@ -1,5 +1,7 @@
 // CPU kernel of mmdaq::int32_to_channels_first: scale, bias and the [N*L, C] -> [N, C, L]
 // transpose in one pass, in tiles so that both the reads and the writes stay in cache lines.
+// The accumulator is int32 (our GEMMs) or float32 holding integers (oneDNN's convolution
+// writes float(acc)); both convert to float the same way, so the results are the same floats.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <torch/types.h>
@@ -13,27 +15,15 @@ namespace {
 constexpr int64_t kTileL = 64;
 constexpr int64_t kTileC = 16;
 
-at::Tensor int32_to_channels_first_cpu(const at::Tensor& acc, const at::Tensor& scale,
-                                       const c10::optional<at::Tensor>& bias,
-                                       at::IntArrayRef out_shape) {
-  const auto dims = mmdaq::check_epilogue_args(acc, scale, bias, out_shape);
-  const int64_t n = dims.n, c = dims.c, l = dims.l;
-  auto out = at::empty(out_shape, acc.options().dtype(at::kFloat));
-  if (out.numel() == 0) return out;
-  const auto ac = acc.contiguous();
-  // Per-channel multipliers and offsets (a per-tensor scale is broadcast once, here).
-  const auto sc = scale.numel() == 1 ? scale.expand({c}).contiguous() : scale.contiguous();
-  const auto bc = bias.has_value() ? bias->contiguous() : at::zeros({c}, scale.options());
-  const int32_t* ap = ac.data_ptr<int32_t>();
-  const float* sp = sc.data_ptr<float>();
-  const float* bp = bc.data_ptr<float>();
-  float* op = out.data_ptr<float>();
+template <typename Acc>
+void channels_first_tiles(const Acc* ap, const float* sp, const float* bp, float* op, int64_t n,
+                          int64_t c, int64_t l) {
   const int64_t tiles_l = (l + kTileL - 1) / kTileL;
   at::parallel_for(0, n * tiles_l, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t s = t / tiles_l, l0 = (t % tiles_l) * kTileL;
       const int64_t l1 = std::min(l, l0 + kTileL);
-      const int32_t* a = ap + s * l * c;
+      const Acc* a = ap + s * l * c;
       float* o = op + s * c * l;
       for (int64_t c0 = 0; c0 < c; c0 += kTileC) {
         const int64_t c1 = std::min(c, c0 + kTileC);
@@ -45,6 +35,28 @@ at::Tensor int32_to_channels_first_cpu(const at::Tensor& acc, const at::Tensor& 
       }
     }
   });
+}
+
+at::Tensor int32_to_channels_first_cpu(const at::Tensor& acc, const at::Tensor& scale,
+                                       const c10::optional<at::Tensor>& bias,
+                                       at::IntArrayRef out_shape) {
+  const auto dims = mmdaq::check_epilogue_args(acc, scale, bias, out_shape,
+                                               /*allow_float_acc=*/true);
+  const int64_t n = dims.n, c = dims.c, l = dims.l;
+  auto out = at::empty(out_shape, acc.options().dtype(at::kFloat));
+  if (out.numel() == 0) return out;
+  const auto ac = acc.contiguous();
+  // Per-channel multipliers and offsets (a per-tensor scale is broadcast once, here).
+  const auto sc = scale.numel() == 1 ? scale.expand({c}).contiguous() : scale.contiguous();
+  const auto bc = bias.has_value() ? bias->contiguous() : at::zeros({c}, scale.options());
+  const float* sp = sc.data_ptr<float>();
+  const float* bp = bc.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  if (ac.scalar_type() == at::kFloat) {
+    channels_first_tiles(ac.data_ptr<float>(), sp, bp, op, n, c, l);
+  } else {
+    channels_first_tiles(ac.data_ptr<int32_t>(), sp, bp, op, n, c, l);
+  }
   return out;
 }
 

@@ -1,6 +1,7 @@
 """``mmdaq::int32_to_channels_first``: the INT8 GEMM epilogue in one pass.
 
-A channels-last GEMM result ``acc[N*L, C]`` (int32) becomes the float32 ``out[N, C, *S]`` with
+A channels-last GEMM result ``acc[N*L, C]`` (int32; on CPU also float32 holding integers, as
+oneDNN's convolution writes them) becomes the float32 ``out[N, C, *S]`` with
 ``out[n, c, l] = acc[n * L + l, c] * scale (+ bias[c])``. In eager PyTorch this is a multiply
 (with an int -> float conversion), a bias add and a strided transpose copy: three passes.
 :func:`channels_first_epilogue` uses the kernel where it is built and applies (CPU, int32),
@@ -18,8 +19,9 @@ from .extension import register_fake_if_built
 @register_fake_if_built('mmdaq::int32_to_channels_first')
 def _int32_to_channels_first_fake(acc: Tensor, scale: Tensor, bias: Optional[Tensor],
                                   out_shape: Sequence[int]) -> Tensor:
-    torch._check(acc.dtype == torch.int32 and acc.dim() == 2,
-                 lambda: 'int32_to_channels_first: acc must be a 2-d int32 tensor [N*L, C]')
+    torch._check(acc.dtype in (torch.int32, torch.float32) and acc.dim() == 2,
+                 lambda: 'int32_to_channels_first: acc must be a 2-d int32 (or, on CPU, '
+                 'float32) tensor [N*L, C]')
     return acc.new_empty(list(out_shape), dtype=torch.float32)
 
 
@@ -43,7 +45,10 @@ def channels_first_epilogue(acc: Tensor, scale: Tensor, bias: Optional[Tensor],
         bias (Tensor[C], optional): Added after scaling.
         out_shape (Sequence[int]): ``(N, C, *S)``.
     """
-    if acc.dtype == torch.int32 and compiled_op_available('int32_to_channels_first', acc.device):
+    # The CPU kernel also takes float32 accumulators (oneDNN's, integer-valued).
+    kernel_dtypes = (torch.int32, torch.float32) if acc.device.type == 'cpu' else (torch.int32, )
+    if acc.dtype in kernel_dtypes and compiled_op_available('int32_to_channels_first',
+                                                            acc.device):
         bias = None if bias is None else bias.float().contiguous()
         return torch.ops.mmdaq.int32_to_channels_first(acc, scale.float().reshape(-1), bias,
                                                        list(out_shape))

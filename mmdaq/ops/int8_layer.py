@@ -20,13 +20,16 @@ custom ops of :mod:`.int8_conv_op` (autograd included), which ``torch.compile`` 
 import os
 from typing import Callable, NamedTuple, Optional, Tuple
 
+import torch
 from torch import Tensor
 
 from ..quantization.schemes import QuantScheme
+from .conv_autotune import cpu_conv_mode, fastest, shape_bucket
 from .epilogue import channels_first_epilogue
 from .grouped_matmul import grouped_int8_matmul
 from .im2col import channels_inner_to_weight, channels_inner_weight, col2im, im2col
 from .int8_conv_op import int8_conv_op
+from .onednn_conv import int8_conv_onednn, onednn_conv_supported
 from .triton_conv import (conv2d_int8_supported, conv2d_wgrad_int8_supported,
                           int8_conv2d_triton, int8_conv2d_wgrad_triton)
 
@@ -159,15 +162,35 @@ def scaled_int8_conv(x_q: Tensor, w_q: Tensor, scale: Tensor, bias: Optional[Ten
     """``conv(x_q, w_q) * scale (+ bias)`` in float32 from int8 codes.
 
     One Triton implicit-GEMM kernel for 2-D convolutions on CUDA (:mod:`.triton_conv`; off
-    with ``MMDAQ_TRITON=0``), else im2col, the integer GEMM and the fused epilogue.
+    with ``MMDAQ_TRITON=0``); on CPUs with VNNI, oneDNN's int8 convolution or the GEMM path,
+    whichever was measured faster for the shape (:mod:`.conv_autotune`); else im2col, the
+    integer GEMM and the fused epilogue.
     """
     use_triton = x_q.is_cuda and USE_TRITON
     if use_triton and conv2d_int8_supported(x_q, geo.kernel, x_q.shape[1], geo.groups):
         return int8_conv2d_triton(x_q, w_q, scale, bias, geo.stride, geo.padding,
                                   geo.dilation)[0]
-    acc, out_size = int8_conv_forward(x_q, w_q, geo)  # [NL, C_out]
-    # Scale, bias and the [NL, C_out] -> [N, C_out, *O] layout in one pass.
-    return channels_first_epilogue(acc, scale, bias, (x_q.shape[0], w_q.shape[0]) + out_size)
+
+    def gemm() -> Tensor:
+        acc, out_size = int8_conv_forward(x_q, w_q, geo)  # [NL, C_out]
+        # Scale, bias and the [NL, C_out] -> [N, C_out, *O] layout in one pass.
+        return channels_first_epilogue(acc, scale, bias,
+                                       (x_q.shape[0], w_q.shape[0]) + out_size)
+
+    mode = cpu_conv_mode() if x_q.device.type == 'cpu' else 'gemm'
+    if mode == 'gemm' or not onednn_conv_supported(x_q, w_q, geo):
+        return gemm()
+
+    def onednn() -> Tensor:
+        return int8_conv_onednn(x_q, w_q, scale, bias, geo)
+
+    if mode == 'onednn':
+        return onednn()
+    # Both give the same floats (tested): the choice is speed only.
+    positions = x_q.shape[0] * x_q[0, 0].numel()
+    key = ('conv', x_q.shape[1], tuple(w_q.shape), geo, bias is not None,
+           shape_bucket(positions), torch.get_num_threads())
+    return fastest(key, {'gemm': gemm, 'onednn': onednn})
 
 
 def int8_conv_backward_pass(grad_y: Tensor, x_q: Tensor, weight: Tensor, s_x: Tensor,

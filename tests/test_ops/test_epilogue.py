@@ -28,12 +28,25 @@ def test_kernel_equals_reference(out_shape, per_channel, with_bias):
 @needs_ext
 def test_bad_arguments_are_clear_errors():
     acc = torch.zeros(6, 3, dtype=torch.int32)
-    with pytest.raises(RuntimeError, match='acc must be a 2-d int32 tensor'):
-        torch.ops.mmdaq.int32_to_channels_first(acc.float(), torch.ones(1), None, [2, 3, 3])
+    with pytest.raises(RuntimeError, match='acc must be a 2-d int32 or float32 tensor'):
+        torch.ops.mmdaq.int32_to_channels_first(acc.double(), torch.ones(1), None, [2, 3, 3])
     with pytest.raises(RuntimeError, match='does not match out_shape'):
         torch.ops.mmdaq.int32_to_channels_first(acc, torch.ones(1), None, [2, 3, 4])
     with pytest.raises(RuntimeError, match='scale must be float32 with 1 or C'):
         torch.ops.mmdaq.int32_to_channels_first(acc, torch.ones(2), None, [2, 3, 3])
+
+
+@needs_ext
+def test_float_accumulators_give_the_same_floats():
+    # oneDNN's convolution writes float(acc): the CPU kernel takes it like the int32 sums.
+    gen = torch.Generator().manual_seed(0)
+    acc = torch.randint(-2**30, 2**30, (2 * 12, 7), generator=gen, dtype=torch.int32)
+    scale, bias = torch.rand(7, generator=gen) * 1e-6, torch.randn(7, generator=gen)
+    want = torch.ops.mmdaq.int32_to_channels_first(acc, scale, bias, [2, 7, 3, 4])
+    got = channels_first_epilogue(acc.float(), scale, bias, (2, 7, 3, 4))
+    assert torch.equal(got, want)
+    assert torch.equal(int32_to_channels_first_reference(acc.float(), scale, bias, (2, 7, 3, 4)),
+                       want)
 
 
 def test_other_dtypes_use_the_reference():

@@ -12,6 +12,7 @@ ISA and the INT8 GEMM backend, and writes JSON with ``--json``::
     python tools/benchmarks/bench_layers.py --e2e faster_rcnn tsn i3d
 """
 import argparse
+import contextlib
 import json
 import os.path as osp
 import platform
@@ -23,10 +24,12 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import torch  # noqa: E402
 
-from mmdaq.analysis.benchmark import (PRECISIONS, prepare, resnet50_conv_shapes,  # noqa: E402
+from mmdaq.analysis.benchmark import (prepare, resnet50_conv_shapes,  # noqa: E402
                                       saved_activation_bytes, time_layer, time_train_step)
 from mmdaq.analysis.torchvision_models import (  # noqa: E402
     TORCHVISION_MODELS, build_torchvision_step, convert_like_daq_hook)
+from mmdaq.ops.conv_autotune import (MODES, autotune_choices, cpu_conv_kernel,  # noqa: E402
+                                     reset_autotune)
 from mmdaq.ops.int8_matmul import cpu_isa_flags, resolve_backend  # noqa: E402
 
 E2E_MODELS = {
@@ -52,30 +55,64 @@ def device_description(device: torch.device) -> str:
     return f'{model}, {torch.get_num_threads()} threads, ISA {isa}'
 
 
+def variants(args) -> list:
+    """(label, precision, CPU conv kernel) of each timed column: FP32, BF16, DAQ per kernel."""
+    out = [('fp32', 'fp32', None), ('bf16', 'bf16', None)]
+    if len(args.daq_kernels) == 1:
+        return out + [('daq', 'daq', args.daq_kernels[0])]
+    return out + [(f'daq[{k}]', 'daq', k) for k in args.daq_kernels]
+
+
+def _kernel_context(kernel):
+    return cpu_conv_kernel(kernel) if kernel else contextlib.nullcontext()
+
+
+def _chosen_kernels() -> str:
+    """The kernels the measured choice took for the shapes timed since the last reset."""
+    return '+'.join(name for name, _ in autotune_choices().values()) or '-'
+
+
 def bench_layers(args, device: torch.device) -> list:
     shapes = resnet50_conv_shapes(args.batch, args.size)[:args.limit or None]
+    columns = variants(args)
+    daq_labels = [label for label, precision, _ in columns if precision == 'daq']
     rows = []
-    print(f'{"conv (input -> out)":<40}{"n":>3}{"fp32 ms":>10}{"bf16 x":>8}{"daq x":>8}'
-          f'{"daq fwd x":>10}{"daq bwd x":>10}{"saved fp32/daq":>16}', flush=True)
+    header = f'{"conv (input -> out)":<40}{"n":>3}{"fp32 ms":>10}{"bf16 x":>8}'
+    for label in daq_labels:
+        header += f'{label + " x":>12}{"fwd x":>7}{"bwd x":>7}'
+    print(header + f'{"saved fp32/daq":>16}  auto chose (fwd+G_X)', flush=True)
     for shape, count in shapes:
         torch.manual_seed(0)
         base = shape.build().to(device)
         x = torch.randn(shape.input_shape, device=device)
         row = dict(shape=shape._asdict(), count=count, label=shape.label())
-        for precision in PRECISIONS:
-            module = prepare(base, precision)
-            row[precision] = time_layer(module, x, precision, args.reps, args.warmup)
-            row[precision]['saved_bytes'] = saved_activation_bytes(module, x, precision)
-        fp32, daq = row['fp32'], row['daq']
+        modules = {label: prepare(base, precision) for label, precision, _ in columns}
+        reset_autotune()
+        # Repetitions interleaved over the columns, so that a busy machine slows all alike.
+        samples = {label: [] for label, _, _ in columns}
+        for rep in range(args.reps):
+            for label, precision, kernel in columns:
+                with _kernel_context(kernel):
+                    samples[label].append(time_layer(modules[label], x, precision, reps=1,
+                                                     warmup=args.warmup if rep == 0 else 0))
+        row['auto_chose'] = _chosen_kernels()
+        for label, precision, kernel in columns:
+            row[label] = {k: statistics.median(t[k] for t in samples[label])
+                          for k in ('fwd', 'bwd', 'fwd_bwd')}
+            with _kernel_context(kernel):
+                row[label]['saved_bytes'] = saved_activation_bytes(modules[label], x, precision)
+        fp32 = row['fp32']
         row['speedup'] = {p: {k: fp32[k] / row[p][k] if row[p][k] > 0 else float('nan')
-                              for k in ('fwd', 'bwd', 'fwd_bwd')} for p in ('bf16', 'daq')}
-        mem = fp32['saved_bytes'] / max(daq['saved_bytes'], 1)
-        print(f'{shape.label():<40}{count:>3}{1e3 * fp32["fwd_bwd"]:>10.2f}'
-              f'{row["speedup"]["bf16"]["fwd_bwd"]:>8.2f}{row["speedup"]["daq"]["fwd_bwd"]:>8.2f}'
-              f'{row["speedup"]["daq"]["fwd"]:>10.2f}{row["speedup"]["daq"]["bwd"]:>10.2f}'
-              f'{mem:>16.2f}', flush=True)
+                              for k in ('fwd', 'bwd', 'fwd_bwd')} for p in ['bf16'] + daq_labels}
+        mem = fp32['saved_bytes'] / max(row[daq_labels[0]]['saved_bytes'], 1)
+        line = (f'{shape.label():<40}{count:>3}{1e3 * fp32["fwd_bwd"]:>10.2f}'
+                f'{row["speedup"]["bf16"]["fwd_bwd"]:>8.2f}')
+        for label in daq_labels:
+            speed = row['speedup'][label]
+            line += f'{speed["fwd_bwd"]:>12.2f}{speed["fwd"]:>7.2f}{speed["bwd"]:>7.2f}'
+        print(line + f'{mem:>16.2f}  {row["auto_chose"]}', flush=True)
         rows.append(row)
-    for p in ('bf16', 'daq'):
+    for p in ['bf16'] + daq_labels:
         med = statistics.median(r['speedup'][p]['fwd_bwd'] for r in rows)
         total = sum(r['fp32']['fwd_bwd'] * r['count'] for r in rows) / \
             sum(r[p]['fwd_bwd'] * r['count'] for r in rows)
@@ -107,25 +144,41 @@ def _torchvision_step(key: str, precision: str, args, device: torch.device):
 
 def bench_e2e(args, device: torch.device) -> dict:
     results = {}
+    columns = variants(args)
     for key in args.e2e:
         build = _torchvision_step if key in TORCHVISION_MODELS else _openmmlab_step
-        times, errors = {}, {}
-        for precision in PRECISIONS:
+        steps, errors = {}, {}
+        for label, precision, _ in columns:
             try:
-                model, loss_fn = build(key, precision, args, device)
-                times[precision] = time_train_step(model, loss_fn, precision, device,
-                                                   args.e2e_reps, 1)
-                del model, loss_fn
-            except (RuntimeError, TypeError, ValueError) as e:  # e.g. no BF16 kernel here
-                errors[precision] = f'{type(e).__name__}: {str(e).splitlines()[0]}'
-                times[precision] = float('nan')
-        results[key] = dict(times, errors=errors,
-                            speedup={p: times['fp32'] / times[p] for p in ('bf16', 'daq')})
+                steps[label] = build(key, precision, args, device)
+            except (RuntimeError, TypeError, ValueError) as e:
+                errors[label] = f'{type(e).__name__}: {str(e).splitlines()[0]}'
+        reset_autotune()
+        # Repetitions interleaved over the columns, so that a busy machine slows all alike.
+        samples = {label: [] for label in steps}
+        for rep in range(args.e2e_reps):
+            for label, precision, kernel in columns:
+                if label not in steps or label in errors:
+                    continue
+                model, loss_fn = steps[label]
+                try:
+                    with _kernel_context(kernel):
+                        samples[label].append(time_train_step(model, loss_fn, precision, device,
+                                                              1, 1 if rep == 0 else 0))
+                except (RuntimeError, TypeError, ValueError) as e:  # e.g. no BF16 kernel here
+                    errors[label] = f'{type(e).__name__}: {str(e).splitlines()[0]}'
+        del steps
+        times = {label: statistics.median(samples[label]) if label not in errors and
+                 samples.get(label) else float('nan') for label, _, _ in columns}
+        results[key] = dict(times, errors=errors, auto_chose=_chosen_kernels(),
+                            speedup={label: times['fp32'] / times[label]
+                                     for label, _, _ in columns[1:]})
         cells = [f'FP32 {times["fp32"]:.3f}s']
-        for p in ('bf16', 'daq'):
-            speed = results[key]['speedup'][p]
-            cell = f'failed ({errors[p]})' if p in errors else f'{times[p]:.3f}s ({speed:.2f}x)'
-            cells.append(f'{p.upper()} {cell}')
+        for label, _, _ in columns[1:]:
+            speed = results[key]['speedup'][label]
+            cell = (f'failed ({errors[label]})' if label in errors else
+                    f'{times[label]:.3f}s ({speed:.2f}x)')
+            cells.append(f'{label.upper()} {cell}')
         print(f'{key}: iteration ' + ', '.join(cells), flush=True)
     return results
 
@@ -148,6 +201,9 @@ def main(argv=None) -> dict:
                         help='let FP32 matmuls/convs use TF32 on CUDA (off by default: FP32 is '
                         'the IEEE float32 baseline)')
     parser.add_argument('--e2e-reps', type=int, default=3)
+    parser.add_argument('--daq-kernels', nargs='+', choices=MODES, default=['auto'],
+                        help='CPU INT8 convolution kernels to time DAQ with, side by side '
+                        '(MMDAQ_CPU_CONV; default: auto, the per-shape measured choice)')
     parser.add_argument('--json', help='also write the results here')
     args = parser.parse_args(argv)
     device = torch.device(args.device)

@@ -1,0 +1,61 @@
+// CPU kernel of mmdaq::int8_to_uint8_channels_last: the +128 shift and the [N, C, L] ->
+// [N, L, C] transpose in one pass, in tiles so that reads and writes stay in cache lines.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+#include <torch/types.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "../common/check.h"
+
+namespace {
+
+constexpr int64_t kTile = 64;
+
+at::Tensor int8_to_uint8_channels_last_cpu(const at::Tensor& x) {
+  MMDAQ_CHECK(x.scalar_type() == at::kChar,
+              "int8_to_uint8_channels_last: x must be int8, but got ", x.scalar_type());
+  MMDAQ_CHECK(x.dim() >= 3 && x.dim() <= 5,
+              "int8_to_uint8_channels_last: x must be [N, C, *S] with 1 to 3 spatial dims, "
+              "but got shape ", x.sizes());
+  const int64_t n = x.size(0), c = x.size(1);
+  const int64_t l = c == 0 || n == 0 ? 0 : x.numel() / (n * c);
+  // Strides of [N, C, *S] stored as [N, *S, C].
+  std::vector<int64_t> strides(x.dim());
+  strides[1] = 1;
+  int64_t step = c;
+  for (int64_t d = x.dim() - 1; d >= 2; --d) {
+    strides[d] = step;
+    step *= x.size(d);
+  }
+  strides[0] = step;
+  auto out = at::empty_strided(x.sizes(), strides, x.options().dtype(at::kByte));
+  if (x.numel() == 0) return out;
+  const auto xc = x.contiguous();
+  const int8_t* xp = xc.data_ptr<int8_t>();
+  uint8_t* op = out.data_ptr<uint8_t>();
+  const int64_t tiles_l = (l + kTile - 1) / kTile, tiles_c = (c + kTile - 1) / kTile;
+  at::parallel_for(0, n * tiles_l * tiles_c, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t s = t / (tiles_l * tiles_c), r = t % (tiles_l * tiles_c);
+      const int64_t l0 = (r / tiles_c) * kTile, c0 = (r % tiles_c) * kTile;
+      const int64_t l1 = std::min(l, l0 + kTile), c1 = std::min(c, c0 + kTile);
+      const int8_t* in = xp + s * c * l;
+      uint8_t* o = op + s * l * c;
+      for (int64_t i = l0; i < l1; ++i) {
+        for (int64_t ch = c0; ch < c1; ++ch) {
+          // code + 128 in [1, 255]: flipping the sign bit is the same as adding 128.
+          o[i * c + ch] = static_cast<uint8_t>(in[ch * l + i]) ^ 0x80u;
+        }
+      }
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mmdaq, CPU, m) {
+  m.impl("int8_to_uint8_channels_last", &int8_to_uint8_channels_last_cpu);
+}

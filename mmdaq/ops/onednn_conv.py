@@ -1,0 +1,105 @@
+"""INT8 convolutions by oneDNN's u8 x s8 kernels (CPUs with VNNI or AMX), bit-exact.
+
+oneDNN's int8 convolution (``torch.ops.onednn.qconv_pointwise``: implicit GEMM, no im2col,
+VNNI ``vpdpbusd``) takes unsigned activations. A symmetric code ``q`` in [-127, 127] is
+stored as ``q + 128`` with zero point 128, so oneDNN computes ``sum (u - 128) w = sum q w``
+exactly, padding included (it pads with the zero point). Its scales are set to 1, so it writes
+``float(acc)``; :func:`~.epilogue.channels_first_epilogue` then applies our scale and bias
+while it lays the result out as NC* (oneDNN writes channels last): the same floats as the
+GEMM path, bit for bit (tested).
+
+Not used on AVX2-only CPUs: there oneDNN's u8 x s8 kernels sum pairs in saturating 16-bit
+(``vpmaddubsw``), which is not exact for 8-bit codes. The weight is re-packed into oneDNN's
+blocked layout on every call (it changes every step); that costs about 7 ns per weight
+element on the machines measured, a lot for deep layers at small batches, which is why
+:mod:`.conv_autotune` picks between this and the GEMM path per shape.
+"""
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .epilogue import channels_first_epilogue
+from .extension import register_fake_if_built, require_extension
+from .int8_matmul import MAX_CHUNK_K, has_fast_int8_cpu
+
+#: Zero point of the unsigned activations: u = q + 128.
+ZERO_POINT = 128
+
+
+def _onednn_ops_present() -> bool:
+    ops = torch.ops.onednn
+    return hasattr(ops, 'qconv_prepack') and hasattr(ops, 'qconv_pointwise')
+
+
+_AVAILABLE = has_fast_int8_cpu() and _onednn_ops_present()
+
+
+def onednn_conv_available() -> bool:
+    """Whether this CPU and torch build have exact oneDNN int8 convolutions (VNNI/AMX)."""
+    return _AVAILABLE
+
+
+def onednn_conv_supported(x_q: Tensor, w_q: Tensor, geo) -> bool:
+    """Whether :func:`int8_conv_onednn` runs this convolution (CPU, 1-3 spatial dims, a
+    reduction short enough for exact int32 accumulation)."""
+    return (_AVAILABLE and x_q.device.type == 'cpu' and len(geo.kernel) in (1, 2, 3)
+            and w_q[0].numel() <= MAX_CHUNK_K and x_q.numel() > 0 and w_q.numel() > 0)
+
+
+@register_fake_if_built('mmdaq::int8_to_uint8_channels_last')
+def _int8_to_uint8_channels_last_fake(x: Tensor) -> Tensor:
+    torch._check(x.dtype == torch.int8 and 3 <= x.dim() <= 5,
+                 lambda: 'int8_to_uint8_channels_last: x must be int8 [N, C, *S]')
+    n, c = x.shape[:2]
+    spatial = tuple(x.shape[2:])
+    return x.new_empty((n, ) + spatial + (c, ), dtype=torch.uint8).movedim(-1, 1)
+
+
+def int8_to_uint8_channels_last(x_q: Tensor) -> Tensor:
+    """``x_q + 128`` as uint8, channels-last storage (compiled kernel, one pass).
+
+    Args:
+        x_q (Tensor[N, C, *S], int8): Codes, 1 to 3 spatial dims.
+
+    Returns:
+        Tensor[N, C, *S], uint8, stored as [N, *S, C].
+    """
+    require_extension('int8_to_uint8_channels_last')
+    return torch.ops.mmdaq.int8_to_uint8_channels_last(x_q)
+
+
+def int8_to_uint8_channels_last_reference(x_q: Tensor) -> Tensor:
+    """Plain-PyTorch twin of :func:`int8_to_uint8_channels_last` (same values and strides)."""
+    u = (x_q.to(torch.int16) + ZERO_POINT).to(torch.uint8)
+    return u.movedim(1, -1).contiguous().movedim(-1, 1)
+
+
+def int8_conv_onednn(x_q: Tensor, w_q: Tensor, scale: Tensor, bias: Optional[Tensor],
+                     geo) -> Tensor:
+    """``conv(x_q, w_q) * scale (+ bias)`` in float32 by oneDNN, exact integer accumulation.
+
+    Args:
+        x_q (Tensor[N, C_in, *S], int8): Input codes (1 to 3 spatial dims).
+        w_q (Tensor[C_out, C_in/G, *k], int8): Weight codes.
+        scale (Tensor[], float32): Multiplier of the integer result.
+        bias (Tensor[C_out], optional): Added after scaling.
+        geo (ConvGeometry): Convolution arguments.
+
+    Returns:
+        Tensor[N, C_out, *O], float32, contiguous.
+    """
+    x_u = int8_to_uint8_channels_last(x_q)
+    c_out = w_q.shape[0]
+    ones = torch.ones(c_out, dtype=torch.float64)
+    zeros = torch.zeros(c_out, dtype=torch.int64)
+    stride, padding, dilation = list(geo.stride), list(geo.padding), list(geo.dilation)
+    packed = torch.ops.onednn.qconv_prepack(w_q.contiguous(), ones, 1.0, ZERO_POINT, stride,
+                                            padding, dilation, geo.groups, list(x_u.shape))
+    acc = torch.ops.onednn.qconv_pointwise(x_u, 1.0, ZERO_POINT, packed, ones, zeros, None,
+                                           stride, padding, dilation, geo.groups, 1.0, 0,
+                                           torch.float32, 'none', [], '')
+    # acc: float(int32 sums), [N, C_out, *O] stored channels last, i.e. [N*L, C_out].
+    out_shape = tuple(acc.shape)
+    acc_2d = acc.movedim(1, -1).reshape(-1, c_out)
+    return channels_first_epilogue(acc_2d, scale, bias, out_shape)
