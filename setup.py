@@ -37,7 +37,11 @@ def make_extensions() -> tuple:
         return sorted(osp.relpath(p, ROOT) for p in glob.glob(osp.join(ROOT, pattern)))
 
     sources = rel('csrc/*.cpp') + rel('csrc/cpu/*.cpp')
-    cxx_flags = ['-O3', '-std=c++17']
+    # No FMA contraction: the kernels' float results must not depend on the ISA a loop was
+    # compiled for (csrc/common/cpu_clones.h). No trapping math: FP exceptions are masked, and
+    # without it GCC keeps the quantization loops scalar (it will not if-convert a division
+    # that might trap); results are the same IEEE operations either way.
+    cxx_flags = ['-O3', '-std=c++17', '-ffp-contract=off', '-fno-trapping-math']
     define_macros = []
     with_cuda = os.getenv('FORCE_CUDA', '0') == '1' or (
         torch.cuda.is_available() and torch.version.cuda is not None)

@@ -5,10 +5,23 @@
 #include <torch/library.h>
 #include <torch/types.h>
 
+#include "../common/cpu_clones.h"
 #include "../common/quant_utils.h"
 #include "../quantize_args.h"
 
 namespace {
+
+// Elements [begin, end) of quantize_int8, one row (elements sharing a scale) at a time, so the
+// inner loop has a constant scale and no branches and vectorizes.
+MMDAQ_CPU_CLONES void quantize_range(const float* xp, const float* sp, int8_t* op, int64_t begin,
+                                     int64_t end, int64_t inner, int64_t channels) {
+  for (int64_t i = begin; i < end;) {
+    const int64_t row = i / inner;
+    const int64_t stop = std::min(end, (row + 1) * inner);
+    mmdaq::quantize_row(xp + i, op + i, stop - i, sp[row % channels]);
+    i = stop;
+  }
+}
 
 at::Tensor quantize_int8_cpu(const at::Tensor& x, const at::Tensor& scale, int64_t dim) {
   auto io = mmdaq::prepare_quantize(x, scale, dim);
@@ -22,14 +35,7 @@ at::Tensor quantize_int8_cpu(const at::Tensor& x, const at::Tensor& scale, int64
   const int64_t inner = layout.inner;
   const int64_t channels = layout.channels;
   at::parallel_for(0, x.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
-    // Walk the range one row (elements sharing a scale) at a time, so the inner loop has a
-    // constant scale and no branches and the compiler vectorizes it.
-    for (int64_t i = begin; i < end;) {
-      const int64_t row = i / inner;
-      const int64_t stop = std::min(end, (row + 1) * inner);
-      mmdaq::quantize_row(xp + i, op + i, stop - i, sp[row % channels]);
-      i = stop;
-    }
+    quantize_range(xp, sp, op, begin, end, inner, channels);
   });
   return io.out;
 }
