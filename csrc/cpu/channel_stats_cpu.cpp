@@ -1,7 +1,8 @@
 // CPU kernel of mmdaq::grad_channel_stats: every statistic DAQ's clipping needs from G_Y, read
 // straight from the [outer, C, inner] layout (no channel-major copy), one channel per task.
 // A channel's values are read twice (abs-max and second moment; count and histogram); for the
-// usual sizes (N*H*W floats, tens to hundreds of KiB) the second pass hits the cache. The
+// usual sizes (N*H*W floats, tens to hundreds of KiB) the second pass hits the cache. Both
+// passes' arithmetic is vectorized (cpu_clones.h); the histogram adds stay scalar. The
 // clip search then runs on the channel's histogram in O(num_bins), in registers and a local
 // buffer, the same arithmetic as objective_curve_from_histograms in
 // mmdaq/quantization/histogram_clip.py. Pass 1 also counts the exact zeros: they quantize
@@ -11,9 +12,11 @@
 #include <torch/types.h>
 
 #include "../channel_stats_args.h"
+#include "../common/cpu_clones.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <tuple>
 #include <vector>
@@ -21,6 +24,65 @@
 namespace {
 
 using Stats = mmdaq::ChannelStats;
+
+// Pass 1 over a row of a channel: abs-max, the raw second moment (double: no overflow for any
+// float), exact zeros (+0 and -0; NaN is not one) and the number of NaN/+-Inf values (v - v is
+// NaN for those). Written so that it vectorizes: the abs-max as the integer max of the bit
+// patterns without the sign (the same order as the values for finite floats; a channel with a
+// non-finite value gets its abs-max from the non-finite branch), eight independent double
+// sums (the order of a double sum moves sigma by far less than float32's rounding).
+struct RowMoments {
+  uint32_t abs_max_bits = 0;
+  double sq = 0.0;
+  int64_t zeros = 0, non_finite = 0;
+};
+
+MMDAQ_CPU_CLONES void add_row_moments(const float* __restrict__ row, int64_t n,
+                                      RowMoments& acc) {
+  const uint32_t* bits = reinterpret_cast<const uint32_t*>(row);
+  uint32_t m = acc.abs_max_bits;
+  int64_t zeros = 0, non_finite = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t a = bits[i] & 0x7fffffffu;
+    m = a > m ? a : m;
+    zeros += row[i] == 0.0f;
+    non_finite += !(row[i] - row[i] == 0.0f);
+  }
+  double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int k = 0; k < 8; ++k) s[k] += static_cast<double>(row[i + k]) * row[i + k];
+  }
+  for (; i < n; ++i) s[0] += static_cast<double>(row[i]) * row[i];
+  acc.abs_max_bits = m;
+  acc.zeros += zeros;
+  acc.non_finite += non_finite;
+  acc.sq += ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+// P(x > sigma) count of a row without a histogram (num_bins == 0).
+MMDAQ_CPU_CLONES int64_t row_above(const float* __restrict__ row, int64_t n, float inv,
+                                   float sigma_rel) {
+  int64_t above = 0;
+  for (int64_t i = 0; i < n; ++i) above += std::fabs(row[i]) * inv > sigma_rel;
+  return above;
+}
+
+// Pass 2, vectorized half: x = |g| * (1 / max) (exactly as channel_histograms computes it),
+// its bin and the count of x > sigma. The scatter into the histogram stays scalar.
+MMDAQ_CPU_CLONES int64_t row_bins(const float* __restrict__ row, int64_t n, float inv,
+                                  float bins, int32_t last_bin, float sigma_rel,
+                                  float* __restrict__ xs, int32_t* __restrict__ idx) {
+  int64_t above = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = std::fabs(row[i]) * inv;
+    xs[i] = x;
+    above += x > sigma_rel;
+    const int32_t b = static_cast<int32_t>(x * bins);
+    idx[i] = b < last_bin ? b : last_bin;
+  }
+  return above;
+}
 
 // Arg-min over the candidate clips u = (j + 1) / B of the model objective (ties: larger u).
 // `zeros` exact zeros are taken out of bin 0: they are exact at every clip.
@@ -30,7 +92,9 @@ double objective_ratio(const double* cnt, const double* sum, int64_t bins, doubl
   for (int64_t b = 0; b < bins; ++b) {
     const double n = b == 0 ? std::max(cnt[0] - zeros, 0.0) : cnt[b];
     const double mean = sum[b] / std::max(n, 1.0);
-    w[b] = n * std::exp(alpha * (mean - 1.0));
+    // An empty bin weighs 0 (n * exp(..) with n = 0): most bins of a small channel are empty,
+    // and exp dominated the kernel for layers with many channels of few values.
+    w[b] = n > 0.0 ? n * std::exp(alpha * (mean - 1.0)) : 0.0;
     wx[b] = w[b] * mean;
   }
   double total = 0.0;
@@ -53,6 +117,9 @@ double objective_ratio(const double* cnt, const double* sum, int64_t bins, doubl
   }
   return static_cast<double>(best_j + 1) / bins;
 }
+
+// Values whose x and bin are computed in one go before the histogram adds (fits in L1).
+constexpr int64_t kChunk = 2048;
 
 Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins, double alpha,
                              int64_t max_code, bool return_hist) {
@@ -83,6 +150,8 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins,
     std::vector<double> cnt(num_bins), sum(num_bins), w(num_bins), wx(num_bins);
     std::vector<int64_t> counts(2 * num_bins);
     std::vector<double> sum2(num_bins);
+    std::vector<float> xs(kChunk);
+    std::vector<int32_t> idx(kChunk);
     for (int64_t c = begin; c < end; ++c) {
       auto for_each = [&](auto&& fn) {
         for (int64_t o = 0; o < outer; ++o) {
@@ -90,21 +159,17 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins,
           for (int64_t i = 0; i < inner; ++i) fn(row[i]);
         }
       };
-      // Pass 1: abs-max, the raw second moment (in double: no overflow for any float) and
-      // the exact zeros (+0 and -0; NaN is not one).
-      float m = 0.0f;
-      bool finite = true;
-      double sq = 0.0;
-      int64_t zeros = 0;
-      for_each([&](float v) {
-        const float a = std::fabs(v);
-        finite = finite && std::isfinite(a);
-        m = a > m ? a : m;
-        sq += static_cast<double>(v) * v;
-        zeros += v == 0.0f;
-      });
+      // Pass 1: abs-max, the raw second moment, the exact zeros, finiteness.
+      RowMoments moments;
+      for (int64_t o = 0; o < outer; ++o) {
+        add_row_moments(gp + (o * channels + c) * inner, inner, moments);
+      }
+      float m;
+      std::memcpy(&m, &moments.abs_max_bits, sizeof(m));
+      const double sq = moments.sq;
+      const int64_t zeros = moments.zeros;
       zeros_p[c] = zeros;
-      if (!finite) {  // NaN/Inf: visible downstream, no statistics (matches the reference)
+      if (moments.non_finite > 0) {  // NaN/Inf: visible downstream, no statistics (matches the reference)
         bool has_nan = false;
         for_each([&](float v) { has_nan = has_nan || std::isnan(v); });
         max_p[c] = has_nan ? nan : std::numeric_limits<float>::infinity();
@@ -133,25 +198,24 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins,
         std::fill(sum2.begin(), sum2.end(), 0.0);
         int64_t* c0 = counts.data();
         int64_t* c1 = counts.data() + num_bins;
+        const int32_t last_bin = static_cast<int32_t>(num_bins - 1);
         for (int64_t o = 0; o < outer; ++o) {
           const float* row = gp + (o * channels + c) * inner;
-          int64_t i = 0;
-          for (; i + 1 < inner; i += 2) {
-            const float x0 = std::fabs(row[i]) * inv, x1 = std::fabs(row[i + 1]) * inv;
-            above += (x0 > sigma_rel) + (x1 > sigma_rel);
-            const int64_t b0 = std::min<int64_t>(static_cast<int64_t>(x0 * bins), num_bins - 1);
-            const int64_t b1 = std::min<int64_t>(static_cast<int64_t>(x1 * bins), num_bins - 1);
-            c0[b0] += 1;
-            sum[b0] += static_cast<double>(x0);
-            c1[b1] += 1;
-            sum2[b1] += static_cast<double>(x1);
-          }
-          for (; i < inner; ++i) {
-            const float x = std::fabs(row[i]) * inv;
-            above += x > sigma_rel;
-            const int64_t b = std::min<int64_t>(static_cast<int64_t>(x * bins), num_bins - 1);
-            c0[b] += 1;
-            sum[b] += static_cast<double>(x);
+          for (int64_t r0 = 0; r0 < inner; r0 += kChunk) {  // x and bins of a chunk, then add
+            const int64_t len = std::min(kChunk, inner - r0);
+            above += row_bins(row + r0, len, inv, bins, last_bin, sigma_rel, xs.data(),
+                              idx.data());
+            int64_t i = 0;
+            for (; i + 1 < len; i += 2) {
+              c0[idx[i]] += 1;
+              sum[idx[i]] += static_cast<double>(xs[i]);
+              c1[idx[i + 1]] += 1;
+              sum2[idx[i + 1]] += static_cast<double>(xs[i + 1]);
+            }
+            for (; i < len; ++i) {
+              c0[idx[i]] += 1;
+              sum[idx[i]] += static_cast<double>(xs[i]);
+            }
           }
         }
         for (int64_t b = 0; b < num_bins; ++b) {
@@ -159,7 +223,9 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins,
           sum[b] += sum2[b];
         }
       } else {
-        for_each([&](float v) { above += std::fabs(v) * inv > sigma_rel; });
+        for (int64_t o = 0; o < outer; ++o) {
+          above += row_above(gp + (o * channels + c) * inner, inner, inv, sigma_rel);
+        }
       }
       sigma_p[c] = sigma_rel * m;
       frac_p[c] = static_cast<float>(static_cast<double>(above) / count);
