@@ -9,8 +9,11 @@ input gradient from the column gradient.
 import itertools
 from typing import Sequence, Tuple
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .layout import int8_channels_last
 
 
 def conv_output_size(size: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
@@ -40,6 +43,8 @@ def im2col(x: Tensor, kernel: Sequence[int], stride: Sequence[int], padding: Seq
     n, c = x.shape[:2]
     nd = x.dim() - 2
     out_size = conv_output_size(x.shape[2:], kernel, stride, padding, dilation)
+    if x.dtype == torch.int8 and nd > 0 and not x.movedim(1, -1).is_contiguous():
+        x = int8_channels_last(x)  # one vectorized pass; torch's copy moves byte by byte
     x = x.movedim(1, -1)  # [N, *S, C]; free for a channels_last input
     if any(p > 0 for p in padding):
         x = F.pad(x, [0, 0] + [p for p in reversed(padding) for _ in range(2)])

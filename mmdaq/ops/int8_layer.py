@@ -82,17 +82,32 @@ def int8_conv_grad_weight(x_q: Tensor, g_q: Tensor, geo: ConvGeometry) -> Tensor
 
     Args:
         x_q (Tensor[N, C_in, *S], int8): Saved input codes.
-        g_q (Tensor[N*L, C_out], int8): Output-gradient codes, channels last.
+        g_q (Tensor[N, C_out, *O], int8): Output-gradient codes (Tensor[M, C_out] for Linear).
 
     Returns:
         Tensor[C_out, K * C_in/G]: integer-valued, columns in (k, C_in/G) order
         (:func:`~.im2col.channels_inner_to_weight` gives the weight layout).
     """
-    cols, _ = im2col(x_q, geo.kernel, geo.stride, geo.padding, geo.dilation,
-                     geo.groups)  # [NL, C_in*K], (G, k, Cg) order
-    g_t = _grouped(g_q, geo.groups).transpose(1, 2).contiguous()  # [G, Cout_g, NL]
-    acc = grouped_int8_matmul(g_t, _grouped(cols, geo.groups))  # [G, Cout_g, K*Cg]
-    return acc.reshape(g_q.shape[1], -1)
+    g_t = channels_first_rows(g_q, geo.groups)  # [G, Cout_g, NL]
+    if geo.kernel and all(k == 1 for k in geo.kernel) and all(
+            s == 1 for s in geo.stride) and all(p == 0 for p in geo.padding):
+        # 1x1, stride 1: the columns are X itself; as rows [G, Cg, NL] (one copy of runs of L
+        # codes, none for N = 1) against which G_Y's rows multiply as a transposed operand.
+        x_t = channels_first_rows(x_q, geo.groups)
+        acc = grouped_int8_matmul(g_t, x_t.transpose(1, 2))  # [G, Cout_g, Cg]
+    else:
+        cols, _ = im2col(x_q, geo.kernel, geo.stride, geo.padding, geo.dilation,
+                         geo.groups)  # [NL, C_in*K], (G, k, Cg) order
+        acc = grouped_int8_matmul(g_t, _grouped(cols, geo.groups))  # [G, Cout_g, K*Cg]
+    return acc.reshape(g_t.shape[0] * g_t.shape[1], -1)
+
+
+def channels_first_rows(t: Tensor, groups: int) -> Tensor:
+    """[N, C, *O] -> [G, C/G, N*L] (for Linear, [M, C] -> [G, C/G, M]); one copy of runs of L
+    values (none for N = 1), where going through channels last would transpose twice."""
+    n, c = t.shape[:2]
+    rows = t.reshape(n, groups, c // groups, -1).permute(1, 2, 0, 3)
+    return rows.reshape(groups, c // groups, -1)
 
 
 def int8_conv_grad_input(g_q: Tensor, w_q: Tensor, geo: ConvGeometry) -> Tensor:
@@ -220,7 +235,7 @@ def int8_conv_backward_pass(grad_y: Tensor, x_q: Tensor, weight: Tensor, s_x: Te
             grad_w = int8_conv2d_wgrad_triton(g_q, x_q, geo.kernel, scale, geo.stride,
                                               geo.padding, geo.dilation)
         else:
-            acc = int8_conv_grad_weight(x_q, channels_last_2d(g_q), geo)  # [C_out, K*Cg]
+            acc = int8_conv_grad_weight(x_q, g_q, geo)  # [C_out, K*Cg]
             grad_w = acc * scale.unsqueeze(1)
         grad_w = channels_inner_to_weight(grad_w.float(), w_q.shape).contiguous()
     if need_x:

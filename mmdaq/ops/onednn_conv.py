@@ -20,11 +20,9 @@ import torch
 from torch import Tensor
 
 from .epilogue import channels_first_epilogue
-from .extension import register_fake_if_built, require_extension
 from .int8_matmul import MAX_CHUNK_K, has_fast_int8_cpu
-
-#: Zero point of the unsigned activations: u = q + 128.
-ZERO_POINT = 128
+from .layout import UINT8_ZERO_POINT as ZERO_POINT
+from .layout import int8_channels_last
 
 
 def _onednn_ops_present() -> bool:
@@ -47,34 +45,6 @@ def onednn_conv_supported(x_q: Tensor, w_q: Tensor, geo) -> bool:
             and w_q[0].numel() <= MAX_CHUNK_K and x_q.numel() > 0 and w_q.numel() > 0)
 
 
-@register_fake_if_built('mmdaq::int8_to_uint8_channels_last')
-def _int8_to_uint8_channels_last_fake(x: Tensor) -> Tensor:
-    torch._check(x.dtype == torch.int8 and 3 <= x.dim() <= 5,
-                 lambda: 'int8_to_uint8_channels_last: x must be int8 [N, C, *S]')
-    n, c = x.shape[:2]
-    spatial = tuple(x.shape[2:])
-    return x.new_empty((n, ) + spatial + (c, ), dtype=torch.uint8).movedim(-1, 1)
-
-
-def int8_to_uint8_channels_last(x_q: Tensor) -> Tensor:
-    """``x_q + 128`` as uint8, channels-last storage (compiled kernel, one pass).
-
-    Args:
-        x_q (Tensor[N, C, *S], int8): Codes, 1 to 3 spatial dims.
-
-    Returns:
-        Tensor[N, C, *S], uint8, stored as [N, *S, C].
-    """
-    require_extension('int8_to_uint8_channels_last')
-    return torch.ops.mmdaq.int8_to_uint8_channels_last(x_q)
-
-
-def int8_to_uint8_channels_last_reference(x_q: Tensor) -> Tensor:
-    """Plain-PyTorch twin of :func:`int8_to_uint8_channels_last` (same values and strides)."""
-    u = (x_q.to(torch.int16) + ZERO_POINT).to(torch.uint8)
-    return u.movedim(1, -1).contiguous().movedim(-1, 1)
-
-
 def int8_conv_onednn(x_q: Tensor, w_q: Tensor, scale: Tensor, bias: Optional[Tensor],
                      geo) -> Tensor:
     """``conv(x_q, w_q) * scale (+ bias)`` in float32 by oneDNN, exact integer accumulation.
@@ -89,7 +59,7 @@ def int8_conv_onednn(x_q: Tensor, w_q: Tensor, scale: Tensor, bias: Optional[Ten
     Returns:
         Tensor[N, C_out, *O], float32, contiguous.
     """
-    x_u = int8_to_uint8_channels_last(x_q)
+    x_u = int8_channels_last(x_q, to_uint8=True)
     c_out = w_q.shape[0]
     ones = torch.ones(c_out, dtype=torch.float64)
     zeros = torch.zeros(c_out, dtype=torch.int64)

@@ -182,3 +182,51 @@ def test_grad_input_as_convolution_equals_col2im_exactly(case):
     cols = int8_conv_grad_input(channels_last_2d(g_q), w_q, geo).double()
     via_col2im = col2im(cols, x.shape, geo.kernel, geo.stride, geo.padding, geo.dilation, g)
     assert torch.equal(via_conv.double(), via_col2im)
+
+
+WGRAD_CASES = CONV_CASES + [
+    (2, 6, 4, 1, 1, 0, 1, 2, 1),  # 1x1 stride 1, grouped, batch 1 (rows without a copy)
+    (2, 6, 4, 1, 2, 0, 1, 1, 3),  # 1x1 stride 2 (columns through im2col)
+    (3, 4, 6, 1, 1, 0, 1, 1, 2),
+]
+
+
+@pytest.mark.parametrize('case', WGRAD_CASES)
+def test_grad_weight_gemm_equals_float64_weight_gradient(case):
+    from mmdaq.ops.im2col import channels_inner_to_weight
+    from mmdaq.ops.int8_layer import int8_conv_grad_weight
+    nd, c_in, c_out, k, s, p, d, g = case[:8]
+    batch = case[8] if len(case) > 8 else 2
+    x, w, _, geo = _case(nd, c_in, c_out, k, s, p, d, g, batch=batch)
+    gen = torch.Generator().manual_seed(4)
+    x_q = torch.randint(-127, 128, x.shape, generator=gen, dtype=torch.int8)
+    out = CONV[nd](x, w, stride=geo.stride, padding=geo.padding, dilation=geo.dilation, groups=g)
+    g_q = torch.randint(-127, 128, out.shape, generator=gen, dtype=torch.int8)
+    x64 = x_q.double().requires_grad_()
+    w64 = w.double().requires_grad_()
+    CONV[nd](x64, w64, stride=geo.stride, padding=geo.padding, dilation=geo.dilation,
+             groups=g).backward(g_q.double())
+    got = channels_inner_to_weight(int8_conv_grad_weight(x_q, g_q, geo).double(), w.shape)
+    assert torch.equal(got, w64.grad)
+
+
+def test_grad_weight_1x1_long_reduction_cannot_overflow():
+    # N*L = 3 * 224 * 224 = 150528 > 2**17 products of 127 * 127 per sum: more than int32 holds.
+    from mmdaq.ops.int8_layer import int8_conv_grad_weight
+    geo = ConvGeometry((1, 1), (1, 1), (0, 0), (1, 1), 1)
+    x_q = torch.full((3, 2, 224, 224), 127, dtype=torch.int8)
+    g_q = torch.full((3, 3, 224, 224), 127, dtype=torch.int8)
+    g_q[:, 1] = -127
+    acc = int8_conv_grad_weight(x_q, g_q, geo)
+    want = 3 * 224 * 224 * 127 * 127
+    assert want > 2**31 and acc.dtype == torch.int64
+    assert acc[0].tolist() == [want, want] and acc[1].tolist() == [-want, -want]
+
+
+def test_grad_weight_of_a_linear_layer():
+    from mmdaq.ops.int8_layer import LINEAR_GEOMETRY, int8_conv_grad_weight
+    gen = torch.Generator().manual_seed(5)
+    x_q = torch.randint(-127, 128, (7, 5), generator=gen, dtype=torch.int8)
+    g_q = torch.randint(-127, 128, (7, 3), generator=gen, dtype=torch.int8)
+    got = int8_conv_grad_weight(x_q, g_q, LINEAR_GEOMETRY)
+    assert torch.equal(got, g_q.long().t() @ x_q.long())

@@ -10,9 +10,8 @@ from mmdaq.ops import conv_autotune
 from mmdaq.ops.extension import is_extension_available
 from mmdaq.ops.int8_layer import ConvGeometry, int8_conv, scaled_int8_conv
 from mmdaq.ops.int8_matmul import MAX_CHUNK_K
-from mmdaq.ops.onednn_conv import (int8_conv_onednn, int8_to_uint8_channels_last,
-                                   int8_to_uint8_channels_last_reference, onednn_conv_available,
-                                   onednn_conv_supported)
+from mmdaq.ops.layout import int8_channels_last, int8_channels_last_reference
+from mmdaq.ops.onednn_conv import int8_conv_onednn, onednn_conv_available, onednn_conv_supported
 from mmdaq.quantization.schemes import build_scheme
 
 needs_ext = pytest.mark.skipif(not is_extension_available(), reason='mmdaq._ext not built')
@@ -63,22 +62,24 @@ def _geometry_case(nd, c_in, c_out, k, s, p, d, g, batch, size, extreme=False):
 @needs_ext
 @pytest.mark.parametrize('shape', [(2, 5, 7), (2, 3, 5, 6), (1, 17, 3, 4, 5), (3, 130, 9, 70),
                                    (0, 4, 3, 3)])
-def test_uint8_channels_last_equals_reference(shape):
+@pytest.mark.parametrize('to_uint8', [False, True])
+def test_channels_last_kernel_equals_reference(shape, to_uint8):
     x = torch.randint(-127, 128, shape, generator=torch.Generator().manual_seed(0),
                       dtype=torch.int8)
-    got = int8_to_uint8_channels_last(x)
-    want = int8_to_uint8_channels_last_reference(x)
-    assert got.dtype == torch.uint8 and torch.equal(got, want)
+    got = torch.ops.mmdaq.int8_channels_last(x, to_uint8)
+    want = int8_channels_last_reference(x, to_uint8)
+    assert got.dtype == (torch.uint8 if to_uint8 else torch.int8) and torch.equal(got, want)
     assert got.numel() == 0 or got.stride() == want.stride()
-    assert torch.equal(got.to(torch.int16) - 128, x.to(torch.int16))
+    assert torch.equal(got.to(torch.int16) - (128 if to_uint8 else 0), x.to(torch.int16))
+    assert torch.equal(int8_channels_last(x, to_uint8), want)
 
 
 @needs_ext
-def test_uint8_channels_last_bad_input_is_a_clear_error():
+def test_channels_last_bad_input_is_a_clear_error():
     with pytest.raises(RuntimeError, match='x must be int8'):
-        int8_to_uint8_channels_last(torch.zeros(1, 2, 3, 3))
+        torch.ops.mmdaq.int8_channels_last(torch.zeros(1, 2, 3, 3), True)
     with pytest.raises(RuntimeError, match='1 to 3 spatial dims'):
-        int8_to_uint8_channels_last(torch.zeros(2, 3, dtype=torch.int8))
+        torch.ops.mmdaq.int8_channels_last(torch.zeros(2, 3, dtype=torch.int8), False)
 
 
 @needs_onednn

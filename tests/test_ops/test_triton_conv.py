@@ -74,7 +74,7 @@ def test_unsupported_cases_are_declined():
 ])
 @pytest.mark.parametrize('splits', [None, 1, 3])
 def test_triton_wgrad_equals_reference(case, splits):
-    from mmdaq.ops.int8_layer import channels_last_2d, int8_conv_grad_weight
+    from mmdaq.ops.int8_layer import int8_conv_grad_weight
     gen = torch.Generator().manual_seed(1)
     x = _codes((case['n'], case['c'], case['h'], case['w']), gen)
     geo = ConvGeometry((case['k'], ) * 2, (case['s'], ) * 2, (case['p'], ) * 2,
@@ -82,7 +82,7 @@ def test_triton_wgrad_equals_reference(case, splits):
     oh, ow = int8_conv_forward(x, _codes((1, case['c'], case['k'], case['k']), gen), geo)[1]
     g = _codes((case['n'], case['co'], oh, ow), gen)
     scale = (torch.rand(case['co'], generator=gen) + 0.1) * 1e-4
-    want = int8_conv_grad_weight(x, channels_last_2d(g), geo) * scale.unsqueeze(1)
+    want = int8_conv_grad_weight(x, g, geo) * scale.unsqueeze(1)
     got = triton_conv.int8_conv2d_wgrad_triton(g.to(DEVICE), x.to(DEVICE), geo.kernel,
                                                scale.to(DEVICE), geo.stride, geo.padding,
                                                geo.dilation, splits=splits)
@@ -92,13 +92,13 @@ def test_triton_wgrad_equals_reference(case, splits):
 def test_triton_wgrad_long_reduction_is_exact():
     # 40 x 64 x 64 = 163840 positions > 2**17: the int32 block is flushed into float64, and
     # codes at +-127 make every product the largest, so an int32 sum would overflow.
-    from mmdaq.ops.int8_layer import channels_last_2d, int8_conv_grad_weight
+    from mmdaq.ops.int8_layer import int8_conv_grad_weight
     x = torch.full((40, 16, 64, 64), 127, dtype=torch.int8)
     g = torch.full((40, 16, 64, 64), 127, dtype=torch.int8)
     g[:, 1] = -127
     geo = ConvGeometry((1, 1), (1, 1), (0, 0), (1, 1), 1)
     scale = torch.ones(16)
-    want = int8_conv_grad_weight(x, channels_last_2d(g), geo).double()
+    want = int8_conv_grad_weight(x, g, geo).double()
     assert want.abs().max() > 2**31  # the reference accumulates in int64 chunks
     got = triton_conv.int8_conv2d_wgrad_triton(g.to(DEVICE), x.to(DEVICE), (1, 1),
                                                scale.to(DEVICE), (1, 1), (0, 0), (1, 1),

@@ -1,0 +1,54 @@
+"""``mmdaq::int8_channels_last``: int8 codes to channels-last storage in one pass.
+
+Torch's strided copy moves one byte at a time when it turns an NC* int8 tensor into
+channels last (measured 1.2 ms for 1.6 M codes on one core, where a copy takes 0.1 ms); the
+compiled kernel does it in vectorized 16 x 16 blocks. Used by im2col (whose columns have the
+channels innermost) and, shifted to uint8, by oneDNN's convolution (:mod:`.onednn_conv`).
+"""
+import torch
+from torch import Tensor
+
+from ..quantization.quantize import compiled_op_available
+from .extension import register_fake_if_built
+
+#: Added to a code to make it oneDNN's unsigned activation (its zero point).
+UINT8_ZERO_POINT = 128
+
+
+def _check(x: Tensor) -> None:
+    torch._check(x.dtype == torch.int8 and 3 <= x.dim() <= 5,
+                 lambda: 'int8_channels_last: x must be int8 [N, C, *S] with 1 to 3 spatial '
+                 f'dims, but got {x.dtype} of shape {tuple(x.shape)}')
+
+
+@register_fake_if_built('mmdaq::int8_channels_last')
+def _int8_channels_last_fake(x: Tensor, to_uint8: bool) -> Tensor:
+    _check(x)
+    n, c = x.shape[:2]
+    dtype = torch.uint8 if to_uint8 else torch.int8
+    return x.new_empty((n, ) + tuple(x.shape[2:]) + (c, ), dtype=dtype).movedim(-1, 1)
+
+
+def int8_channels_last_reference(x: Tensor, to_uint8: bool = False) -> Tensor:
+    """Plain-PyTorch twin of :func:`int8_channels_last` (same values and strides)."""
+    _check(x)
+    if to_uint8:
+        x = (x.to(torch.int16) + UINT8_ZERO_POINT).to(torch.uint8)
+    return x.movedim(1, -1).contiguous().movedim(-1, 1)
+
+
+def int8_channels_last(x: Tensor, to_uint8: bool = False) -> Tensor:
+    """Codes ``x`` stored as [N, *S, C] (channels-last strides), optionally as uint8 ``x + 128``.
+
+    The compiled kernel on CPU where it is built, else :func:`int8_channels_last_reference`.
+
+    Args:
+        x (Tensor[N, C, *S], int8): Codes, 1 to 3 spatial dims.
+        to_uint8 (bool): Return ``x + 128`` as uint8. Defaults to False.
+
+    Returns:
+        Tensor[N, C, *S] (int8, or uint8 with ``to_uint8``), channels last in memory.
+    """
+    if compiled_op_available('int8_channels_last', x.device):
+        return torch.ops.mmdaq.int8_channels_last(x, to_uint8)
+    return int8_channels_last_reference(x, to_uint8)
