@@ -13,50 +13,34 @@
 
 namespace {
 
-constexpr int64_t kBlock = 8;
+constexpr int64_t kTileL = 64;
+constexpr int64_t kTileC = 16;
 
-// One kBlock x kBlock block: positions [l0, l0 + 8) x channels [c0, c0 + 8) of one sample,
-// scaled while read (8 contiguous channels per position) into a local buffer, then written as
-// 8 contiguous positions per channel. The compiler vectorizes both halves; measured against
-// an AVX2 shuffle transpose, it was as fast (the pass is memory-bound then).
+// One tile: positions [l0, l1) x channels [c0, c1) of one sample. (8 x 8 blocks turned
+// around in a local buffer were measured no faster: at 64 channels the pass costs about 1.7 ms
+// per 1.6 M values either way, at 256 channels it is bound by memory.)
 template <typename Acc>
-MMDAQ_CPU_CLONES void full_block(const Acc* __restrict__ a, const float* __restrict__ sp,
-                                 const float* __restrict__ bp, float* __restrict__ o, int64_t c,
-                                 int64_t l, int64_t l0, int64_t c0) {
-  float t[kBlock][kBlock];
-  for (int64_t i = 0; i < kBlock; ++i) {
-    for (int64_t j = 0; j < kBlock; ++j) {
-      t[j][i] = static_cast<float>(a[(l0 + i) * c + c0 + j]) * sp[c0 + j] + bp[c0 + j];
+MMDAQ_CPU_CLONES void tile(const Acc* __restrict__ a, const float* __restrict__ sp,
+                           const float* __restrict__ bp, float* __restrict__ o, int64_t c,
+                           int64_t l, int64_t l0, int64_t l1) {
+  for (int64_t c0 = 0; c0 < c; c0 += kTileC) {
+    const int64_t c1 = std::min(c, c0 + kTileC);
+    for (int64_t ch = c0; ch < c1; ++ch) {
+      const float m = sp[ch], b = bp[ch];
+      float* row = o + ch * l;
+      for (int64_t i = l0; i < l1; ++i) row[i] = static_cast<float>(a[i * c + ch]) * m + b;
     }
-  }
-  for (int64_t j = 0; j < kBlock; ++j) {
-    float* row = o + (c0 + j) * l + l0;
-    for (int64_t i = 0; i < kBlock; ++i) row[i] = t[j][i];
   }
 }
 
 template <typename Acc>
 void channels_first_tiles(const Acc* ap, const float* sp, const float* bp, float* op, int64_t n,
                           int64_t c, int64_t l) {
-  const int64_t tiles_l = (l + kBlock - 1) / kBlock;
-  at::parallel_for(0, n * tiles_l, 16, [&](int64_t begin, int64_t end) {
+  const int64_t tiles_l = (l + kTileL - 1) / kTileL;
+  at::parallel_for(0, n * tiles_l, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t s = t / tiles_l, l0 = (t % tiles_l) * kBlock;
-      const int64_t l1 = std::min(l, l0 + kBlock);
-      const Acc* a = ap + s * l * c;
-      float* o = op + s * c * l;
-      for (int64_t c0 = 0; c0 < c; c0 += kBlock) {
-        const int64_t c1 = std::min(c, c0 + kBlock);
-        if (l1 - l0 == kBlock && c1 - c0 == kBlock) {
-          full_block(a, sp, bp, o, c, l, l0, c0);
-          continue;
-        }
-        for (int64_t ch = c0; ch < c1; ++ch) {  // edge blocks
-          const float m = sp[ch], b = bp[ch];
-          float* row = o + ch * l;
-          for (int64_t i = l0; i < l1; ++i) row[i] = static_cast<float>(a[i * c + ch]) * m + b;
-        }
-      }
+      const int64_t s = t / tiles_l, l0 = (t % tiles_l) * kTileL;
+      tile(ap + s * l * c, sp, bp, op + s * c * l, c, l, l0, std::min(l, l0 + kTileL));
     }
   });
 }
