@@ -91,7 +91,8 @@ def abs_max(x: Tensor, dim: Optional[int] = None) -> Tensor:
         return x.new_zeros((x.shape[dim], ))
     if not reduce_dims:  # 1-D input: each element is its own channel; amax(()) would reduce all
         return x.abs()
-    return x.abs().amax(dim=reduce_dims)
+    # Two reductions and no |x| temporary (x.abs().amax() writes and reads one the size of x).
+    return torch.maximum(x.amax(dim=reduce_dims), -x.amin(dim=reduce_dims))
 
 
 @torch.no_grad()

@@ -208,3 +208,17 @@ def test_argument_errors():
         dequantize(x.int(), torch.tensor(1.0))
     with pytest.raises(ValueError, match=r'scale must have shape \[3\] for dim=0, but got \[\]'):
         dequantize(x.to(torch.int8), torch.tensor(1.0), dim=0)
+
+
+def test_per_channel_abs_max_equals_abs_then_max():
+    x = torch.randn(3, 5, 4, 4, generator=torch.Generator().manual_seed(0))
+    x[:, 0] = -0.0
+    x[1, 1, 2, 2] = float('nan')
+    x[0, 2, 0, 0] = -float('inf')
+    x[2, 3, 1, 1] = float('inf')
+    x[:, 4] = -x[:, 4].abs()  # a channel whose abs-max comes from its minimum
+    got = abs_max(x, dim=1)
+    want = x.abs().amax(dim=(0, 2, 3))
+    assert torch.equal(got.isnan(), want.isnan())
+    assert torch.equal(got[~got.isnan()], want[~want.isnan()])
+    assert got[0] == 0 and torch.isinf(got[2]) and torch.isinf(got[3]) and got[4] > 0
