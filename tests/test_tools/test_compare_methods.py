@@ -54,3 +54,42 @@ def test_no_train_summarizes_what_exists(tmp_path):
     results = compare_methods.main(['video', '--methods', 'daq', 'ui8', '--seeds', '0', '1',
                                     '--work-dir', str(tmp_path), '--no-train'])
     assert list(results) == ['daq'] and results['daq']['n'] == 1
+
+
+def _summary(path, task, seeds, values, runs=None):
+    result = dict(mean=0.0, values=values, seconds=7.0)
+    if runs is not None:
+        result['runs'] = runs
+    path.write_text(json.dumps(dict(task=task, seeds=seeds, results=dict(daq=result))))
+    return str(path)
+
+
+def test_merge_adds_the_seeds_of_an_earlier_summary(tmp_path):
+    run = tmp_path / 'detection' / 'daq_seed1'
+    run.mkdir(parents=True)
+    (run / 'result.json').write_text(json.dumps(dict(metric=0.6, seconds=5.0, code='abc')))
+    old = _summary(tmp_path / 'old.json', 'detection', [0], [0.5])
+    results = compare_methods.main(['detection', '--methods', 'daq', '--seeds', '1',
+                                    '--work-dir', str(tmp_path), '--no-train', '--merge', old])
+    assert results['daq']['values'] == [0.5, 0.6] and results['daq']['n'] == 2
+    assert [r['seed'] for r in results['daq']['runs']] == [0, 1]
+    assert results['daq']['runs'][0]['source'] == old
+    summary = json.loads((tmp_path / 'detection' / 'summary.json').read_text())
+    assert summary['seeds'] == [0, 1]
+    # The merged summary can be merged again: its runs carry their seeds.
+    again = compare_methods.earlier_runs(str(tmp_path / 'detection' / 'summary.json'),
+                                         'detection')
+    assert sorted(again['daq']) == [0, 1]
+
+
+def test_merge_refuses_ambiguous_or_overlapping_runs(tmp_path):
+    gappy = _summary(tmp_path / 'gappy.json', 'detection', [0, 1], [0.5])
+    with pytest.raises(SystemExit, match='which seed each belongs to is not recorded'):
+        compare_methods.earlier_runs(gappy, 'detection')
+    video = _summary(tmp_path / 'video.json', 'video', [0], [0.5])
+    with pytest.raises(SystemExit, match="is a 'video' summary"):
+        compare_methods.earlier_runs(video, 'detection')
+    old = _summary(tmp_path / 'old.json', 'detection', [0], [0.5])
+    with pytest.raises(SystemExit, match='seed 0 of daq is in .* and in --seeds'):
+        compare_methods.main(['detection', '--methods', 'daq', '--seeds', '0', '--no-train',
+                              '--work-dir', str(tmp_path), '--merge', old])

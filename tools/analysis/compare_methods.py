@@ -8,6 +8,7 @@ metric mean, sample std, min-max, wall time) and writes it as JSON and Markdown:
     python tools/analysis/compare_methods.py video --methods fp32 daq per_tensor --seeds 0 1 2
     python tools/analysis/compare_methods.py detection --methods fp32 daq ui8 --seeds 0
     python tools/analysis/plot_curves.py work_dirs/compare/video/*   # the curves of the runs
+    python tools/analysis/compare_methods.py detection --seeds 1 2 --merge earlier/summary.json
 
 Methods: fp32, daq, per_channel, per_tensor (DAQ's config with the hook's method switched),
 and every method with a demo config ``configs/<method up to the first _>/..._<method>_...``
@@ -21,6 +22,7 @@ import os
 import re
 import os.path as osp
 import statistics
+import subprocess
 import sys
 import time
 
@@ -66,6 +68,40 @@ def summarize(values: list) -> dict:
                 else 0.0, min=min(values), max=max(values), n=len(values), values=values)
 
 
+def earlier_runs(path: str, task: str) -> dict:
+    """method -> {seed: run} of an earlier summary.json (``--merge``).
+
+    Runs are read from the summary's per-run list, or, for summaries written before it had one,
+    from ``values`` in the order of ``seeds`` when every seed has a value (else it is refused).
+    """
+    with open(path) as f:
+        summary = json.load(f)
+    if summary.get('task') != task:
+        raise SystemExit(f'[compare] {path} is a {summary.get("task")!r} summary, not {task!r}')
+    runs = {}
+    for method, r in summary['results'].items():
+        if 'runs' in r:
+            listed = r['runs']
+        elif len(r['values']) == len(summary['seeds']):
+            listed = [dict(seed=seed, metric=value, seconds=r['seconds'])
+                      for seed, value in zip(summary['seeds'], r['values'])]
+        else:
+            raise SystemExit(f'[compare] {path}: {method} has {len(r["values"])} values for seeds '
+                             f'{summary["seeds"]}; which seed each belongs to is not recorded')
+        runs[method] = {run['seed']: dict(run, source=path) for run in listed}
+    return runs
+
+
+def code_version() -> str:
+    """Short commit of the repository the runs train from ('unknown' outside git)."""
+    try:
+        out = subprocess.run(['git', '-C', ROOT, 'rev-parse', '--short', 'HEAD'],
+                             capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return 'unknown'
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('task', choices=sorted(DEMOS))
@@ -76,14 +112,34 @@ def main(argv=None) -> dict:
     parser.add_argument('--no-train', action='store_true',
                         help='only summarize the runs that exist (missing seeds are left out)')
     parser.add_argument('--cfg-options', nargs='+', default=[], help='added to every run')
+    parser.add_argument('--merge', nargs='+', default=[], metavar='SUMMARY_JSON',
+                        help='also count the runs of earlier summaries (e.g. of another machine '
+                        'or session) for the seeds not in --seeds')
     args = parser.parse_args(argv)
     demo = DEMOS[args.task]
     runs = {m: method_run(args.task, m) for m in args.methods}  # fail fast on unknown methods
+    merged = {}
+    for path in args.merge:
+        for method, by_seed in earlier_runs(path, args.task).items():
+            for seed, run in by_seed.items():
+                if seed in args.seeds:
+                    raise SystemExit(f'[compare] seed {seed} of {method} is in {path} and in '
+                                     f'--seeds: leave it out of one of them')
+                if seed in merged.setdefault(method, {}):
+                    raise SystemExit(f'[compare] seed {seed} of {method} is in {path} and in '
+                                     f'{merged[method][seed]["source"]}')
+                merged[method][seed] = run
     if not args.no_train:
         generate_data(*demo['data'])
     results = {}
     for method, (config, options) in runs.items():
-        metrics, seconds = [], []
+        metrics, seconds, listed = [], [], []
+        for seed, run in sorted(merged.get(method, {}).items()):
+            print(f'[compare] {method} seed {seed}: {demo["label"]} {run["metric"]:.3f} '
+                  f'(from {run["source"]})', flush=True)
+            metrics.append(run['metric'])
+            seconds.append(run['seconds'])
+            listed.append(run)
         for seed in args.seeds:
             work_dir = osp.join(args.work_dir, args.task, f'{method}_seed{seed}')
             done = osp.join(work_dir, 'result.json')
@@ -97,30 +153,33 @@ def main(argv=None) -> dict:
                 t = train(config, work_dir, extra)
                 result = dict(metric=final_metric(work_dir, demo['metric']), seconds=t,
                               config=config, options=options + args.cfg_options, seed=seed,
-                              date=time.strftime('%Y-%m-%d %H:%M'))
+                              date=time.strftime('%Y-%m-%d %H:%M'), code=code_version())
                 with open(done, 'w') as f:
                     json.dump(result, f, indent=1)
             print(f'[compare] {method} seed {seed}: {demo["label"]} {result["metric"]:.3f} '
                   f'({result["seconds"]:.0f} s)', flush=True)
             metrics.append(result['metric'])
             seconds.append(result['seconds'])
+            listed.append(dict(seed=seed, metric=result['metric'], seconds=result['seconds'],
+                               code=result.get('code', 'unknown'), source=work_dir))
         if not metrics:
             print(f'[compare] {method}: no finished run', flush=True)
             continue
         results[method] = dict(summarize(metrics), seconds=statistics.mean(seconds),
-                               config=config, options=options)
+                               config=config, options=options, runs=listed)
     lines = [f'| method | {demo["label"]} mean | std | min - max | seeds | s / run |',
              '|---|---|---|---|---|---|']
     for method, r in results.items():
         lines.append(f'| {method} | {r["mean"]:.3f} | {r["std"]:.3f} | {r["min"]:.3f} - '
                      f'{r["max"]:.3f} | {r["n"]} | {r["seconds"]:.0f} |')
     table = '\n'.join(lines)
+    all_seeds = sorted(set(args.seeds) | {seed for m in merged.values() for seed in m})
     print(f'\n[compare] {args.task}: final {demo["label"]} on the synthetic val split, seeds '
-          f'{args.seeds}\n{table}')
+          f'{all_seeds}\n{table}')
     out = osp.join(args.work_dir, args.task)
     os.makedirs(out, exist_ok=True)
     with open(osp.join(out, 'summary.json'), 'w') as f:
-        json.dump(dict(task=args.task, seeds=args.seeds, results=results,
+        json.dump(dict(task=args.task, seeds=all_seeds, results=results,
                        command='python tools/analysis/compare_methods.py ' +
                        ' '.join(sys.argv[1:] if argv is None else argv)), f, indent=1)
     with open(osp.join(out, 'summary.md'), 'w') as f:
