@@ -30,6 +30,7 @@ from .grouped_matmul import grouped_int8_matmul
 from .im2col import channels_inner_to_weight, channels_inner_weight, col2im, im2col
 from .int8_conv_op import int8_conv_op
 from .onednn_conv import int8_conv_onednn, onednn_conv_supported
+from .pointwise_conv import pointwise_int8_conv, pointwise_int8_grad_input, pointwise_supported
 from .triton_conv import (conv2d_int8_supported, conv2d_wgrad_int8_supported,
                           int8_conv2d_triton, int8_conv2d_wgrad_triton)
 
@@ -178,8 +179,9 @@ def scaled_int8_conv(x_q: Tensor, w_q: Tensor, scale: Tensor, bias: Optional[Ten
 
     One Triton implicit-GEMM kernel for 2-D convolutions on CUDA (:mod:`.triton_conv`; off
     with ``MMDAQ_TRITON=0``); on CPUs with VNNI, oneDNN's int8 convolution or the GEMM path,
-    whichever was measured faster for the shape (:mod:`.conv_autotune`); else im2col, the
-    integer GEMM and the fused epilogue.
+    whichever was measured faster for the shape (:mod:`.conv_autotune`). The GEMM path: for a
+    1x1 convolution on CPU, GEMMs on the NC* layout (:mod:`.pointwise_conv`); else im2col,
+    the integer GEMM and the fused epilogue.
     """
     use_triton = x_q.is_cuda and USE_TRITON
     if use_triton and conv2d_int8_supported(x_q, geo.kernel, x_q.shape[1], geo.groups):
@@ -187,6 +189,8 @@ def scaled_int8_conv(x_q: Tensor, w_q: Tensor, scale: Tensor, bias: Optional[Ten
                                   geo.dilation)[0]
 
     def gemm() -> Tensor:
+        if pointwise_supported(x_q, w_q, geo):  # 1x1: GEMMs on the NC* layout itself
+            return pointwise_int8_conv(x_q, w_q, scale, bias, geo)
         acc, out_size = int8_conv_forward(x_q, w_q, geo)  # [NL, C_out]
         # Scale, bias and the [NL, C_out] -> [N, C_out, *O] layout in one pass.
         return channels_first_epilogue(acc, scale, bias,
@@ -241,7 +245,9 @@ def int8_conv_backward_pass(grad_y: Tensor, x_q: Tensor, weight: Tensor, s_x: Te
     if need_x:
         g_q, s_g = for_x  # g_q: [N, C_out, *O]
         t_geo = transposed_geometry(geo)
-        if t_geo is not None:  # stride 1: a convolution of the int8 G_Y codes
+        if pointwise_supported(g_q, w_q, geo) and t_geo is None:  # strided 1x1: no col2im
+            grad_x = pointwise_int8_grad_input(g_q, w_q, s_g * s_w, x_q.shape, geo)
+        elif t_geo is not None:  # stride 1: a convolution of the int8 G_Y codes
             grad_x = scaled_int8_conv(g_q, transposed_weight(w_q, geo.groups), s_g * s_w, None,
                                       t_geo)
         else:

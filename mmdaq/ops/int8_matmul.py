@@ -119,17 +119,20 @@ def _float_exact_mm(a: Tensor, b: Tensor) -> Tensor:
     return out
 
 
-def int8_matmul(a: Tensor, b: Tensor, backend: str = 'auto') -> Tensor:
+def int8_matmul(a: Tensor, b: Tensor, backend: str = 'auto',
+                out: Optional[Tensor] = None) -> Tensor:
     """Exact integer product of two int8 matrices.
 
     Args:
         a (Tensor[M, K], int8): Left operand (codes in [-127, 127]).
         b (Tensor[K, N], int8): Right operand (codes in [-127, 127]).
         backend (str): 'auto', 'int_mm' or 'float_exact'. Defaults to 'auto'.
+        out (Tensor[M, N], int32, optional): Written with the result (K <= :data:`MAX_CHUNK_K`
+            only); on CPU ``torch._int_mm`` writes it directly, with no copy.
 
     Returns:
         Tensor[M, N]: int32 if K <= :data:`MAX_CHUNK_K` (cannot overflow), else int64
-        (int32 chunk results added in int64).
+        (int32 chunk results added in int64); ``out`` if given.
     """
     if a.dtype != torch.int8 or b.dtype != torch.int8:
         raise TypeError(f'int8_matmul operands must be int8, but got {a.dtype} and {b.dtype}')
@@ -138,11 +141,19 @@ def int8_matmul(a: Tensor, b: Tensor, backend: str = 'auto') -> Tensor:
                          f'{tuple(b.shape)}')
     m, k = a.shape
     n = b.shape[1]
+    if out is not None and (out.dtype != torch.int32 or tuple(out.shape) != (m, n)
+                            or k > MAX_CHUNK_K):
+        raise ValueError(f'int8_matmul: out must be int32 of shape {(m, n)} and K <= '
+                         f'{MAX_CHUNK_K}, but got {out.dtype} {tuple(out.shape)}, K = {k}')
     if m == 0 or n == 0 or k == 0:
-        return torch.zeros(m, n, dtype=torch.int32, device=a.device)
-    mm = _int_mm_padded if resolve_backend(a.device, backend) == 'int_mm' else _float_exact_mm
+        zeros = torch.zeros(m, n, dtype=torch.int32, device=a.device)
+        return zeros if out is None else out.copy_(zeros)
+    use_int_mm = resolve_backend(a.device, backend) == 'int_mm'
+    if out is not None and use_int_mm and a.device.type == 'cpu':
+        return torch._int_mm(a, b, out=out)
+    mm = _int_mm_padded if use_int_mm else _float_exact_mm
     if k <= MAX_CHUNK_K:
-        return mm(a, b)
+        return mm(a, b) if out is None else out.copy_(mm(a, b))
     out = torch.zeros(m, n, dtype=torch.int64, device=a.device)
     for k0 in range(0, k, MAX_CHUNK_K):
         out += mm(a[:, k0:k0 + MAX_CHUNK_K], b[k0:k0 + MAX_CHUNK_K])

@@ -1,0 +1,85 @@
+"""1x1 INT8 convolutions as GEMMs on the channels-first layout: no im2col, no transposes.
+
+A 1x1 convolution without padding is, per sample n, ``Y[n] = W @ X[n]`` with ``X[n]`` the
+[C_in, L] block of an NC* tensor and ``W`` the [C_out, C_in] weight, so the result comes out
+NC* and the epilogue is elementwise. Its input gradient is ``W^T @ G_Y[n]``, put at the strided
+positions of X. Only CPU and ``groups == 1`` (a GEMM per sample and group would not pay), and
+reductions of at most 2**17 products (one exact int32 GEMM). The floats are the GEMM path's,
+bit for bit (tested): the same integer sums, scaled and offset by the same two roundings.
+"""
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .int8_matmul import MAX_CHUNK_K, int8_matmul
+
+
+def pointwise_supported(x_q: Tensor, w_q: Tensor, geo) -> bool:
+    """Whether :func:`pointwise_int8_conv` / :func:`pointwise_int8_grad_input` apply."""
+    return (x_q.device.type == 'cpu' and bool(geo.kernel) and geo.groups == 1
+            and all(k == 1 for k in geo.kernel) and all(p == 0 for p in geo.padding)
+            and w_q.shape[1] <= MAX_CHUNK_K and w_q.shape[0] <= MAX_CHUNK_K)
+
+
+def _strided(t: Tensor, stride) -> Tensor:
+    return t[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in stride)]
+
+
+def channels_first_scale(acc: Tensor, scale: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """``acc * scale (+ bias[c])`` in float32 for an integer Tensor[N, C, *S] (two roundings,
+    as the fused epilogue of the GEMM path)."""
+    y = acc.float().mul_(scale)
+    if bias is not None:
+        y.add_(bias.float().reshape((1, -1) + (1, ) * (acc.dim() - 2)))
+    return y
+
+
+def _per_sample_gemm(a: Tensor, b: Tensor) -> Tensor:
+    """int32 ``a @ b[n]`` for a (Tensor[M, K], int8) and b (Tensor[N, K, L], int8)."""
+    out = torch.empty((b.shape[0], a.shape[0], b.shape[2]), dtype=torch.int32)
+    for n in range(b.shape[0]):
+        int8_matmul(a, b[n], out=out[n])
+    return out
+
+
+def pointwise_int8_conv(x_q: Tensor, w_q: Tensor, scale: Tensor, bias: Optional[Tensor],
+                        geo) -> Tensor:
+    """``conv(x_q, w_q) * scale (+ bias)`` of a 1x1 convolution, float32.
+
+    Args:
+        x_q (Tensor[N, C_in, *S], int8): Input codes.
+        w_q (Tensor[C_out, C_in, 1, ..], int8): Weight codes.
+
+    Returns:
+        Tensor[N, C_out, *O], contiguous.
+    """
+    x = _strided(x_q, geo.stride)  # [N, C_in, *O]
+    out_size = tuple(x.shape[2:])
+    rows = x.reshape(x.shape[0], x.shape[1], -1).contiguous()  # a copy only if strided
+    acc = _per_sample_gemm(w_q.reshape(w_q.shape[0], -1), rows)
+    return channels_first_scale(acc.reshape((x.shape[0], w_q.shape[0]) + out_size), scale, bias)
+
+
+def pointwise_int8_grad_input(g_q: Tensor, w_q: Tensor, scale: Tensor, input_shape,
+                              geo) -> Tensor:
+    """Input gradient of a 1x1 convolution from the output-gradient codes, float32.
+
+    Args:
+        g_q (Tensor[N, C_out, *O], int8): Output-gradient codes.
+        w_q (Tensor[C_out, C_in, 1, ..], int8): Weight codes.
+        scale (Tensor[]): Multiplier of the integer result.
+        input_shape: (N, C_in, *S) of the convolution input.
+
+    Returns:
+        Tensor[N, C_in, *S]: zero where no output position reads the input (strides > 1).
+    """
+    w_t = w_q.reshape(w_q.shape[0], -1).t().contiguous()  # [C_in, C_out]
+    acc = _per_sample_gemm(w_t, g_q.reshape(g_q.shape[0], g_q.shape[1], -1))
+    grad = channels_first_scale(acc.reshape((g_q.shape[0], w_t.shape[0]) + tuple(g_q.shape[2:])),
+                                scale, None)
+    if all(s == 1 for s in geo.stride):
+        return grad
+    out = grad.new_zeros(tuple(input_shape))
+    _strided(out, geo.stride).copy_(grad)
+    return out
