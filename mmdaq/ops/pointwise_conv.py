@@ -26,20 +26,24 @@ def _strided(t: Tensor, stride) -> Tensor:
     return t[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in stride)]
 
 
-def channels_first_scale(acc: Tensor, scale: Tensor, bias: Optional[Tensor]) -> Tensor:
-    """``acc * scale (+ bias[c])`` in float32 for an integer Tensor[N, C, *S] (two roundings,
-    as the fused epilogue of the GEMM path)."""
-    y = acc.float().mul_(scale)
-    if bias is not None:
-        y.add_(bias.float().reshape((1, -1) + (1, ) * (acc.dim() - 2)))
-    return y
+def _scaled_per_sample_gemm(a: Tensor, b: Tensor, scale: Tensor,
+                            bias: Optional[Tensor]) -> Tensor:
+    """float32 ``(a @ b[n]) * scale (+ bias[m])`` for a (Tensor[M, K], int8) and b
+    (Tensor[N, K, L], int8): Tensor[N, M, L].
 
-
-def _per_sample_gemm(a: Tensor, b: Tensor) -> Tensor:
-    """int32 ``a @ b[n]`` for a (Tensor[M, K], int8) and b (Tensor[N, K, L], int8)."""
-    out = torch.empty((b.shape[0], a.shape[0], b.shape[2]), dtype=torch.int32)
+    Each sample's int32 sums go to one reused buffer and are scaled from there while they are
+    still in cache (a [N, M, L] int32 tensor written, then read back, cost as much again as the
+    GEMMs for 1x1 convolutions that widen the channels). Two roundings (multiply, then add), as
+    the fused epilogue of the GEMM path.
+    """
+    out = torch.empty((b.shape[0], a.shape[0], b.shape[2]), dtype=torch.float32)
+    acc = torch.empty((a.shape[0], b.shape[2]), dtype=torch.int32)
+    offset = None if bias is None else bias.float().reshape(-1, 1)
     for n in range(b.shape[0]):
-        int8_matmul(a, b[n], out=out[n])
+        int8_matmul(a, b[n], out=acc)
+        torch.mul(acc, scale, out=out[n])
+        if offset is not None:
+            out[n].add_(offset)
     return out
 
 
@@ -57,8 +61,8 @@ def pointwise_int8_conv(x_q: Tensor, w_q: Tensor, scale: Tensor, bias: Optional[
     x = _strided(x_q, geo.stride)  # [N, C_in, *O]
     out_size = tuple(x.shape[2:])
     rows = x.reshape(x.shape[0], x.shape[1], -1).contiguous()  # a copy only if strided
-    acc = _per_sample_gemm(w_q.reshape(w_q.shape[0], -1), rows)
-    return channels_first_scale(acc.reshape((x.shape[0], w_q.shape[0]) + out_size), scale, bias)
+    y = _scaled_per_sample_gemm(w_q.reshape(w_q.shape[0], -1), rows, scale, bias)
+    return y.reshape((x.shape[0], w_q.shape[0]) + out_size)
 
 
 def pointwise_int8_grad_input(g_q: Tensor, w_q: Tensor, scale: Tensor, input_shape,
@@ -75,9 +79,8 @@ def pointwise_int8_grad_input(g_q: Tensor, w_q: Tensor, scale: Tensor, input_sha
         Tensor[N, C_in, *S]: zero where no output position reads the input (strides > 1).
     """
     w_t = w_q.reshape(w_q.shape[0], -1).t().contiguous()  # [C_in, C_out]
-    acc = _per_sample_gemm(w_t, g_q.reshape(g_q.shape[0], g_q.shape[1], -1))
-    grad = channels_first_scale(acc.reshape((g_q.shape[0], w_t.shape[0]) + tuple(g_q.shape[2:])),
-                                scale, None)
+    grad = _scaled_per_sample_gemm(w_t, g_q.reshape(g_q.shape[0], g_q.shape[1], -1), scale, None)
+    grad = grad.reshape((g_q.shape[0], w_t.shape[0]) + tuple(g_q.shape[2:]))
     if all(s == 1 for s in geo.stride):
         return grad
     out = grad.new_zeros(tuple(input_shape))
