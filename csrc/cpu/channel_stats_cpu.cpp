@@ -60,22 +60,32 @@ MMDAQ_CPU_CLONES void add_row_moments(const float* __restrict__ row, int64_t n,
   acc.sq += ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
+// x = |g| / max as channel_histograms computes it: |g| * (1 / max), or the quotient where
+// 1 / max overflows (a channel whose abs-max is below about 2**-128, which early detector
+// training produces: inf and NaN there gave bins out of range).
+template <bool kDivide>
+inline float relative(float v, float inv, float m) {
+  return kDivide ? std::fabs(v) / m : std::fabs(v) * inv;
+}
+
 // P(x > sigma) count of a row without a histogram (num_bins == 0).
-MMDAQ_CPU_CLONES int64_t row_above(const float* __restrict__ row, int64_t n, float inv,
+template <bool kDivide>
+MMDAQ_CPU_CLONES int64_t row_above(const float* __restrict__ row, int64_t n, float inv, float m,
                                    float sigma_rel) {
   int64_t above = 0;
-  for (int64_t i = 0; i < n; ++i) above += std::fabs(row[i]) * inv > sigma_rel;
+  for (int64_t i = 0; i < n; ++i) above += relative<kDivide>(row[i], inv, m) > sigma_rel;
   return above;
 }
 
-// Pass 2, vectorized half: x = |g| * (1 / max) (exactly as channel_histograms computes it),
-// its bin and the count of x > sigma. The scatter into the histogram stays scalar.
-MMDAQ_CPU_CLONES int64_t row_bins(const float* __restrict__ row, int64_t n, float inv,
+// Pass 2, vectorized half: x, its bin and the count of x > sigma. The scatter into the
+// histogram stays scalar.
+template <bool kDivide>
+MMDAQ_CPU_CLONES int64_t row_bins(const float* __restrict__ row, int64_t n, float inv, float m,
                                   float bins, int32_t last_bin, float sigma_rel,
                                   float* __restrict__ xs, int32_t* __restrict__ idx) {
   int64_t above = 0;
   for (int64_t i = 0; i < n; ++i) {
-    const float x = std::fabs(row[i]) * inv;
+    const float x = relative<kDivide>(row[i], inv, m);
     xs[i] = x;
     above += x > sigma_rel;
     const int32_t b = static_cast<int32_t>(x * bins);
@@ -190,6 +200,7 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins,
       // same bins).
       int64_t above = 0;
       const float inv = 1.0f / m;  // x = |g| * (1 / max), exactly as channel_histograms does
+      const bool divide = std::isinf(inv);  // see relative()
       if (num_bins > 0) {
         // Two interleaved histograms: consecutive values often fall into the same bin, and
         // one array would chain every increment on the previous one.
@@ -203,8 +214,10 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins,
           const float* row = gp + (o * channels + c) * inner;
           for (int64_t r0 = 0; r0 < inner; r0 += kChunk) {  // x and bins of a chunk, then add
             const int64_t len = std::min(kChunk, inner - r0);
-            above += row_bins(row + r0, len, inv, bins, last_bin, sigma_rel, xs.data(),
-                              idx.data());
+            above += divide ? row_bins<true>(row + r0, len, inv, m, bins, last_bin, sigma_rel,
+                                             xs.data(), idx.data())
+                            : row_bins<false>(row + r0, len, inv, m, bins, last_bin, sigma_rel,
+                                              xs.data(), idx.data());
             int64_t i = 0;
             for (; i + 1 < len; i += 2) {
               c0[idx[i]] += 1;
@@ -224,7 +237,9 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins,
         }
       } else {
         for (int64_t o = 0; o < outer; ++o) {
-          above += row_above(gp + (o * channels + c) * inner, inner, inv, sigma_rel);
+          const float* row = gp + (o * channels + c) * inner;
+          above += divide ? row_above<true>(row, inner, inv, m, sigma_rel)
+                          : row_above<false>(row, inner, inv, m, sigma_rel);
         }
       }
       sigma_p[c] = sigma_rel * m;

@@ -142,6 +142,9 @@ __global__ void __launch_bounds__(kThreads)
   }
   const float sigma_rel = static_cast<float>(sqrt(sq / count) / static_cast<double>(m));
   const float inv = 1.0f / m;  // x = |g| * (1 / max), exactly as channel_histograms does
+  // Where 1 / max overflows (abs-max below about 2**-128), x is the quotient instead: inf and
+  // NaN gave bins out of range.
+  const bool divide = isinf(inv);
   const float bins = static_cast<float>(num_bins);
 
   // Pass 2: P(x > sigma) and the histogram of x.
@@ -152,7 +155,7 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
   long long above = 0;
   for_each_in_channel(g, outer, channels, inner, c, [&](float v) {
-    const float x = fabsf(v) * inv;
+    const float x = divide ? fabsf(v) / m : fabsf(v) * inv;
     above += x > sigma_rel;
     if (num_bins > 0) {
       int b = static_cast<int>(x * bins);

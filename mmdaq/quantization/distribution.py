@@ -170,8 +170,13 @@ def channel_histograms(g_cm: Tensor, num_bins: int) -> Tuple[Tensor, Tensor, Ten
     channels = g_cm.shape[0]
     g_max = g_cm.abs().amax(dim=1) if g_cm.shape[1] else g_cm.new_zeros(channels)  # [C]
     norm = torch.where(g_max > 0, g_max, torch.ones_like(g_max))
-    # x = |g| * (1 / max) in float32, exactly as the compiled kernel computes it (same bins).
-    x = g_cm.abs().mul_(norm.reciprocal()[:, None])  # [C, M], in [0, 1] where finite
+    # x = |g| * (1 / max) in float32, exactly as the compiled kernel computes it (same bins);
+    # the quotient where 1 / max overflows (abs-max below about 2**-128).
+    inv = norm.reciprocal()
+    x = g_cm.abs().mul_(inv[:, None])  # [C, M], in [0, 1] where finite
+    tiny = torch.isinf(inv)
+    if bool(tiny.any()):
+        x[tiny] = g_cm[tiny].abs() / norm[tiny, None]
     if not bool(torch.isfinite(g_max).all()):
         x = x.nan_to_num_(0.0, 0.0, 0.0).clamp_(0.0, 1.0)
     idx = x.mul(num_bins).long().clamp_(max=num_bins - 1)  # [C, M]

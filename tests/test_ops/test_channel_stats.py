@@ -91,3 +91,23 @@ def test_kernel_clip_is_the_reference_objective_argmin(alpha, num_bins):
     # ... and usually the very same candidate (ties break to the larger clip in both).
     ref_idx = num_bins - 1 - energy.flip(1).argmin(dim=1)
     assert (idx == ref_idx).float().mean() >= 0.9
+
+
+@pytest.mark.parametrize('num_bins', [0, 128])
+def test_channel_whose_reciprocal_abs_max_overflows(num_bins):
+    # Seen in early Faster R-CNN training: a channel of denormal gradients, whose 1 / abs-max is
+    # inf in float32 (x = |g| * inf gave bins out of range and crashed the kernel).
+    g = torch.randn(64, 3, generator=torch.Generator().manual_seed(0))
+    g[:, 1] *= 1e-40  # abs-max about 3e-40 (denormal): 1 / 3e-40 overflows
+    g[:5, 1] = 0.0
+    assert torch.isinf(1.0 / g[:, 1].abs().max())
+    got = torch.ops.mmdaq.grad_channel_stats(g, 1, num_bins, 3.0, 127, True)
+    want = gradient_statistics_reference(g, 1, num_bins)
+    assert torch.equal(got[0], want.abs_max)
+    assert torch.isfinite(got[1]).all() and torch.isfinite(got[2]).all()
+    torch.testing.assert_close(got[2], want.frac_above_sigma, rtol=0, atol=1.01 / 64)
+    assert torch.isfinite(got[3]).all() and (got[3] > 0).all() and (got[3] <= 1).all()
+    assert torch.equal(got[4], want.hist_count)
+    torch.testing.assert_close(got[5], want.hist_sum, rtol=1e-12, atol=1e-12)
+    if num_bins:
+        assert got[4][1].sum() == 64 and got[5][1].max() <= 64
