@@ -51,6 +51,17 @@ def test_channel_stats_cuda_matches_cpu(shape, dim, num_bins):
     torch.testing.assert_close(chosen, energy.min(dim=1).values, rtol=1e-9, atol=1e-15)
 
 
+def test_channel_stats_cuda_on_a_channel_whose_reciprocal_abs_max_overflows():
+    g = torch.randn(64, 3, generator=torch.Generator().manual_seed(0))
+    g[:, 1] *= 1e-40  # denormal abs-max: 1 / abs-max is inf in float32
+    g[:5, 1] = 0.0
+    want = torch.ops.mmdaq.grad_channel_stats(g, 1, 128, 3.0, 127, True)
+    got = [t.cpu() for t in torch.ops.mmdaq.grad_channel_stats(g.cuda(), 1, 128, 3.0, 127, True)]
+    assert torch.equal(got[0], want[0]) and torch.equal(got[4], want[4])
+    assert got[4][1].sum() == 64 and torch.isfinite(got[3]).all()
+    torch.testing.assert_close(got[5], want[5], rtol=1e-9, atol=1e-12)
+
+
 def test_channel_stats_cuda_non_finite_and_bin_limit():
     g = mixed_channel_grad((4, 5, 6, 6), 1)
     g[0, 0, 0, 0] = float('nan')
