@@ -30,7 +30,8 @@ from .grouped_matmul import grouped_int8_matmul
 from .im2col import channels_inner_to_weight, channels_inner_weight, col2im, im2col
 from .int8_conv_op import int8_conv_op
 from .onednn_conv import int8_conv_onednn, onednn_conv_supported
-from .pointwise_conv import pointwise_int8_conv, pointwise_int8_grad_input, pointwise_supported
+from .pointwise_conv import (is_pointwise, pointwise_int8_conv, pointwise_int8_grad_input,
+                             pointwise_supported)
 from .triton_conv import (conv2d_int8_supported, conv2d_wgrad_int8_supported,
                           int8_conv2d_triton, int8_conv2d_wgrad_triton)
 
@@ -90,8 +91,7 @@ def int8_conv_grad_weight(x_q: Tensor, g_q: Tensor, geo: ConvGeometry) -> Tensor
         (:func:`~.im2col.channels_inner_to_weight` gives the weight layout).
     """
     g_t = channels_first_rows(g_q, geo.groups)  # [G, Cout_g, NL]
-    if geo.kernel and all(k == 1 for k in geo.kernel) and all(
-            s == 1 for s in geo.stride) and all(p == 0 for p in geo.padding):
+    if is_pointwise(geo) and all(s == 1 for s in geo.stride):
         # 1x1, stride 1: the columns are X itself; as rows [G, Cg, NL] (one copy of runs of L
         # codes, none for N = 1) against which G_Y's rows multiply as a transposed operand.
         x_t = channels_first_rows(x_q, geo.groups)

@@ -15,10 +15,15 @@ from torch import Tensor
 from .int8_matmul import MAX_CHUNK_K, int8_matmul
 
 
+def is_pointwise(geo) -> bool:
+    """Whether a convolution is 1x1 without padding (any stride and groups; not Linear)."""
+    return (bool(geo.kernel) and all(k == 1 for k in geo.kernel)
+            and all(p == 0 for p in geo.padding))
+
+
 def pointwise_supported(x_q: Tensor, w_q: Tensor, geo) -> bool:
     """Whether :func:`pointwise_int8_conv` / :func:`pointwise_int8_grad_input` apply."""
-    return (x_q.device.type == 'cpu' and bool(geo.kernel) and geo.groups == 1
-            and all(k == 1 for k in geo.kernel) and all(p == 0 for p in geo.padding)
+    return (x_q.device.type == 'cpu' and is_pointwise(geo) and geo.groups == 1
             and w_q.shape[1] <= MAX_CHUNK_K and w_q.shape[0] <= MAX_CHUNK_K)
 
 
