@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..cnn.daq_layers import _explicit_padding
-from ..ops.int8_layer import LINEAR_GEOMETRY, ConvGeometry, int8_conv
+from ..cnn.daq_layers import LAYER_FUNCTIONS, _explicit_padding
+from ..ops.int8_layer import LINEAR_GEOMETRY, ConvGeometry
 from ..quantization import channel_major, magnitude_weighted_error, max_code
 from ..quantization.schemes import QuantScheme
 
@@ -38,11 +38,13 @@ def _fp32_grads(x: Tensor, w: Tensor, g_y: Tensor, geo: ConvGeometry):
     return x.grad, w.grad
 
 
-def _int8_grads(x: Tensor, w: Tensor, g_y: Tensor, geo: ConvGeometry, scheme: QuantScheme,
-                slot: int):
+def _quantized_grads(x: Tensor, w: Tensor, g_y: Tensor, geo: ConvGeometry,
+                     scheme: QuantScheme, slot: int):
+    """G_X, G_W of the layer function of ``scheme``'s dataflow (INT8 or ShiftQuant)."""
     x = x.detach().float().requires_grad_()
     w = w.detach().float().requires_grad_()
-    y = int8_conv(x, w, None, scheme, geo, slot)
+    conv, linear = LAYER_FUNCTIONS[scheme.dataflow]
+    y = conv(x, w, None, scheme, geo, slot) if geo.kernel else linear(x, w, None, scheme, slot)
     y.backward(g_y)
     return x.grad, w.grad
 
@@ -72,7 +74,8 @@ def layer_gradient_errors(module: nn.Module, x: Tensor, g_y: Tensor,
 
     Returns:
         dict: method -> {'mwe': magnitude-weighted error of the G_W copy of G_Y (mean over
-        channels, relative to abs-max clipping of each channel), 'gw_rel_mse', 'gw_cos',
+        channels, relative to abs-max clipping of each channel; NaN for schemes without a clip
+        per output channel, e.g. ShiftQuant's group scales), 'gw_rel_mse', 'gw_cos',
         'gx_rel_mse', 'gx_cos', 'share_gaussian' (DAQ only, else NaN)}.
     """
     geo = layer_geometry(module)
@@ -85,14 +88,18 @@ def layer_gradient_errors(module: nn.Module, x: Tensor, g_y: Tensor,
     out = {}
     for method, scheme in schemes.items():
         scheme.collect_stats = True
-        gx, gw = _int8_grads(x, module.weight, g_y, geo, scheme, slot)
-        clip = scheme.last_grad_weight_scale * max_code(8)  # [C_out], what was applied
-        mwe = magnitude_weighted_error(g_cm, clip, alpha)
-        ok = base_mwe > 0
+        gx, gw = _quantized_grads(x, module.weight, g_y, geo, scheme, slot)
+        if scheme.last_grad_weight_scale is None:  # no clip per output channel (ShiftQuant)
+            mwe_rel = float('nan')
+        else:
+            clip = scheme.last_grad_weight_scale * max_code(8)  # [C_out], what was applied
+            mwe = magnitude_weighted_error(g_cm, clip, alpha)
+            ok = base_mwe > 0
+            mwe_rel = float((mwe[ok] / base_mwe[ok]).mean()) if ok.any() else 1.0
         gw_err, gx_err = _compare(gw_ref, gw), _compare(gx_ref, gx)
         gauss = scheme.last_stats.get('is_gaussian')
         out[method] = {
-            'mwe': float((mwe[ok] / base_mwe[ok]).mean()) if ok.any() else 1.0,
+            'mwe': mwe_rel,
             'gw_rel_mse': gw_err['rel_mse'], 'gw_cos': gw_err['cos'],
             'gx_rel_mse': gx_err['rel_mse'], 'gx_cos': gx_err['cos'],
             'share_gaussian': float(gauss.float().mean()) if gauss is not None else float('nan'),

@@ -54,3 +54,23 @@ def test_gradient_errors_rank_the_methods():
         assert res[method]['gw_cos'] > 0.999 and res[method]['gx_cos'] > 0.999
         assert 0 <= res[method]['gw_rel_mse'] < 1e-3
     assert 0.0 <= res['daq']['share_gaussian'] <= 1.0
+
+
+@pytest.mark.parametrize('layer', ['head', 'fc'])
+def test_gradient_errors_of_the_other_dataflows(layer):
+    """UI8 runs the INT8 layer, ShiftQuant its own (shift) layer; fewer bits, larger error."""
+    torch.manual_seed(0)
+    model = _Shared()
+    with GradientCapture(model) as cap:
+        model(torch.randn(4, 3, 8, 8)).sum().backward()
+    rec = cap.complete()[layer]
+    schemes = {'ui8': build_scheme('ui8'),
+               'sq8': build_scheme('shiftquant', weight_bits=8, input_bits=8, grad_bits=8,
+                                   grad_rounding='nearest'),
+               'sq4': build_scheme('shiftquant', grad_rounding='nearest')}
+    res = layer_gradient_errors(rec.module, rec.calls[0].x, rec.calls[0].g_y, schemes, alpha=3.0)
+    assert res['ui8']['mwe'] >= 1.0 - 1e-6  # one clip per tensor: not below per-channel abs-max
+    assert res['sq8']['mwe'] != res['sq8']['mwe']  # NaN: ShiftQuant has no per-channel clip
+    for key in ('gw_rel_mse', 'gx_rel_mse'):
+        assert 0 <= res['sq8'][key] < res['sq4'][key] < 0.5
+    assert res['sq8']['gw_cos'] > 0.999 and res['ui8']['gw_cos'] > 0.99

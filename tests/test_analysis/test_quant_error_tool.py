@@ -38,3 +38,17 @@ def test_table_for_i3d(capsys, monkeypatch):
 def test_bad_method_spec_fails_early():
     with pytest.raises((TypeError, ValueError)):
         _tool().parse_method('daq:no_such_option=1')
+
+
+def test_shiftquant_rows_show_no_clip_error(capsys, monkeypatch):
+    tool = _tool()
+    monkeypatch.setitem(tool.MODELS, 'i3d', (tool.MODELS['i3d'][0], dict(size=32, num_frames=8)))
+    results = tool.main(['--models', 'i3d', '--iters', '2', '--methods', 'per_channel',
+                         'shiftquant:weight_bits=8,input_bits=8,grad_bits=8', 'shiftquant'])
+    summary = results['i3d']
+    sq8 = summary['shiftquant:weight_bits=8,input_bits=8,grad_bits=8']
+    assert sq8['mwe'] != sq8['mwe'] and sq8['mwe_wins'] != sq8['mwe_wins']  # NaN: no clip
+    assert sq8['gw_rel_mse'] < summary['shiftquant']['gw_rel_mse']
+    row = [line for line in capsys.readouterr().out.splitlines()
+           if line.startswith('shiftquant ') or line.startswith('shiftquant  ')]
+    assert row and row[0].split()[1:4] == ['-', '-', '-']

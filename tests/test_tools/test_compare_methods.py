@@ -90,6 +90,23 @@ def test_merge_refuses_ambiguous_or_overlapping_runs(tmp_path):
     with pytest.raises(SystemExit, match="is a 'video' summary"):
         compare_methods.earlier_runs(video, 'detection')
     old = _summary(tmp_path / 'old.json', 'detection', [0], [0.5])
-    with pytest.raises(SystemExit, match='seed 0 of daq is in .* and in --seeds'):
+    run = tmp_path / 'detection' / 'daq_seed0'
+    run.mkdir(parents=True)
+    (run / 'result.json').write_text(json.dumps(dict(metric=0.6, seconds=5.0)))
+    with pytest.raises(SystemExit, match='seed 0 of daq is in .* and in .*daq_seed0'):
         compare_methods.main(['detection', '--methods', 'daq', '--seeds', '0', '--no-train',
                               '--work-dir', str(tmp_path), '--merge', old])
+
+
+def test_merged_runs_are_not_trained_again(tmp_path, monkeypatch):
+    """New methods at seed 0 next to the merged seed-0 runs of others: one table."""
+    old = _summary(tmp_path / 'old.json', 'detection', [0], [0.5])
+    run = tmp_path / 'detection' / 'ui8_seed0'
+    run.mkdir(parents=True)
+    (run / 'result.json').write_text(json.dumps(dict(metric=0.4, seconds=5.0)))
+    monkeypatch.setattr(compare_methods, 'generate_data', lambda *a: None)
+    monkeypatch.setattr(compare_methods, 'train', lambda *a: pytest.fail('must not train'))
+    results = compare_methods.main(['detection', '--methods', 'daq', 'ui8', '--seeds', '0',
+                                    '--work-dir', str(tmp_path), '--merge', old])
+    assert results['daq']['values'] == [0.5] and results['daq']['runs'][0]['source'] == old
+    assert results['ui8']['values'] == [0.4]

@@ -114,7 +114,7 @@ def main(argv=None) -> dict:
     parser.add_argument('--cfg-options', nargs='+', default=[], help='added to every run')
     parser.add_argument('--merge', nargs='+', default=[], metavar='SUMMARY_JSON',
                         help='also count the runs of earlier summaries (e.g. of another machine '
-                        'or session) for the seeds not in --seeds')
+                        'or session); a (method, seed) they hold is not trained again')
     args = parser.parse_args(argv)
     demo = DEMOS[args.task]
     runs = {m: method_run(args.task, m) for m in args.methods}  # fail fast on unknown methods
@@ -122,9 +122,10 @@ def main(argv=None) -> dict:
     for path in args.merge:
         for method, by_seed in earlier_runs(path, args.task).items():
             for seed, run in by_seed.items():
-                if seed in args.seeds:
+                here = osp.join(args.work_dir, args.task, f'{method}_seed{seed}', 'result.json')
+                if seed in args.seeds and method in runs and osp.isfile(here):
                     raise SystemExit(f'[compare] seed {seed} of {method} is in {path} and in '
-                                     f'--seeds: leave it out of one of them')
+                                     f'{here}: leave it out of one of them')
                 if seed in merged.setdefault(method, {}):
                     raise SystemExit(f'[compare] seed {seed} of {method} is in {path} and in '
                                      f'{merged[method][seed]["source"]}')
@@ -141,6 +142,8 @@ def main(argv=None) -> dict:
             seconds.append(run['seconds'])
             listed.append(run)
         for seed in args.seeds:
+            if seed in merged.get(method, {}):  # that run comes from an earlier summary
+                continue
             work_dir = osp.join(args.work_dir, args.task, f'{method}_seed{seed}')
             done = osp.join(work_dir, 'result.json')
             if osp.isfile(done) and not args.retrain:

@@ -87,7 +87,8 @@ def analyse(model_key: str, methods, iters: int, lr: float, alpha: float, seed: 
         summary[label]['layers'] = len(layer_means)
         # MWE rel is 1 for per-channel abs-max by definition: the share of layers a method
         # beats it on (by more than 0.1 %, not rounding noise) and its mean over layers.
-        summary[label]['mwe_wins'] = statistics.fmean(v['mwe'] < 0.999 for v in layer_means)
+        summary[label]['mwe_wins'] = statistics.fmean(v['mwe'] < 0.999 for v in layer_means) \
+            if summary[label]['mwe'] == summary[label]['mwe'] else float('nan')  # NaN: no clip
         summary[label]['mwe_mean'] = statistics.fmean(v['mwe'] for v in layer_means)
     return summary
 
@@ -99,7 +100,11 @@ def print_table(model_key: str, summary: Dict) -> None:
     for label, s in summary.items():
         share = s['share_gaussian']
         gauss = '-' if share != share else f'{100 * share:.0f}'  # NaN: no classification
-        print(f'{label:<34}{s["mwe"]:>9.3f}{s["mwe_mean"]:>9.4g}{100 * s["mwe_wins"]:>6.0f}'
+        if s['mwe'] == s['mwe']:
+            mwe = f'{s["mwe"]:>9.3f}{s["mwe_mean"]:>9.4g}{100 * s["mwe_wins"]:>6.0f}'
+        else:  # a scheme without a per-channel clip of G_Y (ShiftQuant)
+            mwe = f'{"-":>9}{"-":>9}{"-":>6}'
+        print(f'{label:<34}{mwe}'
               f'{s["gw_rel_mse"]:>12.3e}{s["gw_cos"]:>10.6f}'
               f'{s["gx_rel_mse"]:>12.3e}{s["gx_cos"]:>10.6f}{gauss:>9}')
 
