@@ -38,9 +38,9 @@ Non-finite policy:
     mmengine's optimizer wrappers and of AMP's GradScaler see it. A clip that is NaN, Inf or
     negative is invalid and also gives a NaN scale. Values that are finite, however large
     (``1e30``, the float32 maximum), quantize normally. To see NaN/Inf per channel, the abs-max
-    reduction runs even when a clip is given (a fused kernel gets it in the same pass).
+    reduction runs even when a clip is given (or its result is passed in as ``data_max``).
 """
-from typing import Optional, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -102,7 +102,8 @@ def quantize(x: Tensor,
              rounding: str = 'nearest',
              generator: Optional[torch.Generator] = None,
              *,
-             num_bits: int = 8) -> Tuple[Tensor, Tensor]:
+             num_bits: int = 8,
+             data_max: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """Quantize ``x`` to symmetric integer codes, per tensor or per channel.
 
     Not differentiable: gradients are defined by the ops layer.
@@ -117,6 +118,9 @@ def quantize(x: Tensor,
         generator (torch.Generator, optional): Source of the uniform noise for stochastic
             rounding (on ``x.device``); ignored for nearest. Defaults to None (global RNG).
         num_bits (int): Bit width, 2 to 8. Defaults to 8.
+        data_max (Tensor[] or Tensor[C], optional): ``abs_max(x, dim)`` when the caller already
+            has it (e.g. from the gradient statistics kernel); it must be that value (NaN where
+            the data hold NaN), and saves the pass over ``x`` that computes it. Defaults to None.
 
     Returns:
         tuple[Tensor, Tensor]:
@@ -134,7 +138,10 @@ def quantize(x: Tensor,
         raise ValueError(f'rounding must be one of {_ROUNDING_MODES}, but got {rounding!r}')
     x = _as_float32(x, 'x')
     dim = _normalize_dim(dim, x.dim())
-    data_max = abs_max(x, dim)  # [] or [C]; non-finite exactly where the data are
+    if data_max is None:
+        data_max = abs_max(x, dim)  # [] or [C]; non-finite exactly where the data are
+    else:
+        data_max = _as_data_max(data_max, x, dim)
     clip = data_max if clip is None else _as_clip(clip, data_max)
     scale = _scale_from_clip(clip, data_max, qmax)  # [] or [C]
     scale_b = _broadcast_channels(scale, x.dim(), dim)
@@ -289,6 +296,23 @@ def _normalize_dim(dim: Optional[int], ndim: int) -> Optional[int]:
         raise ValueError(f'dim must be None or an int in [{-ndim}, {ndim}) for a {ndim}-d '
                          f'tensor, but got {dim!r}')
     return dim % ndim
+
+
+def _as_data_max(data_max: Tensor, x: Tensor, dim: Optional[int]) -> Tensor:
+    """Check a given abs-max: a float32 Tensor[] (per tensor) or Tensor[C] (along ``dim``)."""
+    shape = () if dim is None else (x.shape[dim], )
+    if not isinstance(data_max, Tensor) or tuple(data_max.shape) != shape \
+            or data_max.dtype != torch.float32 or data_max.device != x.device:
+        raise ValueError(f'data_max must be a float32 Tensor of shape {list(shape)} on '
+                         f'{x.device} (the abs-max of x{"" if dim is None else " per channel"}), '
+                         f'but got {_describe(data_max)}')
+    return data_max
+
+
+def _describe(t: Any) -> str:
+    if isinstance(t, Tensor):
+        return f'a {t.dtype} Tensor of shape {list(t.shape)} on {t.device}'
+    return repr(t)
 
 
 def _as_clip(clip: Clip, data_max: Tensor) -> Tensor:

@@ -122,27 +122,21 @@ class QuantScheme:
     def grad_weight_clip(self, g: Tensor, dim: int = 1, slot: int = 0) -> Optional[Tensor]:
         """Clip per output channel (Tensor[C_out]) for the G_W copy of G_Y (channels along
         ``dim``); None means per-tensor abs-max."""
-        return None
+        return self.grad_weight_clip_and_max(g, dim, slot)[0]
+
+    def grad_weight_clip_and_max(self, g: Tensor, dim: int = 1,
+                                 slot: int = 0) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+        """:meth:`grad_weight_clip` and, when it was computed on the way, the abs-max of each
+        channel (Tensor[C_out], exactly ``abs_max(g, dim)``), else None. Methods override this.
+        """
+        return None, None
 
     def quantize_grad_for_weight(self, g: Tensor, dim: int = 1, slot: int = 0) -> QuantResult:
         """G_Y (Tensor[N, C_out, ...]) -> (int8 codes, scale Tensor[C_out]), for the G_W GEMM.
 
         ``slot`` is the call slot of the forward this gradient belongs to.
         """
-        clip = self.grad_weight_clip(g, dim, slot)
-        if clip is None:  # one scale for the tensor, repeated per channel
-            q, scale = quantize(g, rounding=self.grad_rounding, generator=self._generator(g))
-            scale = scale.expand(g.shape[dim]).contiguous()
-        else:
-            q, scale = quantize(g, clip=clip, dim=dim, rounding=self.grad_rounding,
-                                generator=self._generator(g))
-        self.last_grad_weight_scale = scale  # [C_out]; for diagnostics (clip = scale * 127)
-        if self.collect_stats:
-            g_hat = dequantize(q, scale, dim=dim)
-            norm = g.float().norm()
-            error = (g.float() - g_hat).norm() / norm if norm > 0 else norm
-            self.last_stats = dict(self.last_stats, grad_rel_error=error)
-        return q, scale
+        return self.quantize_grads(g, dim, slot, for_input=False)[0]
 
     def quantize_grad_for_input(self, g: Tensor, slot: int = 0) -> QuantResult:
         """G_Y (Tensor[N, C_out, ...]) -> (int8 codes, scale Tensor[]), for the G_X GEMM."""
@@ -153,10 +147,43 @@ class QuantScheme:
                                                         Optional[QuantResult]]:
         """The copies of G_Y the backward GEMMs need: (G_W copy or None, G_X copy or None).
 
-        Separate quantizations by default; a method with one shared copy overrides this.
+        The two quantizations share their reductions over G_Y: the G_X copy's abs-max is the
+        max of the per-channel abs-max that came with the G_W clip (or, for a per-tensor G_W
+        copy, one abs-max serves both), and with nearest rounding a per-tensor G_W copy *is*
+        the G_X copy. The codes are those of :meth:`quantize_grad_for_input` and separate
+        quantizations with :meth:`grad_weight_clip` (tested). A method whose copies differ in
+        kind overrides this.
         """
-        return (self.quantize_grad_for_weight(g, dim, slot) if for_weight else None,
-                self.quantize_grad_for_input(g, slot) if for_input else None)
+        if not for_weight:
+            return None, (self.quantize_grad_for_input(g, slot) if for_input else None)
+        channels = g.shape[dim]
+        clip, channel_max = self.grad_weight_clip_and_max(g, dim, slot)
+        rounding, generator = self.grad_rounding, self._generator(g)
+        if clip is None:  # one scale for the tensor, repeated per channel
+            tensor_max = abs_max(g)
+            q, scale = quantize(g, rounding=rounding, generator=generator, data_max=tensor_max)
+            self._note_weight_copy(g, dim, q, scale.expand(channels).contiguous())
+            for_x = None
+            if for_input:
+                for_x = (q, scale) if rounding == 'nearest' else quantize(
+                    g, rounding=rounding, generator=generator, data_max=tensor_max)
+            return (q, self.last_grad_weight_scale), for_x
+        q, scale = quantize(g, clip=clip, dim=dim, rounding=rounding, generator=generator,
+                            data_max=channel_max)
+        self._note_weight_copy(g, dim, q, scale)
+        if not for_input:
+            return (q, scale), None
+        tensor_max = channel_max.amax() if channel_max is not None and channels else None
+        return (q, scale), quantize(g, rounding=rounding, generator=generator,
+                                    data_max=tensor_max)
+
+    def _note_weight_copy(self, g: Tensor, dim: int, q: Tensor, scale: Tensor) -> None:
+        self.last_grad_weight_scale = scale  # [C_out]; for diagnostics (clip = scale * 127)
+        if self.collect_stats:
+            g_hat = dequantize(q, scale, dim=dim)
+            norm = g.float().norm()
+            error = (g.float() - g_hat).norm() / norm if norm > 0 else norm
+            self.last_stats = dict(self.last_stats, grad_rel_error=error)
 
     def weight_grad_scale(self, slot: int = 0) -> float:
         """Factor on the layer's weight and bias gradients (UI8's learning-rate scaling); 1."""
@@ -187,11 +214,12 @@ class PerChannelScheme(QuantScheme):
     """Gradient Vectorized Quantization with abs-max clips (method ``'per_channel'``)."""
     name = 'per_channel'
 
-    def grad_weight_clip(self, g: Tensor, dim: int = 1, slot: int = 0) -> Optional[Tensor]:
+    def grad_weight_clip_and_max(self, g: Tensor, dim: int = 1,
+                                 slot: int = 0) -> Tuple[Tensor, Tensor]:
         clip = abs_max(g, dim=dim)  # [C_out]
         if self.collect_stats:
             self.last_stats = {'clip_ratio': torch.ones_like(clip)}
-        return clip
+        return clip, clip
 
 
 @dataclasses.dataclass
@@ -261,7 +289,8 @@ class DAQScheme(QuantScheme):
         """The clip state of the first call slot (the only one of most layers)."""
         return self.prev_clips.get(0)
 
-    def grad_weight_clip(self, g: Tensor, dim: int = 1, slot: int = 0) -> Tensor:
+    def grad_weight_clip_and_max(self, g: Tensor, dim: int = 1,
+                                 slot: int = 0) -> Tuple[Tensor, Optional[Tensor]]:
         channels = g.shape[dim]
         prev = self.prev_clips.get(slot)
         if prev is not None and prev.shape[0] != channels:
@@ -270,10 +299,11 @@ class DAQScheme(QuantScheme):
         self._updates[slot] = step + 1
         if prev is not None and step % self.clip_interval != 0:
             if self.long_tail_rule == 'ema':
-                return prev.to(g.device)
-            clip = self.clip_ratios[slot].to(g.device) * abs_max(g, dim=dim)
+                return prev.to(g.device), None
+            g_max = abs_max(g, dim=dim)
+            clip = self.clip_ratios[slot].to(g.device) * g_max
             self.prev_clips[slot] = clip
-            return clip
+            return clip, g_max
         if self.long_tail_rule == 'ema':
             stats = gradient_statistics(g, dim)
             g_max = stats.abs_max  # [C]
@@ -296,7 +326,7 @@ class DAQScheme(QuantScheme):
         self.is_gaussian = is_gaussian
         if self.collect_stats:
             self.last_stats = {'clip_ratio': _clip_ratio(clip, g_max), 'is_gaussian': is_gaussian}
-        return clip
+        return clip, g_max
 
     def rank_synced_state(self) -> Tuple[Dict[int, Tensor], ...]:
         return self.prev_clips, self.clip_ratios

@@ -105,6 +105,12 @@ class ShiftQuantScheme(QuantScheme):
         return shift_quantize(g, 1, self.num_groups, self.grad_bits, self.grad_rounding,
                               self._generator(g))
 
+    def quantize_grads(self, g: Tensor, dim: int = 1, slot: int = 0, for_weight: bool = True,
+                       for_input: bool = True):
+        """Two separate copies: grouped along different axes, they share no reduction."""
+        return (self.quantize_grad_for_weight(g, dim, slot) if for_weight else None,
+                self.quantize_grad_for_input(g, slot) if for_input else None)
+
     def _note_error(self, g: Tensor, result: ShiftQuantResult) -> None:
         norm = g.float().norm()
         error = (g.float() - result.dequantize()).norm() / norm if norm > 0 else norm

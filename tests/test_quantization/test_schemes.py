@@ -1,4 +1,5 @@
 import copy
+import importlib
 
 import pytest
 import torch
@@ -97,3 +98,77 @@ def test_objective_rule_is_the_default_and_reuses_ratios_between_updates():
     twin.load_state_dict(copy.deepcopy(scheme.state_dict()))
     torch.testing.assert_close(twin.clip_ratios[0], scheme.clip_ratios[0])
     assert twin._updates == scheme._updates
+
+
+def _long_tailed_grad(seed):
+    """G_Y with sharp long-tailed channels (one large value each) and a NaN in channel 5."""
+    gen = torch.Generator().manual_seed(seed)
+    g = torch.distributions.Laplace(0.0, 1.0).sample((8, 6, 16, 16)) * 0.01
+    g[0, :, 0, 0] = torch.randn(6, generator=gen) * 3.0  # one large value per channel
+    g[1, 5, 2, 2] = float('nan')
+    return g
+
+
+@pytest.mark.parametrize('method,rounding', [('per_tensor', 'nearest'),
+                                             ('per_tensor', 'stochastic'),
+                                             ('per_channel', 'nearest'), ('daq', 'nearest'),
+                                             ('daq', 'stochastic')])
+def test_quantize_grads_equals_separate_quantizations(method, rounding):
+    """The shared reductions change no code or scale (incl. a NaN channel)."""
+    from mmdaq.quantization.quantize import quantize
+    for step, g in enumerate((_long_tailed_grad(0), _long_tailed_grad(1) * 4.0)):
+        if step == 0:
+            scheme = build_scheme(method, grad_rounding=rounding, seed=3)
+            twin = copy.deepcopy(scheme)
+        (q_w, s_w), (q_x, s_x) = scheme.quantize_grads(g, dim=1)
+        clip = twin.grad_weight_clip(g, dim=1)
+        gen = twin._generator(g)
+        if clip is None:
+            ref_w = quantize(g, rounding=rounding, generator=gen)
+            ref_w = (ref_w[0], ref_w[1].expand(6))
+        else:
+            ref_w = quantize(g, clip=clip, dim=1, rounding=rounding, generator=gen)
+        if method == 'per_tensor' and rounding == 'nearest':
+            ref_x = (ref_w[0], ref_w[1][0])  # the same copy
+        else:
+            ref_x = quantize(g, rounding=rounding, generator=gen)
+        assert torch.equal(q_w, ref_w[0]) and torch.equal(q_x, ref_x[0])
+        torch.testing.assert_close(s_w, ref_w[1], rtol=0, atol=0, equal_nan=True)
+        torch.testing.assert_close(s_x, ref_x[1], rtol=0, atol=0, equal_nan=True)
+        assert torch.isnan(s_w[5]) and torch.isnan(s_x)  # the NaN channel is not hidden
+        if method != 'per_tensor':  # a scale per channel, from the clip search's abs-max
+            assert s_w[:5].unique().numel() == 5
+            assert (s_w[:5] * 127 <= abs_max_of(g)[:5] * (1 + 1e-6)).all()
+        assert scheme.last_grad_weight_scale is s_w
+
+
+def abs_max_of(g):
+    from mmdaq.quantization import abs_max
+    return abs_max(g, dim=1)
+
+
+@pytest.mark.parametrize('method,passes', [('daq', 0), ('per_channel', 1), ('per_tensor', 1)])
+def test_quantize_grads_reduces_g_once(method, passes, monkeypatch):
+    """DAQ's clip search yields the abs-max: no further abs-max pass over G_Y; the others
+    compute it once (per channel or per tensor) for both copies."""
+    quantize_module = importlib.import_module('mmdaq.quantization.quantize')
+    schemes_module = importlib.import_module('mmdaq.quantization.schemes')
+    calls, uncounted = [], quantize_module.abs_max
+
+    def counted(x, dim=None):
+        calls.append(dim)
+        return uncounted(x, dim)
+
+    monkeypatch.setattr(quantize_module, 'abs_max', counted)
+    monkeypatch.setattr(schemes_module, 'abs_max', counted)
+    build_scheme(method).quantize_grads(_long_tailed_grad(0), dim=1)
+    assert len(calls) == passes, calls
+
+
+def test_quantize_rejects_a_data_max_of_the_wrong_shape():
+    from mmdaq.quantization.quantize import quantize
+    g = torch.randn(2, 3, 4)
+    with pytest.raises(ValueError, match=r'data_max must be a float32 Tensor of shape \[3\]'):
+        quantize(g, dim=1, data_max=torch.ones(()))
+    with pytest.raises(ValueError, match=r'shape \[\].*but got a torch.float64'):
+        quantize(g, data_max=torch.ones((), dtype=torch.float64))
