@@ -41,7 +41,11 @@ def make_extensions() -> tuple:
     # compiled for (csrc/common/cpu_clones.h). No trapping math: FP exceptions are masked, and
     # without it GCC keeps the quantization loops scalar (it will not if-convert a division
     # that might trap); results are the same IEEE operations either way.
-    cxx_flags = ['-O3', '-std=c++17', '-ffp-contract=off', '-fno-trapping-math']
+    # -fopenmp: at::parallel_for is OpenMP in torch's CPU builds (a header template); without
+    # it the pragma is dropped and every kernel runs on one thread. The runtime it links,
+    # libgomp.so.1, is the one torch has loaded already (same soname).
+    cxx_flags = ['-O3', '-std=c++17', '-ffp-contract=off', '-fno-trapping-math', '-fopenmp']
+    link_flags = ['-fopenmp']
     define_macros = []
     with_cuda = os.getenv('FORCE_CUDA', '0') == '1' or (
         torch.cuda.is_available() and torch.version.cuda is not None)
@@ -49,10 +53,11 @@ def make_extensions() -> tuple:
         sources += rel('csrc/cuda/*.cu')
         define_macros.append(('MMDAQ_WITH_CUDA', None))
         ext = CUDAExtension('mmdaq._ext', sources, define_macros=define_macros,
-                            extra_compile_args={'cxx': cxx_flags, 'nvcc': ['-O3', '-std=c++17']})
+                            extra_compile_args={'cxx': cxx_flags, 'nvcc': ['-O3', '-std=c++17']},
+                            extra_link_args=link_flags)
     else:
         ext = CppExtension('mmdaq._ext', sources, define_macros=define_macros,
-                           extra_compile_args={'cxx': cxx_flags})
+                           extra_compile_args={'cxx': cxx_flags}, extra_link_args=link_flags)
     return [ext], {'build_ext': BuildExtension.with_options(use_ninja=True)}
 
 

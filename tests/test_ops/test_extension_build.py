@@ -1,0 +1,23 @@
+"""The compiled extension's build: its CPU kernels run on torch's threads."""
+import pytest
+import torch
+
+from mmdaq.ops.extension import is_extension_available, require_extension
+
+pytestmark = pytest.mark.skipif(not is_extension_available(), reason='mmdaq._ext not built')
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_kernels_run_on_torchs_threads(two_threads):
+    """at::parallel_for is an OpenMP header template: built without -fopenmp (setup.py) every
+    kernel of the extension runs on one thread, however many torch uses."""
+    ext = require_extension('parallel_threads_used')
+    assert ext.parallel_threads_used(64) == 2
+    assert ext.parallel_threads_used(1) == 1  # one task: no fork
