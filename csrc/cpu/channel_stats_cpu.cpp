@@ -5,7 +5,8 @@
 // passes' arithmetic is vectorized (cpu_clones.h); the histogram adds stay scalar. The
 // clip search then runs on the channel's histogram in O(num_bins), in registers and a local
 // buffer, the same arithmetic as objective_curve_from_histograms in
-// mmdaq/quantization/histogram_clip.py. Pass 1 also counts the exact zeros: they quantize
+// mmdaq/quantization/histogram_clip.py (its exp as a table times a polynomial, equal to
+// rounding: see BinExp). Pass 1 also counts the exact zeros: they quantize
 // exactly at any clip, so the objective takes them out of bin 0 (no rounding error charged).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -94,18 +95,82 @@ MMDAQ_CPU_CLONES int64_t row_bins(const float* __restrict__ row, int64_t n, floa
   return above;
 }
 
-// Arg-min over the candidate clips u = (j + 1) / B of the model objective (ties: larger u).
-// `zeros` exact zeros are taken out of bin 0: they are exact at every clip.
-double objective_ratio(const double* cnt, const double* sum, int64_t bins, double alpha,
-                       int64_t max_code, double zeros, std::vector<double>& w,
-                       std::vector<double>& wx) {
+// exp(alpha * (b / B - 1)) for every bin b, shared by all channels of a call, and whether the
+// bin weights may use it: exp(alpha * (mean - 1)) = table[b] * exp(d) with d = alpha * (mean -
+// b / B) in [0, alpha / B] (the mean of a bin's x lies in the bin), and for d <= 1/8 a
+// degree-12 Taylor polynomial gives exp(d) to well below a double's rounding (the remainder
+// (1/8)**13 / 13! is 3e-22): unlike std::exp, it vectorizes.
+struct BinExp {
+  std::vector<double> table;
+  double alpha = 0.0, inv_bins = 0.0;
+  bool polynomial = false;
+};
+
+BinExp make_bin_exp(int64_t bins, double alpha) {
+  BinExp e;
+  e.alpha = alpha;
+  e.inv_bins = 1.0 / static_cast<double>(bins);
+  e.polynomial = bins > 0 && alpha / static_cast<double>(bins) <= 0.125;
+  if (e.polynomial) {
+    e.table.resize(bins);
+    for (int64_t b = 0; b < bins; ++b) {
+      e.table[b] = std::exp(alpha * (static_cast<double>(b) * e.inv_bins - 1.0));
+    }
+  }
+  return e;
+}
+
+// Weights w[b] = n_b * exp(alpha * (mean_b - 1)) and w[b] * mean_b of a channel's bins (bin 0
+// without the `zeros` exact zeros: they are exact at every clip). An empty bin weighs 0.
+MMDAQ_CPU_CLONES void bin_weights_polynomial(const double* __restrict__ cnt,
+                                             const double* __restrict__ sum, int64_t bins,
+                                             double zeros, const double* __restrict__ table,
+                                             double alpha, double inv_bins,
+                                             double* __restrict__ w, double* __restrict__ wx) {
+  for (int64_t b = 0; b < bins; ++b) {
+    const double c = cnt[b] - (b == 0 ? zeros : 0.0);
+    const double n = c > 0.0 ? c : 0.0;
+    const double mean = sum[b] / (n > 1.0 ? n : 1.0);
+    const double d = alpha * (mean - static_cast<double>(b) * inv_bins);
+    double p = 1.0 / 479001600.0;  // 1 / 12!, Horner down to 1
+    p = p * d + 1.0 / 39916800.0;
+    p = p * d + 1.0 / 3628800.0;
+    p = p * d + 1.0 / 362880.0;
+    p = p * d + 1.0 / 40320.0;
+    p = p * d + 1.0 / 5040.0;
+    p = p * d + 1.0 / 720.0;
+    p = p * d + 1.0 / 120.0;
+    p = p * d + 1.0 / 24.0;
+    p = p * d + 1.0 / 6.0;
+    p = p * d + 0.5;
+    p = p * d + 1.0;
+    p = p * d + 1.0;
+    const double weight = n > 0.0 ? n * (table[b] * p) : 0.0;
+    w[b] = weight;
+    wx[b] = weight * mean;
+  }
+}
+
+void bin_weights_exp(const double* cnt, const double* sum, int64_t bins, double zeros,
+                     double alpha, double* w, double* wx) {
   for (int64_t b = 0; b < bins; ++b) {
     const double n = b == 0 ? std::max(cnt[0] - zeros, 0.0) : cnt[b];
     const double mean = sum[b] / std::max(n, 1.0);
-    // An empty bin weighs 0 (n * exp(..) with n = 0): most bins of a small channel are empty,
-    // and exp dominated the kernel for layers with many channels of few values.
+    // An empty bin weighs 0 (n * exp(..) with n = 0): most bins of a small channel are empty.
     w[b] = n > 0.0 ? n * std::exp(alpha * (mean - 1.0)) : 0.0;
     wx[b] = w[b] * mean;
+  }
+}
+
+// Arg-min over the candidate clips u = (j + 1) / B of the model objective (ties: larger u).
+double objective_ratio(const double* cnt, const double* sum, int64_t bins, const BinExp& e,
+                       int64_t max_code, double zeros, std::vector<double>& w,
+                       std::vector<double>& wx) {
+  if (e.polynomial) {
+    bin_weights_polynomial(cnt, sum, bins, zeros, e.table.data(), e.alpha, e.inv_bins,
+                           w.data(), wx.data());
+  } else {
+    bin_weights_exp(cnt, sum, bins, zeros, e.alpha, w.data(), wx.data());
   }
   double total = 0.0;
   for (int64_t b = 0; b < bins; ++b) total += w[b];
@@ -155,6 +220,7 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins,
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const float bins = static_cast<float>(num_bins);
 
+  const BinExp bin_exp = make_bin_exp(num_bins, alpha);
   at::parallel_for(0, channels, 1, [&](int64_t begin, int64_t end) {
     // Per-task buffers: one channel's histogram and the objective's bin weights.
     std::vector<double> cnt(num_bins), sum(num_bins), w(num_bins), wx(num_bins);
@@ -246,7 +312,7 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins,
       frac_p[c] = static_cast<float>(static_cast<double>(above) / count);
       if (num_bins > 0) {
         ratio_p[c] = static_cast<float>(
-            objective_ratio(cnt.data(), sum.data(), num_bins, alpha, max_code,
+            objective_ratio(cnt.data(), sum.data(), num_bins, bin_exp, max_code,
                             static_cast<double>(zeros), w, wx));
       }
       if (kept_bins > 0) {
