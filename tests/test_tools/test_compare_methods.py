@@ -1,5 +1,7 @@
 """compare_methods.py: which config and options each method runs (no training here)."""
 import json
+import os
+import re
 import os.path as osp
 import sys
 
@@ -110,3 +112,27 @@ def test_merged_runs_are_not_trained_again(tmp_path, monkeypatch):
                                     '--work-dir', str(tmp_path), '--merge', old])
     assert results['daq']['values'] == [0.5] and results['daq']['runs'][0]['source'] == old
     assert results['ui8']['values'] == [0.4]
+
+
+def test_a_run_records_the_code_it_started_from(tmp_path, monkeypatch):
+    """The commit is read before training (a run can outlast several commits)."""
+    calls = []
+    monkeypatch.setattr(compare_methods, 'generate_data', lambda *a: None)
+    monkeypatch.setattr(compare_methods, 'code_version', lambda: calls.append('code') or 'abc')
+
+    def train(config, work_dir, extra):
+        calls.append('train')
+        os.makedirs(work_dir)
+        return 3.0
+
+    monkeypatch.setattr(compare_methods, 'train', train)
+    monkeypatch.setattr(compare_methods, 'final_metric', lambda *a: 0.5)
+    compare_methods.main(['video', '--methods', 'fp32', '--seeds', '0', '--work-dir',
+                          str(tmp_path)])
+    assert calls == ['code', 'train']
+    result = json.loads((tmp_path / 'video' / 'fp32_seed0' / 'result.json').read_text())
+    assert result['code'] == 'abc' and result['metric'] == 0.5
+
+
+def test_code_version_names_a_commit():
+    assert re.fullmatch(r'[0-9a-f]{7,}(-dirty)?|unknown', compare_methods.code_version())

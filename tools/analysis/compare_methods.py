@@ -93,9 +93,10 @@ def earlier_runs(path: str, task: str) -> dict:
 
 
 def code_version() -> str:
-    """Short commit of the repository the runs train from ('unknown' outside git)."""
+    """Short commit of the repository the runs train from, '-dirty' if the work tree has
+    uncommitted changes ('unknown' outside git)."""
     try:
-        out = subprocess.run(['git', '-C', ROOT, 'rev-parse', '--short', 'HEAD'],
+        out = subprocess.run(['git', '-C', ROOT, 'describe', '--always', '--dirty', '--abbrev=7'],
                              capture_output=True, text=True, check=True)
         return out.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
@@ -153,10 +154,11 @@ def main(argv=None) -> dict:
                 continue
             else:
                 extra = ['--cfg-options', f'randomness.seed={seed}'] + options + args.cfg_options
+                code, start = code_version(), time.strftime('%Y-%m-%d %H:%M')  # what it trains
                 t = train(config, work_dir, extra)
                 result = dict(metric=final_metric(work_dir, demo['metric']), seconds=t,
                               config=config, options=options + args.cfg_options, seed=seed,
-                              date=time.strftime('%Y-%m-%d %H:%M'), code=code_version())
+                              date=start, code=code)
                 with open(done, 'w') as f:
                     json.dump(result, f, indent=1)
             print(f'[compare] {method} seed {seed}: {demo["label"]} {result["metric"]:.3f} '
