@@ -9,8 +9,10 @@ needs_ext = pytest.mark.skipif(not is_extension_available(), reason='mmdaq._ext 
 
 
 @needs_ext
+# 16 x 16 blocks on AVX-512 CPUs, the edges elementwise: whole blocks only (2, 64, 8, 4), blocks
+# and edges in both dims (3, 70, 9, 9), too few channels for a block (2, 1, 130).
 @pytest.mark.parametrize('out_shape', [(2, 5, 3, 4), (3, 70, 9, 9), (1, 17, 2, 3, 5), (6, 33),
-                                       (2, 1, 130)])
+                                       (2, 1, 130), (2, 64, 8, 4)])
 @pytest.mark.parametrize('per_channel, with_bias', [(False, False), (True, True), (False, True)])
 def test_kernel_equals_reference(out_shape, per_channel, with_bias):
     gen = torch.Generator().manual_seed(0)
@@ -40,13 +42,16 @@ def test_bad_arguments_are_clear_errors():
 def test_float_accumulators_give_the_same_floats():
     # oneDNN's convolution writes float(acc): the CPU kernel takes it like the int32 sums.
     gen = torch.Generator().manual_seed(0)
-    acc = torch.randint(-2**30, 2**30, (2 * 12, 7), generator=gen, dtype=torch.int32)
-    scale, bias = torch.rand(7, generator=gen) * 1e-6, torch.randn(7, generator=gen)
-    want = torch.ops.mmdaq.int32_to_channels_first(acc, scale, bias, [2, 7, 3, 4])
-    got = channels_first_epilogue(acc.float(), scale, bias, (2, 7, 3, 4))
-    assert torch.equal(got, want)
-    assert torch.equal(int32_to_channels_first_reference(acc.float(), scale, bias, (2, 7, 3, 4)),
-                       want)
+    for c, size in ((7, (3, 4)), (35, (5, 7))):  # elementwise; 16 x 16 blocks and edges
+        acc = torch.randint(-2**30, 2**30, (2 * size[0] * size[1], c), generator=gen,
+                            dtype=torch.int32)
+        scale, bias = torch.rand(c, generator=gen) * 1e-6, torch.randn(c, generator=gen)
+        shape = (2, c) + size
+        want = torch.ops.mmdaq.int32_to_channels_first(acc, scale, bias, list(shape))
+        got = channels_first_epilogue(acc.float(), scale, bias, shape)
+        assert torch.equal(got, want)
+        assert torch.equal(int32_to_channels_first_reference(acc.float(), scale, bias, shape),
+                           want)
 
 
 def test_other_dtypes_use_the_reference():
