@@ -30,6 +30,8 @@ from .grouped_matmul import grouped_int8_matmul
 from .im2col import channels_inner_to_weight, channels_inner_weight, col2im, im2col
 from .int8_conv_op import int8_conv_op
 from .onednn_conv import int8_conv_onednn, onednn_conv_supported
+from .phase_grad_input import (phase_grad_input_supported, phase_int8_grad_input,
+                               transposed_weight)
 from .pointwise_conv import (is_pointwise, pointwise_int8_conv, pointwise_int8_grad_input,
                              pointwise_supported)
 from .triton_conv import (conv2d_int8_supported, conv2d_wgrad_int8_supported,
@@ -142,15 +144,6 @@ def transposed_geometry(geo: ConvGeometry) -> Optional[ConvGeometry]:
     return ConvGeometry(geo.kernel, geo.stride, padding, geo.dilation, geo.groups)
 
 
-def transposed_weight(w_q: Tensor, groups: int) -> Tensor:
-    """[C_out, C_in/G, *k] -> [C_in, C_out/G, *k], spatially flipped: the weight of G_X."""
-    c_out, c_in_g = w_q.shape[:2]
-    spatial = tuple(w_q.shape[2:])
-    w = w_q.reshape((groups, c_out // groups, c_in_g) + spatial).transpose(1, 2)
-    w = w.flip(dims=tuple(range(3, 3 + len(spatial))))
-    return w.reshape((groups * c_in_g, c_out // groups) + spatial)
-
-
 def channels_last_2d(t: Tensor) -> Tensor:
     """[N, C, *O] -> [N*L, C] (for Linear, [M, C] stays)."""
     return t.movedim(1, -1).reshape(-1, t.shape[1])
@@ -250,7 +243,9 @@ def int8_conv_backward_pass(grad_y: Tensor, x_q: Tensor, weight: Tensor, s_x: Te
         elif t_geo is not None:  # stride 1: a convolution of the int8 G_Y codes
             grad_x = scaled_int8_conv(g_q, transposed_weight(w_q, geo.groups), s_g * s_w, None,
                                       t_geo)
-        else:
+        elif g_q.device.type == 'cpu' and phase_grad_input_supported(geo):  # strided
+            grad_x = phase_int8_grad_input(g_q, w_q, s_g * s_w, x_q.shape, geo, scaled_int8_conv)
+        else:  # dilated and strided (or on CUDA, not yet measured there): columns and col2im
             cols = int8_conv_grad_input(channels_last_2d(g_q), w_q, geo)
             cols = cols * (s_g * s_w)
             grad_x = col2im(cols, x_q.shape, geo.kernel, geo.stride, geo.padding,

@@ -1,0 +1,92 @@
+"""Input gradient of a strided convolution as stride-1 convolutions of the G_Y codes, one per phase.
+
+For stride ``s`` (dilation 1), the input positions ``i`` with ``(i + p) mod s = r`` (phase ``r``)
+receive only the kernel taps ``j = r, r + s, r + 2 s, ..``: along each spatial dim::
+
+    G_X[m s + r - p] = sum_t W[r + t s] G_Y[m - t]
+
+a stride-1 *convolution* of G_Y with the sub-kernel ``W[r::s]``, i.e. a cross-correlation with
+that sub-kernel flipped (and, per group, C_in and C_out swapped: :func:`transposed_weight`).
+Each phase runs through the layer's INT8 convolution (oneDNN or GEMM, their one exact int32
+sum per output and one scaling), on G_Y codes padded or cropped to the phase's output range,
+and is written to ``G_X[..., i0::s]``. Against im2col + col2im (int32 columns K times the size
+of G_Y, scaled, then summed back by K strided adds) this reads int8 codes and computes every
+product once; the sum of an input position is one exact integer sum instead of K float adds, so
+the floats differ from col2im's (closer to the exact value; tested against float64).
+"""
+import itertools
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def transposed_weight(w_q: Tensor, groups: int) -> Tensor:
+    """[C_out, C_in/G, *k] -> [C_in, C_out/G, *k], spatially flipped: the weight of G_X."""
+    c_out, c_in_g = w_q.shape[:2]
+    spatial = tuple(w_q.shape[2:])
+    w = w_q.reshape((groups, c_out // groups, c_in_g) + spatial).transpose(1, 2)
+    w = w.flip(dims=tuple(range(3, 3 + len(spatial))))
+    return w.reshape((groups * c_in_g, c_out // groups) + spatial)
+
+
+def phase_grad_input_supported(geo) -> bool:
+    """Strided convolutions without dilation (with dilation the phases would interleave)."""
+    return (bool(geo.kernel) and any(s > 1 for s in geo.stride)
+            and all(d == 1 for d in geo.dilation))
+
+
+def phase_int8_grad_input(g_q: Tensor, w_q: Tensor, scale: Tensor, input_shape: Sequence[int],
+                          geo, conv: Callable[..., Tensor]) -> Tensor:
+    """G_X of a strided convolution from the output-gradient codes, float32.
+
+    Args:
+        g_q (Tensor[N, C_out, *O], int8): Output-gradient codes.
+        w_q (Tensor[C_out, C_in/G, *k], int8): Weight codes.
+        scale (Tensor[]): Multiplier of the integer sums.
+        input_shape: (N, C_in, *S) of the convolution input.
+        geo (ConvGeometry): The convolution's geometry (``phase_grad_input_supported``).
+        conv: ``conv(x_q, w_q, scale, bias, geo) -> float32`` stride-1 INT8 convolution (the
+            layer's ``scaled_int8_conv``).
+
+    Returns:
+        Tensor[N, C_in, *S]; positions no output reads (kernel < stride) are 0.
+    """
+    n, c_in = input_shape[:2]
+    size = tuple(input_shape[2:])
+    out_size = tuple(g_q.shape[2:])
+    nd = len(size)
+    # Every position is written when every phase has a tap (kernel >= stride in each dim).
+    covered = all(k >= s for k, s in zip(geo.kernel, geo.stride))
+    grad_x = (torch.empty if covered else torch.zeros)(
+        tuple(input_shape), dtype=torch.float32, device=g_q.device)
+    unit = (1, ) * nd
+    for phase in itertools.product(*(range(s) for s in geo.stride)):
+        taps = tuple(slice(r, None, s) for r, s in zip(phase, geo.stride))
+        sub = w_q[(slice(None), slice(None)) + taps]  # [C_out, C_in/G, *T]
+        if sub.numel() == 0:  # kernel < stride: this phase gets no tap
+            continue
+        # Output range m0..m1 of the phase: input i = m s + r - p within [0, S).
+        m0 = [-((r - p) // s) for r, p, s in zip(phase, geo.padding, geo.stride)]
+        m1 = [(s_in - 1 + p - r) // s for s_in, r, p, s in zip(size, phase, geo.padding,
+                                                                 geo.stride)]
+        if any(b < a for a, b in zip(m0, m1)):
+            continue
+        taps_len = sub.shape[2:]
+        # G_Y index m - t for t = 0..T-1: pad (or crop, negative) left by T - 1 - m0 and right
+        # so that the valid correlation has m1 - m0 + 1 outputs.
+        pads = []
+        for d in reversed(range(nd)):  # F.pad lists the last dim first
+            left = taps_len[d] - 1 - m0[d]
+            right = (m1[d] - m0[d] + 1) + taps_len[d] - 1 - out_size[d] - left
+            pads += [left, right]
+        g_phase = F.pad(g_q, pads)
+        part = conv(g_phase, transposed_weight(sub, geo.groups).contiguous(), scale, None,
+                    geo._replace(kernel=tuple(taps_len), stride=unit, padding=(0, ) * nd,
+                                 dilation=unit))
+        first = [m * s + r - p for m, r, p, s in zip(m0, phase, geo.padding, geo.stride)]
+        target = (slice(None), slice(None)) + tuple(
+            slice(i0, None, s) for i0, s in zip(first, geo.stride))
+        grad_x[target] = part
+    return grad_x
