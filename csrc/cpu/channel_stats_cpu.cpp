@@ -100,52 +100,75 @@ MMDAQ_CPU_CLONES int64_t row_bins(const float* __restrict__ row, int64_t n, floa
 // b / B) in [0, alpha / B] (the mean of a bin's x lies in the bin), and for d <= 1/8 a
 // degree-12 Taylor polynomial gives exp(d) to well below a double's rounding (the remainder
 // (1/8)**13 / 13! is 3e-22): unlike std::exp, it vectorizes.
+// Also the candidate clips u_j = (j + 1) / B and u_j / (4 Q) of the search, divided once per
+// call rather than twice per bin and channel (the same quotients).
 struct BinExp {
-  std::vector<double> table;
+  std::vector<double> table, lower, u, u_rounding;
   double alpha = 0.0, inv_bins = 0.0;
   bool polynomial = false;
 };
 
-BinExp make_bin_exp(int64_t bins, double alpha) {
+BinExp make_bin_exp(int64_t bins, double alpha, int64_t max_code) {
   BinExp e;
+  e.u.resize(bins);
+  e.u_rounding.resize(bins);
+  for (int64_t j = 0; j < bins; ++j) {
+    e.u[j] = static_cast<double>(j + 1) / bins;
+    e.u_rounding[j] = e.u[j] / (4.0 * max_code);
+  }
   e.alpha = alpha;
   e.inv_bins = 1.0 / static_cast<double>(bins);
   e.polynomial = bins > 0 && alpha / static_cast<double>(bins) <= 0.125;
   if (e.polynomial) {
     e.table.resize(bins);
+    e.lower.resize(bins);
     for (int64_t b = 0; b < bins; ++b) {
-      e.table[b] = std::exp(alpha * (static_cast<double>(b) * e.inv_bins - 1.0));
+      e.lower[b] = static_cast<double>(b) * e.inv_bins;
+      e.table[b] = std::exp(alpha * (e.lower[b] - 1.0));
     }
   }
   return e;
 }
 
+// Weight n * exp(alpha * (mean - 1)) of a bin of n values with mean `mean` >= `lower` (the
+// bin's lower edge b / B), and 0 for an empty bin.
+// (Inlined into the caller's ISA clone: a call to a clone would keep the loop scalar.)
+inline __attribute__((always_inline)) double bin_weight(double n, double mean, double lower,
+                                                        double table, double alpha) {
+  const double d = alpha * (mean - lower);
+  double p = 1.0 / 479001600.0;  // 1 / 12!, Horner down to 1
+  p = p * d + 1.0 / 39916800.0;
+  p = p * d + 1.0 / 3628800.0;
+  p = p * d + 1.0 / 362880.0;
+  p = p * d + 1.0 / 40320.0;
+  p = p * d + 1.0 / 5040.0;
+  p = p * d + 1.0 / 720.0;
+  p = p * d + 1.0 / 120.0;
+  p = p * d + 1.0 / 24.0;
+  p = p * d + 1.0 / 6.0;
+  p = p * d + 0.5;
+  p = p * d + 1.0;
+  p = p * d + 1.0;
+  return n > 0.0 ? n * (table * p) : 0.0;
+}
+
 // Weights w[b] = n_b * exp(alpha * (mean_b - 1)) and w[b] * mean_b of a channel's bins (bin 0
-// without the `zeros` exact zeros: they are exact at every clip). An empty bin weighs 0.
+// without the `zeros` exact zeros: they are exact at every clip). An empty bin weighs 0. Bin 0
+// apart, so that the loop over the others has no index arithmetic to convert (int64 -> double
+// needs AVX-512DQ) and vectorizes.
 MMDAQ_CPU_CLONES void bin_weights_polynomial(const double* __restrict__ cnt,
                                              const double* __restrict__ sum, int64_t bins,
                                              double zeros, const double* __restrict__ table,
-                                             double alpha, double inv_bins,
+                                             const double* __restrict__ lower, double alpha,
                                              double* __restrict__ w, double* __restrict__ wx) {
-  for (int64_t b = 0; b < bins; ++b) {
-    const double c = cnt[b] - (b == 0 ? zeros : 0.0);
-    const double n = c > 0.0 ? c : 0.0;
+  const double n0 = std::max(cnt[0] - zeros, 0.0);
+  const double mean0 = sum[0] / std::max(n0, 1.0);
+  w[0] = bin_weight(n0, mean0, 0.0, table[0], alpha);
+  wx[0] = w[0] * mean0;
+  for (int64_t b = 1; b < bins; ++b) {
+    const double n = cnt[b];
     const double mean = sum[b] / (n > 1.0 ? n : 1.0);
-    const double d = alpha * (mean - static_cast<double>(b) * inv_bins);
-    double p = 1.0 / 479001600.0;  // 1 / 12!, Horner down to 1
-    p = p * d + 1.0 / 39916800.0;
-    p = p * d + 1.0 / 3628800.0;
-    p = p * d + 1.0 / 362880.0;
-    p = p * d + 1.0 / 40320.0;
-    p = p * d + 1.0 / 5040.0;
-    p = p * d + 1.0 / 720.0;
-    p = p * d + 1.0 / 120.0;
-    p = p * d + 1.0 / 24.0;
-    p = p * d + 1.0 / 6.0;
-    p = p * d + 0.5;
-    p = p * d + 1.0;
-    p = p * d + 1.0;
-    const double weight = n > 0.0 ? n * (table[b] * p) : 0.0;
+    const double weight = bin_weight(n, mean, lower[b], table[b], alpha);
     w[b] = weight;
     wx[b] = weight * mean;
   }
@@ -164,10 +187,9 @@ void bin_weights_exp(const double* cnt, const double* sum, int64_t bins, double 
 
 // Arg-min over the candidate clips u = (j + 1) / B of the model objective (ties: larger u).
 double objective_ratio(const double* cnt, const double* sum, int64_t bins, const BinExp& e,
-                       int64_t max_code, double zeros, std::vector<double>& w,
-                       std::vector<double>& wx) {
+                       double zeros, std::vector<double>& w, std::vector<double>& wx) {
   if (e.polynomial) {
-    bin_weights_polynomial(cnt, sum, bins, zeros, e.table.data(), e.alpha, e.inv_bins,
+    bin_weights_polynomial(cnt, sum, bins, zeros, e.table.data(), e.lower.data(), e.alpha,
                            w.data(), wx.data());
   } else {
     bin_weights_exp(cnt, sum, bins, zeros, e.alpha, w.data(), wx.data());
@@ -178,11 +200,11 @@ double objective_ratio(const double* cnt, const double* sum, int64_t bins, const
   double best = std::numeric_limits<double>::infinity();
   int64_t best_j = bins - 1;
   for (int64_t j = bins - 1; j >= 0; --j) {
-    const double u = static_cast<double>(j + 1) / bins;
+    const double u = e.u[j];
     double rounded = total - above_w;
     if (j == bins - 1) rounded -= 1.0;  // the abs-max value is exact at u = 1
     rounded = std::max(rounded, 0.0);
-    const double energy = above_wx - u * above_w + u / (4.0 * max_code) * rounded;
+    const double energy = above_wx - u * above_w + e.u_rounding[j] * rounded;
     if (energy < best) {
       best = energy;
       best_j = j;
@@ -220,7 +242,7 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins,
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const float bins = static_cast<float>(num_bins);
 
-  const BinExp bin_exp = make_bin_exp(num_bins, alpha);
+  const BinExp bin_exp = make_bin_exp(num_bins, alpha, max_code);
   at::parallel_for(0, channels, 1, [&](int64_t begin, int64_t end) {
     // Per-task buffers: one channel's histogram and the objective's bin weights.
     std::vector<double> cnt(num_bins), sum(num_bins), w(num_bins), wx(num_bins);
@@ -312,7 +334,7 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins,
       frac_p[c] = static_cast<float>(static_cast<double>(above) / count);
       if (num_bins > 0) {
         ratio_p[c] = static_cast<float>(
-            objective_ratio(cnt.data(), sum.data(), num_bins, bin_exp, max_code,
+            objective_ratio(cnt.data(), sum.data(), num_bins, bin_exp,
                             static_cast<double>(zeros), w, wx));
       }
       if (kept_bins > 0) {
