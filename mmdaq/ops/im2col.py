@@ -71,6 +71,9 @@ def channels_inner_weight(w: Tensor, groups: int) -> Tensor:
         Tensor[G, C_out/G, K*C_in/G]: row r of group g pairs with the columns of group g.
     """
     c_out = w.shape[0]
+    if w.dtype == torch.int8 and 3 <= w.dim() <= 5:  # codes: the vectorized layout kernel
+        rows = int8_channels_last(w).movedim(1, -1)  # [C_out, k.., Cg], contiguous
+        return rows.reshape(groups, c_out // groups, -1)
     w = w.reshape((groups, c_out // groups) + tuple(w.shape[1:]))  # [G, Cout_g, Cg, k..]
     return w.movedim(2, -1).reshape(groups, c_out // groups, -1)
 

@@ -233,8 +233,14 @@ def int8_conv_backward_pass(grad_y: Tensor, x_q: Tensor, weight: Tensor, s_x: Te
                                               geo.padding, geo.dilation)
         else:
             acc = int8_conv_grad_weight(x_q, g_q, geo)  # [C_out, K*Cg]
-            grad_w = acc * scale.unsqueeze(1)
-        grad_w = channels_inner_to_weight(grad_w.float(), w_q.shape).contiguous()
+            if acc.dtype == torch.int32:  # scaled straight into the weight layout: one pass
+                grad_w = torch.empty(w_q.shape, dtype=torch.float32, device=acc.device)
+                torch.mul(channels_inner_to_weight(acc, w_q.shape),
+                          scale.reshape((-1, ) + (1, ) * (w_q.dim() - 1)), out=grad_w)
+            else:
+                grad_w = acc * scale.unsqueeze(1)
+        if grad_w.shape != w_q.shape or not grad_w.is_contiguous():
+            grad_w = channels_inner_to_weight(grad_w.float(), w_q.shape).contiguous()
     if need_x:
         g_q, s_g = for_x  # g_q: [N, C_out, *O]
         t_geo = transposed_geometry(geo)
