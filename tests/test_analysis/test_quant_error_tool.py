@@ -17,12 +17,15 @@ def _tool():
     return module
 
 
-def test_table_for_i3d(capsys, monkeypatch):
+def _tiny_i3d_summary(monkeypatch, *methods):
+    """The tool's summary of I3D on 32 px clips, two iterations."""
     tool = _tool()
     monkeypatch.setitem(tool.MODELS, 'i3d', (tool.MODELS['i3d'][0], dict(size=32, num_frames=8)))
-    results = tool.main(['--models', 'i3d', '--iters', '2', '--methods', 'per_tensor',
-                         'per_channel', 'daq'])
-    summary = results['i3d']
+    return tool.main(['--models', 'i3d', '--iters', '2', '--methods', *methods])['i3d']
+
+
+def test_table_for_i3d(capsys, monkeypatch):
+    summary = _tiny_i3d_summary(monkeypatch, 'per_tensor', 'per_channel', 'daq')
     out = capsys.readouterr().out
     assert 'i3d: median over layers' in out
     assert 'command: python tools/analysis/quant_error.py' in out
@@ -41,11 +44,8 @@ def test_bad_method_spec_fails_early():
 
 
 def test_shiftquant_rows_show_no_clip_error(capsys, monkeypatch):
-    tool = _tool()
-    monkeypatch.setitem(tool.MODELS, 'i3d', (tool.MODELS['i3d'][0], dict(size=32, num_frames=8)))
-    results = tool.main(['--models', 'i3d', '--iters', '2', '--methods', 'per_channel',
-                         'shiftquant:weight_bits=8,input_bits=8,grad_bits=8', 'shiftquant'])
-    summary = results['i3d']
+    summary = _tiny_i3d_summary(monkeypatch, 'per_channel',
+                                'shiftquant:weight_bits=8,input_bits=8,grad_bits=8', 'shiftquant')
     sq8 = summary['shiftquant:weight_bits=8,input_bits=8,grad_bits=8']
     assert sq8['mwe'] != sq8['mwe'] and sq8['mwe_wins'] != sq8['mwe_wins']  # NaN: no clip
     assert sq8['gw_rel_mse'] < summary['shiftquant']['gw_rel_mse']
