@@ -121,15 +121,19 @@ class QuantScheme:
     # -- backward operands --------------------------------------------------------------
     def grad_weight_clip(self, g: Tensor, dim: int = 1, slot: int = 0) -> Optional[Tensor]:
         """Clip per output channel (Tensor[C_out]) for the G_W copy of G_Y (channels along
-        ``dim``); None means per-tensor abs-max."""
-        return self.grad_weight_clip_and_max(g, dim, slot)[0]
+        ``dim``); None means per-tensor abs-max.
+
+        A method overrides this or :meth:`grad_weight_clip_and_max` (either works)."""
+        if type(self).grad_weight_clip_and_max is not QuantScheme.grad_weight_clip_and_max:
+            return self.grad_weight_clip_and_max(g, dim, slot)[0]
+        return None
 
     def grad_weight_clip_and_max(self, g: Tensor, dim: int = 1,
                                  slot: int = 0) -> Tuple[Optional[Tensor], Optional[Tensor]]:
         """:meth:`grad_weight_clip` and, when it was computed on the way, the abs-max of each
-        channel (Tensor[C_out], exactly ``abs_max(g, dim)``), else None. Methods override this.
-        """
-        return None, None
+        channel (Tensor[C_out], exactly ``abs_max(g, dim)``), else None (the backward then
+        computes what it needs itself)."""
+        return self.grad_weight_clip(g, dim, slot), None
 
     def quantize_grad_for_weight(self, g: Tensor, dim: int = 1, slot: int = 0) -> QuantResult:
         """G_Y (Tensor[N, C_out, ...]) -> (int8 codes, scale Tensor[C_out]), for the G_W GEMM.

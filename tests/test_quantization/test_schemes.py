@@ -172,3 +172,18 @@ def test_quantize_rejects_a_data_max_of_the_wrong_shape():
         quantize(g, dim=1, data_max=torch.ones(()))
     with pytest.raises(ValueError, match=r'shape \[\].*but got a torch.float64'):
         quantize(g, data_max=torch.ones((), dtype=torch.float64))
+
+
+def test_a_method_that_overrides_only_grad_weight_clip_keeps_its_clip():
+    """The older extension point: its clip is used by the shared-reduction backward."""
+    from mmdaq.quantization.schemes import QuantScheme
+
+    class HalfClip(QuantScheme):
+        def grad_weight_clip(self, g, dim=1, slot=0):
+            return abs_max_of(g) / 2
+
+    g = _grad(0)
+    (q_w, s_w), (q_x, s_x) = HalfClip().quantize_grads(g, dim=1)
+    torch.testing.assert_close(s_w * 127, abs_max_of(g) / 2)
+    assert q_w.abs().max() == 127 and q_x.abs().max() == 127  # clipped codes saturate
+    torch.testing.assert_close(s_x * 127, abs_max_of(g).max())
