@@ -69,8 +69,8 @@ def phase_int8_grad_input(g_q: Tensor, w_q: Tensor, scale: Tensor, input_shape: 
             continue
         # Output range m0..m1 of the phase: input i = m s + r - p within [0, S).
         m0 = [-((r - p) // s) for r, p, s in zip(phase, geo.padding, geo.stride)]
-        m1 = [(s_in - 1 + p - r) // s for s_in, r, p, s in zip(size, phase, geo.padding,
-                                                                 geo.stride)]
+        m1 = [(s_in - 1 + p - r) // s
+              for s_in, r, p, s in zip(size, phase, geo.padding, geo.stride)]
         if any(b < a for a, b in zip(m0, m1)):
             continue
         taps_len = sub.shape[2:]
