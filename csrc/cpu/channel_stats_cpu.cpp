@@ -104,7 +104,7 @@ MMDAQ_CPU_CLONES int64_t row_bins(const float* __restrict__ row, int64_t n, floa
 // call rather than twice per bin and channel (the same quotients).
 struct BinExp {
   std::vector<double> table, lower, u, u_rounding;
-  double alpha = 0.0, inv_bins = 0.0;
+  double alpha = 0.0;
   bool polynomial = false;
 };
 
@@ -117,13 +117,13 @@ BinExp make_bin_exp(int64_t bins, double alpha, int64_t max_code) {
     e.u_rounding[j] = e.u[j] / (4.0 * max_code);
   }
   e.alpha = alpha;
-  e.inv_bins = 1.0 / static_cast<double>(bins);
   e.polynomial = bins > 0 && alpha / static_cast<double>(bins) <= 0.125;
   if (e.polynomial) {
+    const double inv_bins = 1.0 / static_cast<double>(bins);
     e.table.resize(bins);
     e.lower.resize(bins);
     for (int64_t b = 0; b < bins; ++b) {
-      e.lower[b] = static_cast<double>(b) * e.inv_bins;
+      e.lower[b] = static_cast<double>(b) * inv_bins;
       e.table[b] = std::exp(alpha * (e.lower[b] - 1.0));
     }
   }

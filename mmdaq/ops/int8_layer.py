@@ -205,6 +205,19 @@ def scaled_int8_conv(x_q: Tensor, w_q: Tensor, scale: Tensor, bias: Optional[Ten
     return fastest(key, {'gemm': gemm, 'onednn': onednn})
 
 
+def _scaled_weight_gradient(acc: Tensor, scale: Tensor, weight_shape) -> Tensor:
+    """``acc * scale[c_out]`` (acc: Tensor[C_out, K*Cg], int32 or float64 sums) as a contiguous
+    float32 Tensor of ``weight_shape``; int32 sums are scaled straight into that layout (one pass).
+    """
+    if acc.dtype != torch.int32:
+        return channels_inner_to_weight((acc * scale.unsqueeze(1)).float(),
+                                        weight_shape).contiguous()
+    grad_w = torch.empty(tuple(weight_shape), dtype=torch.float32, device=acc.device)
+    torch.mul(channels_inner_to_weight(acc, weight_shape),
+              scale.reshape((-1, ) + (1, ) * (len(weight_shape) - 1)), out=grad_w)
+    return grad_w
+
+
 def int8_conv_backward_pass(grad_y: Tensor, x_q: Tensor, weight: Tensor, s_x: Tensor,
                             scheme: QuantScheme, geo: ConvGeometry, slot: int, need_x: bool,
                             need_w: bool, need_b: bool
@@ -230,17 +243,11 @@ def int8_conv_backward_pass(grad_y: Tensor, x_q: Tensor, weight: Tensor, s_x: Te
         use_triton = x_q.is_cuda and USE_TRITON
         if use_triton and conv2d_wgrad_int8_supported(x_q, geo.kernel, geo.groups):
             grad_w = int8_conv2d_wgrad_triton(g_q, x_q, geo.kernel, scale, geo.stride,
-                                              geo.padding, geo.dilation)
-        else:
-            acc = int8_conv_grad_weight(x_q, g_q, geo)  # [C_out, K*Cg]
-            if acc.dtype == torch.int32:  # scaled straight into the weight layout: one pass
-                grad_w = torch.empty(w_q.shape, dtype=torch.float32, device=acc.device)
-                torch.mul(channels_inner_to_weight(acc, w_q.shape),
-                          scale.reshape((-1, ) + (1, ) * (w_q.dim() - 1)), out=grad_w)
-            else:
-                grad_w = acc * scale.unsqueeze(1)
-        if grad_w.shape != w_q.shape or not grad_w.is_contiguous():
+                                              geo.padding, geo.dilation)  # [C_out, K*Cg]
             grad_w = channels_inner_to_weight(grad_w.float(), w_q.shape).contiguous()
+        else:
+            grad_w = _scaled_weight_gradient(int8_conv_grad_weight(x_q, g_q, geo), scale,
+                                             w_q.shape)
     if need_x:
         g_q, s_g = for_x  # g_q: [N, C_out, *O]
         t_geo = transposed_geometry(geo)

@@ -53,7 +53,6 @@ def phase_int8_grad_input(g_q: Tensor, w_q: Tensor, scale: Tensor, input_shape: 
     Returns:
         Tensor[N, C_in, *S]; positions no output reads (kernel < stride) are 0.
     """
-    n, c_in = input_shape[:2]
     size = tuple(input_shape[2:])
     out_size = tuple(g_q.shape[2:])
     nd = len(size)
