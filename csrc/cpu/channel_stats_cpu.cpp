@@ -78,34 +78,119 @@ MMDAQ_CPU_CLONES int64_t row_above(const float* __restrict__ row, int64_t n, flo
   return above;
 }
 
-// Pass 2, vectorized half: x, its bin and the count of x > sigma. The scatter into the
-// histogram stays scalar.
+// One bin of a channel's histogram: the count and the sum of x of its values, side by side
+// (one cache line per add instead of two).
+// (The count is a double, exact to 2**53: the merge below then has no int64 -> double
+// conversion, which vectorizes only with AVX-512DQ.)
+struct HistBin {
+  double sum;
+  double count;
+};
+
+// Bin 0 (x < 1 / B) of a chunk, added up in registers: most values of a long-tailed gradient
+// and every exact zero fall there, and adding each of them to the same memory cell chains
+// every add on the store of the one before (2 ns per value on a Cauchy-like channel).
+struct FirstBin {
+  double sum = 0.0;
+  int64_t count = 0;
+};
+
+// Pass 2, vectorized half: x, its bin and the count of x > sigma; the values of bins >= 1 are
+// written (x, bin) to xs / idx for the scalar histogram adds, bin 0 goes to `first`. Returns
+// the number of values written.
 template <bool kDivide>
 MMDAQ_CPU_CLONES int64_t row_bins(const float* __restrict__ row, int64_t n, float inv, float m,
                                   float bins, int32_t last_bin, float sigma_rel,
-                                  float* __restrict__ xs, int32_t* __restrict__ idx) {
-  int64_t above = 0;
+                                  float* __restrict__ xs, int32_t* __restrict__ idx,
+                                  int64_t& above, FirstBin& first) {
+  int64_t above_n = 0;
   for (int64_t i = 0; i < n; ++i) {
     const float x = relative<kDivide>(row[i], inv, m);
     xs[i] = x;
-    above += x > sigma_rel;
+    above_n += x > sigma_rel;
     const int32_t b = static_cast<int32_t>(x * bins);
     idx[i] = b < last_bin ? b : last_bin;
   }
-  return above;
+  above += above_n;
+  int64_t kept = 0;
+  for (int64_t i = 0; i < n; ++i) {  // in place, without branches: always write, advance if b > 0
+    const float x = xs[i];
+    const int32_t b = idx[i];
+    first.sum += b == 0 ? static_cast<double>(x) : 0.0;
+    first.count += b == 0;
+    xs[kept] = x;
+    idx[kept] = b;
+    kept += b != 0;
+  }
+  return kept;
 }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define MMDAQ_STATS_AVX512 1
+#include <immintrin.h>
+
+// row_bins with AVX-512: the same x, bins and comparisons (no FMA; truncation as
+// static_cast), bin 0 summed in double lanes, the other values compacted in registers
+// (vcompressps to a register, then a plain store: its memory form is slow on some cores).
+template <bool kDivide>
+__attribute__((target("avx512f"))) int64_t row_bins_avx512(
+    const float* __restrict__ row, int64_t n, float inv, float m, float bins, int32_t last_bin,
+    float sigma_rel, float* __restrict__ xs, int32_t* __restrict__ idx, int64_t& above,
+    FirstBin& first) {
+  const __m512 v_inv = _mm512_set1_ps(inv), v_m = _mm512_set1_ps(m);
+  const __m512 v_bins = _mm512_set1_ps(bins), v_sigma = _mm512_set1_ps(sigma_rel);
+  const __m512i v_last = _mm512_set1_epi32(last_bin);
+  __m512d sum_lo = _mm512_setzero_pd(), sum_hi = _mm512_setzero_pd();
+  int64_t above_n = 0, first_n = 0, kept = 0, i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 a = _mm512_abs_ps(_mm512_loadu_ps(row + i));
+    const __m512 x = kDivide ? _mm512_div_ps(a, v_m) : _mm512_mul_ps(a, v_inv);
+    above_n += __builtin_popcount(_mm512_cmp_ps_mask(x, v_sigma, _CMP_GT_OQ));
+    const __m512i b = _mm512_min_epi32(_mm512_cvttps_epi32(_mm512_mul_ps(x, v_bins)), v_last);
+    const __mmask16 rest = _mm512_test_epi32_mask(b, b);
+    const __m512 x0 = _mm512_maskz_mov_ps(static_cast<__mmask16>(~rest), x);
+    sum_lo = _mm512_add_pd(sum_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(x0)));
+    sum_hi = _mm512_add_pd(
+        sum_hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x0), 1))));
+    const int k = __builtin_popcount(rest);
+    first_n += 16 - k;
+    _mm512_storeu_ps(xs + kept, _mm512_maskz_compress_ps(rest, x));
+    _mm512_storeu_si512(idx + kept, _mm512_maskz_compress_epi32(rest, b));
+    kept += k;
+  }
+  above += above_n;
+  first.count += first_n;
+  first.sum += _mm512_reduce_add_pd(_mm512_add_pd(sum_lo, sum_hi));
+  for (; i < n; ++i) {
+    const float x = relative<kDivide>(row[i], inv, m);
+    above += x > sigma_rel;
+    int32_t b = static_cast<int32_t>(x * bins);
+    b = b < last_bin ? b : last_bin;
+    if (b == 0) {
+      first.sum += static_cast<double>(x);
+      first.count += 1;
+    } else {
+      xs[kept] = x;
+      idx[kept] = b;
+      ++kept;
+    }
+  }
+  return kept;
+}
+#endif
 
 // exp(alpha * (b / B - 1)) for every bin b, shared by all channels of a call, and whether the
 // bin weights may use it: exp(alpha * (mean - 1)) = table[b] * exp(d) with d = alpha * (mean -
-// b / B) in [0, alpha / B] (the mean of a bin's x lies in the bin), and for d <= 1/8 a
-// degree-12 Taylor polynomial gives exp(d) to well below a double's rounding (the remainder
-// (1/8)**13 / 13! is 3e-22): unlike std::exp, it vectorizes.
+// b / B) in [0, alpha / B] (the mean of a bin's x lies in the bin), and a Taylor polynomial
+// gives exp(d) to below a double's rounding: degree 12 for d <= 1/8 (remainder (1/8)**13 / 13!
+// = 3e-22), degree 6 for d <= 1/64 (alpha 3 on 1024 bins: (1/64)**7 / 7! = 4e-17 < 2**-53).
+// Unlike std::exp, it vectorizes.
 // Also the candidate clips u_j = (j + 1) / B and u_j / (4 Q) of the search, divided once per
 // call rather than twice per bin and channel (the same quotients).
 struct BinExp {
   std::vector<double> table, lower, u, u_rounding;
   double alpha = 0.0;
-  bool polynomial = false;
+  int degree = 0;  // of the polynomial; 0: std::exp
 };
 
 BinExp make_bin_exp(int64_t bins, double alpha, int64_t max_code) {
@@ -117,8 +202,9 @@ BinExp make_bin_exp(int64_t bins, double alpha, int64_t max_code) {
     e.u_rounding[j] = e.u[j] / (4.0 * max_code);
   }
   e.alpha = alpha;
-  e.polynomial = bins > 0 && alpha / static_cast<double>(bins) <= 0.125;
-  if (e.polynomial) {
+  const double d_max = bins > 0 ? alpha / static_cast<double>(bins) : 1.0;
+  e.degree = d_max <= 1.0 / 64.0 ? 6 : d_max <= 0.125 ? 12 : 0;
+  if (e.degree > 0) {
     const double inv_bins = 1.0 / static_cast<double>(bins);
     e.table.resize(bins);
     e.lower.resize(bins);
@@ -130,25 +216,21 @@ BinExp make_bin_exp(int64_t bins, double alpha, int64_t max_code) {
   return e;
 }
 
+// 1 / k! for k = 0 .. 12.
+constexpr double kInvFactorial[13] = {
+    1.0,           1.0,            0.5,             1.0 / 6.0,        1.0 / 24.0,
+    1.0 / 120.0,   1.0 / 720.0,    1.0 / 5040.0,    1.0 / 40320.0,    1.0 / 362880.0,
+    1.0 / 3628800.0, 1.0 / 39916800.0, 1.0 / 479001600.0};
+
 // Weight n * exp(alpha * (mean - 1)) of a bin of n values with mean `mean` >= `lower` (the
-// bin's lower edge b / B), and 0 for an empty bin.
+// bin's lower edge b / B), and 0 for an empty bin; exp(d) by Horner's rule of degree kDegree.
 // (Inlined into the caller's ISA clone: a call to a clone would keep the loop scalar.)
+template <int kDegree>
 inline __attribute__((always_inline)) double bin_weight(double n, double mean, double lower,
                                                         double table, double alpha) {
   const double d = alpha * (mean - lower);
-  double p = 1.0 / 479001600.0;  // 1 / 12!, Horner down to 1
-  p = p * d + 1.0 / 39916800.0;
-  p = p * d + 1.0 / 3628800.0;
-  p = p * d + 1.0 / 362880.0;
-  p = p * d + 1.0 / 40320.0;
-  p = p * d + 1.0 / 5040.0;
-  p = p * d + 1.0 / 720.0;
-  p = p * d + 1.0 / 120.0;
-  p = p * d + 1.0 / 24.0;
-  p = p * d + 1.0 / 6.0;
-  p = p * d + 0.5;
-  p = p * d + 1.0;
-  p = p * d + 1.0;
+  double p = kInvFactorial[kDegree];
+  for (int k = kDegree - 1; k >= 0; --k) p = p * d + kInvFactorial[k];
   return n > 0.0 ? n * (table * p) : 0.0;
 }
 
@@ -156,6 +238,7 @@ inline __attribute__((always_inline)) double bin_weight(double n, double mean, d
 // without the `zeros` exact zeros: they are exact at every clip). An empty bin weighs 0. Bin 0
 // apart, so that the loop over the others has no index arithmetic to convert (int64 -> double
 // needs AVX-512DQ) and vectorizes.
+template <int kDegree>
 MMDAQ_CPU_CLONES void bin_weights_polynomial(const double* __restrict__ cnt,
                                              const double* __restrict__ sum, int64_t bins,
                                              double zeros, const double* __restrict__ table,
@@ -163,12 +246,12 @@ MMDAQ_CPU_CLONES void bin_weights_polynomial(const double* __restrict__ cnt,
                                              double* __restrict__ w, double* __restrict__ wx) {
   const double n0 = std::max(cnt[0] - zeros, 0.0);
   const double mean0 = sum[0] / std::max(n0, 1.0);
-  w[0] = bin_weight(n0, mean0, 0.0, table[0], alpha);
+  w[0] = bin_weight<kDegree>(n0, mean0, 0.0, table[0], alpha);
   wx[0] = w[0] * mean0;
   for (int64_t b = 1; b < bins; ++b) {
     const double n = cnt[b];
     const double mean = sum[b] / (n > 1.0 ? n : 1.0);
-    const double weight = bin_weight(n, mean, lower[b], table[b], alpha);
+    const double weight = bin_weight<kDegree>(n, mean, lower[b], table[b], alpha);
     w[b] = weight;
     wx[b] = weight * mean;
   }
@@ -185,38 +268,119 @@ void bin_weights_exp(const double* cnt, const double* sum, int64_t bins, double 
   }
 }
 
+// Suffix sums t[j] = v[j] + ... + v[bins - 1] of two arrays in place. The two halves run as
+// independent chains (an add waits for the one before it), the lower one offset after.
+MMDAQ_CPU_CLONES void suffix_sums(double* __restrict__ a, double* __restrict__ b, int64_t bins) {
+  const int64_t half = bins / 2;
+  double a_hi = 0.0, b_hi = 0.0, a_lo = 0.0, b_lo = 0.0;
+  for (int64_t k = 1; k <= bins - half; ++k) {  // upper half [half, bins), lower [0, half)
+    const int64_t j = bins - k;
+    a_hi += a[j];
+    b_hi += b[j];
+    a[j] = a_hi;
+    b[j] = b_hi;
+    const int64_t i = half - k;
+    if (i >= 0) {
+      a_lo += a[i];
+      b_lo += b[i];
+      a[i] = a_lo;
+      b[i] = b_lo;
+    }
+  }
+  for (int64_t i = 0; i < half; ++i) {
+    a[i] += a_hi;
+    b[i] += b_hi;
+  }
+}
+
+// Energy of every candidate clip u_j = (j + 1) / B from the suffix sums tw, twx of the bin
+// weights: the values above u_j are those of bins > j.
+MMDAQ_CPU_CLONES void candidate_energies(const double* __restrict__ tw,
+                                         const double* __restrict__ twx,
+                                         const double* __restrict__ u,
+                                         const double* __restrict__ u_rounding, int64_t bins,
+                                         double* __restrict__ energy) {
+  const double total = tw[0];
+  for (int64_t j = 0; j + 1 < bins; ++j) {
+    const double above_w = tw[j + 1], above_wx = twx[j + 1];
+    const double rounded = std::max(total - above_w, 0.0);
+    energy[j] = above_wx - u[j] * above_w + u_rounding[j] * rounded;
+  }
+  // u = 1: nothing above, and the abs-max value is exact.
+  energy[bins - 1] = u_rounding[bins - 1] * std::max(total - 1.0, 0.0);
+}
+
+// Smallest of n >= 1 values without NaN, in eight independent lanes (a single running min
+// waits for the compare before it).
+MMDAQ_CPU_CLONES double min_value(const double* __restrict__ v, int64_t n) {
+  double m[8];
+  for (int k = 0; k < 8; ++k) m[k] = v[0];
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int k = 0; k < 8; ++k) m[k] = v[i + k] < m[k] ? v[i + k] : m[k];
+  }
+  for (; i < n; ++i) m[0] = v[i] < m[0] ? v[i] : m[0];
+  double best = m[0];
+  for (int k = 1; k < 8; ++k) best = m[k] < best ? m[k] : best;
+  return best;
+}
+
 // Arg-min over the candidate clips u = (j + 1) / B of the model objective (ties: larger u).
+// w, wx and energy: scratch buffers of `bins` values.
 double objective_ratio(const double* cnt, const double* sum, int64_t bins, const BinExp& e,
-                       double zeros, std::vector<double>& w, std::vector<double>& wx) {
-  if (e.polynomial) {
-    bin_weights_polynomial(cnt, sum, bins, zeros, e.table.data(), e.lower.data(), e.alpha,
-                           w.data(), wx.data());
+                       double zeros, std::vector<double>& w, std::vector<double>& wx,
+                       std::vector<double>& energy) {
+  if (e.degree == 6) {
+    bin_weights_polynomial<6>(cnt, sum, bins, zeros, e.table.data(), e.lower.data(), e.alpha,
+                              w.data(), wx.data());
+  } else if (e.degree == 12) {
+    bin_weights_polynomial<12>(cnt, sum, bins, zeros, e.table.data(), e.lower.data(), e.alpha,
+                               w.data(), wx.data());
   } else {
     bin_weights_exp(cnt, sum, bins, zeros, e.alpha, w.data(), wx.data());
   }
-  double total = 0.0;
-  for (int64_t b = 0; b < bins; ++b) total += w[b];
-  double above_w = 0.0, above_wx = 0.0;  // sums over the bins after candidate j
-  double best = std::numeric_limits<double>::infinity();
+  suffix_sums(w.data(), wx.data(), bins);
+  candidate_energies(w.data(), wx.data(), e.u.data(), e.u_rounding.data(), bins, energy.data());
+  const double best = min_value(energy.data(), bins);
   int64_t best_j = bins - 1;
-  for (int64_t j = bins - 1; j >= 0; --j) {
-    const double u = e.u[j];
-    double rounded = total - above_w;
-    if (j == bins - 1) rounded -= 1.0;  // the abs-max value is exact at u = 1
-    rounded = std::max(rounded, 0.0);
-    const double energy = above_wx - u * above_w + e.u_rounding[j] * rounded;
-    if (energy < best) {
-      best = energy;
-      best_j = j;
-    }
-    above_w += w[j];
-    above_wx += wx[j];
-  }
+  while (best_j > 0 && !(energy[best_j] == best)) --best_j;
   return static_cast<double>(best_j + 1) / bins;
 }
 
+// row_bins of the ISA found at run time, for x = |g| * inv or (kDivide) |g| / m.
+inline int64_t row_bins_dispatch(bool divide, bool avx512, const float* row, int64_t n,
+                                 float inv, float m, float bins, int32_t last_bin,
+                                 float sigma_rel, float* xs, int32_t* idx, int64_t& above,
+                                 FirstBin& first) {
+#ifdef MMDAQ_STATS_AVX512
+  if (avx512) {
+    return divide ? row_bins_avx512<true>(row, n, inv, m, bins, last_bin, sigma_rel, xs, idx,
+                                          above, first)
+                  : row_bins_avx512<false>(row, n, inv, m, bins, last_bin, sigma_rel, xs, idx,
+                                           above, first);
+  }
+#endif
+  (void)avx512;
+  return divide ? row_bins<true>(row, n, inv, m, bins, last_bin, sigma_rel, xs, idx, above, first)
+                : row_bins<false>(row, n, inv, m, bins, last_bin, sigma_rel, xs, idx, above,
+                                  first);
+}
+
+// cnt / sum of a channel from its two interleaved histograms h[0, bins) and h[bins, 2 bins),
+// which are zeroed on the way (ready for the next channel, while their lines are in cache).
+MMDAQ_CPU_CLONES void merge_histograms(HistBin* __restrict__ h, int64_t bins,
+                                       double* __restrict__ cnt, double* __restrict__ sum) {
+  HistBin* h1 = h + bins;
+  for (int64_t b = 0; b < bins; ++b) {
+    cnt[b] = h[b].count + h1[b].count;
+    sum[b] = h[b].sum + h1[b].sum;
+    h[b] = HistBin{0.0, 0.0};
+    h1[b] = HistBin{0.0, 0.0};
+  }
+}
+
 // Values whose x and bin are computed in one go before the histogram adds (fits in L1).
-constexpr int64_t kChunk = 2048;
+constexpr int64_t kChunk = 1024;
 
 Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins, double alpha,
                              int64_t max_code, bool return_hist) {
@@ -243,11 +407,16 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins,
   const float bins = static_cast<float>(num_bins);
 
   const BinExp bin_exp = make_bin_exp(num_bins, alpha, max_code);
+#ifdef MMDAQ_STATS_AVX512
+  const bool avx512 = __builtin_cpu_supports("avx512f");
+#else
+  const bool avx512 = false;
+#endif
   at::parallel_for(0, channels, 1, [&](int64_t begin, int64_t end) {
     // Per-task buffers: one channel's histogram and the objective's bin weights.
-    std::vector<double> cnt(num_bins), sum(num_bins), w(num_bins), wx(num_bins);
-    std::vector<int64_t> counts(2 * num_bins);
-    std::vector<double> sum2(num_bins);
+    std::vector<double> cnt(num_bins), sum(num_bins), w(num_bins), wx(num_bins),
+        energy(num_bins);
+    std::vector<HistBin> hist(2 * num_bins, HistBin{0.0, 0.0});  // zeroed again by each merge
     std::vector<float> xs(kChunk);
     std::vector<int32_t> idx(kChunk);
     for (int64_t c = begin; c < end; ++c) {
@@ -292,37 +461,35 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins,
       if (num_bins > 0) {
         // Two interleaved histograms: consecutive values often fall into the same bin, and
         // one array would chain every increment on the previous one.
-        std::fill(counts.begin(), counts.end(), 0);
-        std::fill(sum.begin(), sum.end(), 0.0);
-        std::fill(sum2.begin(), sum2.end(), 0.0);
-        int64_t* c0 = counts.data();
-        int64_t* c1 = counts.data() + num_bins;
+        HistBin* h0 = hist.data();
+        HistBin* h1 = hist.data() + num_bins;
+        FirstBin first;
         const int32_t last_bin = static_cast<int32_t>(num_bins - 1);
         for (int64_t o = 0; o < outer; ++o) {
           const float* row = gp + (o * channels + c) * inner;
           for (int64_t r0 = 0; r0 < inner; r0 += kChunk) {  // x and bins of a chunk, then add
             const int64_t len = std::min(kChunk, inner - r0);
-            above += divide ? row_bins<true>(row + r0, len, inv, m, bins, last_bin, sigma_rel,
-                                             xs.data(), idx.data())
-                            : row_bins<false>(row + r0, len, inv, m, bins, last_bin, sigma_rel,
-                                              xs.data(), idx.data());
+            const int64_t kept =
+                row_bins_dispatch(divide, avx512, row + r0, len, inv, m, bins, last_bin,
+                                  sigma_rel, xs.data(), idx.data(), above, first);
             int64_t i = 0;
-            for (; i + 1 < len; i += 2) {
-              c0[idx[i]] += 1;
-              sum[idx[i]] += static_cast<double>(xs[i]);
-              c1[idx[i + 1]] += 1;
-              sum2[idx[i + 1]] += static_cast<double>(xs[i + 1]);
+            for (; i + 1 < kept; i += 2) {
+              HistBin& e0 = h0[idx[i]];
+              e0.count += 1.0;
+              e0.sum += static_cast<double>(xs[i]);
+              HistBin& e1 = h1[idx[i + 1]];
+              e1.count += 1.0;
+              e1.sum += static_cast<double>(xs[i + 1]);
             }
-            for (; i < len; ++i) {
-              c0[idx[i]] += 1;
-              sum[idx[i]] += static_cast<double>(xs[i]);
+            for (; i < kept; ++i) {
+              h0[idx[i]].count += 1.0;
+              h0[idx[i]].sum += static_cast<double>(xs[i]);
             }
           }
         }
-        for (int64_t b = 0; b < num_bins; ++b) {
-          cnt[b] = static_cast<double>(c0[b] + c1[b]);
-          sum[b] += sum2[b];
-        }
+        merge_histograms(hist.data(), num_bins, cnt.data(), sum.data());
+        cnt[0] += static_cast<double>(first.count);
+        sum[0] += first.sum;
       } else {
         for (int64_t o = 0; o < outer; ++o) {
           const float* row = gp + (o * channels + c) * inner;
@@ -335,7 +502,7 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins,
       if (num_bins > 0) {
         ratio_p[c] = static_cast<float>(
             objective_ratio(cnt.data(), sum.data(), num_bins, bin_exp,
-                            static_cast<double>(zeros), w, wx));
+                            static_cast<double>(zeros), w, wx, energy));
       }
       if (kept_bins > 0) {
         std::copy(cnt.begin(), cnt.end(), cnt_out + c * num_bins);

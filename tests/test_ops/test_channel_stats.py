@@ -71,8 +71,9 @@ def test_fake_gives_shapes_for_tracing():
     assert out[6].dtype == torch.int64 and tuple(lean[6].shape) == (5, )
 
 
-# The kernel's bin weights use exp as a table times a polynomial where alpha / bins <= 1/8
-# (here all but alpha 3 and 8 on 16 bins, which take std::exp): both must match the reference.
+# The kernel's bin weights use exp as a table times a polynomial of degree 6 where alpha / bins
+# <= 1/64 (here alpha <= 3 on 256 bins), of degree 12 where <= 1/8, else std::exp (alpha 3 and 8
+# on 16 bins): all must match the reference.
 @pytest.mark.parametrize('alpha', [0.0, 1.0, 3.0, 8.0])
 @pytest.mark.parametrize('num_bins', [16, 256])
 def test_kernel_clip_is_the_reference_objective_argmin(alpha, num_bins):
