@@ -10,6 +10,11 @@ TORCH_LIBRARY_FRAGMENT(mmdaq, m) {
   // (reproducible, the same on every device; philox_uniform gives the u's).
   m.def("quantize_int8_stochastic(Tensor x, Tensor scale, int dim, int seed, int offset) -> "
         "Tensor");
+  // Both copies of a gradient the backward GEMMs take, from one read of x: the codes for the
+  // per-channel steps `scale` along `dim` and those for the per-tensor step `tensor_scale`
+  // (each the codes quantize_int8 gives for that step).
+  m.def("quantize_int8_pair(Tensor x, Tensor scale, int dim, Tensor tensor_scale) -> "
+        "(Tensor, Tensor)");
   // Steps of clips (same shape as clip and data_max: [] or [C]): clip / qmax, NaN where the
   // data or the clip are not finite or the clip is negative. One op for what is otherwise a
   // dozen elementwise ops on tiny tensors per quantization.

@@ -2,6 +2,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <tuple>
 #include <torch/library.h>
 #include <torch/types.h>
 
@@ -38,6 +39,43 @@ at::Tensor quantize_int8_cpu(const at::Tensor& x, const at::Tensor& scale, int64
     quantize_range(xp, sp, op, begin, end, inner, channels);
   });
   return io.out;
+}
+
+// quantize_range for a per-channel step sp (and channels) and a per-tensor step st together.
+MMDAQ_CPU_CLONES void quantize_range_pair(const float* xp, const float* sp, float st,
+                                          int8_t* op, int8_t* tp, int64_t begin, int64_t end,
+                                          int64_t inner, int64_t channels) {
+  for (int64_t i = begin; i < end;) {
+    const int64_t row = i / inner;
+    const int64_t stop = std::min(end, (row + 1) * inner);
+    mmdaq::quantize_row_pair(xp + i, op + i, tp + i, stop - i, sp[row % channels], st);
+    i = stop;
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> quantize_int8_pair_cpu(const at::Tensor& x,
+                                                          const at::Tensor& scale, int64_t dim,
+                                                          const at::Tensor& tensor_scale) {
+  auto io = mmdaq::prepare_quantize(x, scale, dim);
+  MMDAQ_CHECK(tensor_scale.scalar_type() == at::kFloat && tensor_scale.numel() == 1 &&
+                  tensor_scale.device() == x.device(),
+              "quantize_int8_pair: tensor_scale must be one float32 on ", x.device(),
+              ", but got ", tensor_scale.scalar_type(), " with ", tensor_scale.numel(),
+              " elements on ", tensor_scale.device());
+  auto tensor_out = at::empty_like(io.out);
+  if (x.numel() == 0) {
+    return {io.out, tensor_out};
+  }
+  const float st = tensor_scale.item<float>();
+  const float* xp = io.x.data_ptr<float>();
+  const float* sp = io.scale.data_ptr<float>();
+  int8_t* op = io.out.data_ptr<int8_t>();
+  int8_t* tp = tensor_out.data_ptr<int8_t>();
+  const int64_t inner = io.layout.inner, channels = io.layout.channels;
+  at::parallel_for(0, x.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
+    quantize_range_pair(xp, sp, st, op, tp, begin, end, inner, channels);
+  });
+  return {io.out, tensor_out};
 }
 
 at::Tensor quantize_int8_stochastic_cpu(const at::Tensor& x, const at::Tensor& scale, int64_t dim,
@@ -93,6 +131,7 @@ at::Tensor clip_to_scale_cpu(const at::Tensor& clip, const at::Tensor& data_max,
 TORCH_LIBRARY_IMPL(mmdaq, CPU, m) {
   m.impl("clip_to_scale", &clip_to_scale_cpu);
   m.impl("quantize_int8", &quantize_int8_cpu);
+  m.impl("quantize_int8_pair", &quantize_int8_pair_cpu);
   m.impl("quantize_int8_stochastic", &quantize_int8_stochastic_cpu);
   m.impl("philox_uniform", &philox_uniform_cpu);
 }

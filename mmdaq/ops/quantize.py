@@ -3,6 +3,8 @@
 The plain-PyTorch reference :func:`quantize_int8_reference` is what the kernel is
 tested against, bit-exactly.
 """
+from typing import Tuple
+
 import torch
 from torch import Tensor
 
@@ -52,6 +54,37 @@ def quantize_int8_reference(x: Tensor, scale: Tensor, dim: int = 0) -> Tensor:
     codes = torch.round(x / torch.where(scale > 0, scale, torch.ones_like(scale)))
     codes = torch.where(valid, codes.clamp(-127, 127), torch.zeros_like(codes))
     return codes.to(torch.int8)
+
+
+@register_fake_if_built('mmdaq::quantize_int8_pair')
+def _quantize_int8_pair_fake(x: Tensor, scale: Tensor, dim: int,
+                             tensor_scale: Tensor) -> Tuple[Tensor, Tensor]:
+    _check_args(x, scale, dim)
+    return torch.empty_like(x, dtype=torch.int8), torch.empty_like(x, dtype=torch.int8)
+
+
+def quantize_int8_pair(x: Tensor, scale: Tensor, dim: int,
+                       tensor_scale: Tensor) -> Tuple[Tensor, Tensor]:
+    """The codes of ``x`` for two steps from one read of it (compiled kernel, CPU).
+
+    Args:
+        x (Tensor[...], float32): Values to quantize.
+        scale (Tensor[] or Tensor[x.shape[dim]], float32): First step, per tensor or channel.
+        dim (int): Channel dim of a per-channel ``scale``.
+        tensor_scale (Tensor[], float32): Second step, per tensor.
+
+    Returns:
+        tuple[Tensor, Tensor]: ``quantize_int8(x, scale, dim)`` and
+        ``quantize_int8(x, tensor_scale)``, int8 with x's shape.
+    """
+    require_extension('quantize_int8_pair')
+    return torch.ops.mmdaq.quantize_int8_pair(x, scale, dim, tensor_scale)
+
+
+def quantize_int8_pair_reference(x: Tensor, scale: Tensor, dim: int,
+                                 tensor_scale: Tensor) -> Tuple[Tensor, Tensor]:
+    """Plain-PyTorch twin of :func:`quantize_int8_pair`."""
+    return quantize_int8_reference(x, scale, dim), quantize_int8_reference(x, tensor_scale)
 
 
 @register_fake_if_built('mmdaq::quantize_int8_stochastic')

@@ -158,6 +158,41 @@ def quantize(x: Tensor,
     return codes_from_scale(x, scale_b, qmax, rounding, generator), scale
 
 
+def quantize_per_channel_and_tensor(x: Tensor, clip: Clip, dim: int, *, data_max: Tensor,
+                                    tensor_max: Tensor) -> Tuple[Tuple[Tensor, Tensor],
+                                                                 Tuple[Tensor, Tensor]]:
+    """INT8 codes of ``x`` per channel (``clip`` along ``dim``) and per tensor (its abs-max as
+    the clip), nearest rounding: the two copies of a gradient the backward GEMMs take.
+
+    The same codes and scales as ``quantize(x, clip, dim, data_max=data_max)`` and
+    ``quantize(x, data_max=tensor_max)``, from one read of ``x`` where the compiled kernel is
+    built for its device (tested bit-exact).
+
+    Args:
+        x (Tensor[...], float32): Values.
+        clip (float | Tensor[] | Tensor[C]): Per-channel clip, see :func:`quantize`.
+        dim (int): Channel dim.
+        data_max (Tensor[C]): ``abs_max(x, dim)`` (keyword-only).
+        tensor_max (Tensor[]): ``abs_max(x)`` (keyword-only).
+
+    Returns:
+        tuple: ``(q_c, scale_c)`` (Tensor[C] scale) and ``(q_t, scale_t)`` (Tensor[] scale).
+    """
+    x = _as_float32(x, 'x')
+    dim = _normalize_dim(dim, x.dim())
+    if dim is None or not (_compiled_codes_available(x)
+                           and compiled_op_available('quantize_int8_pair', x.device)):
+        return (quantize(x, clip, dim, data_max=data_max),
+                quantize(x, data_max=tensor_max))
+    data_max = _as_data_max(data_max, x, dim)
+    tensor_max = _as_data_max(tensor_max, x, None)
+    qmax = max_code(8)
+    scale_c = _scale_from_clip(_as_clip(clip, data_max), data_max, qmax)
+    scale_t = _scale_from_clip(tensor_max, tensor_max, qmax)
+    q_c, q_t = torch.ops.mmdaq.quantize_int8_pair(x, scale_c, dim, scale_t)
+    return (q_c, scale_c), (q_t, scale_t)
+
+
 def codes_from_scale(x: Tensor, scale: Tensor, qmax: int, rounding: str = 'nearest',
                      generator: Optional[torch.Generator] = None) -> Tensor:
     """Integer codes ``round(x / scale)`` in ``[-qmax, qmax]``, in eager PyTorch.

@@ -38,7 +38,7 @@ from .clipping import MCSConfig, mcs_clip_from_stats
 from .direction_sensitive import DSGCConfig, dclrs_factor, direction_sensitive_clip
 from .distribution import gradient_statistics
 from .histogram_clip import objective_clip
-from .quantize import abs_max, dequantize, quantize
+from .quantize import abs_max, dequantize, quantize, quantize_per_channel_and_tensor
 
 QuantResult = Tuple[Tensor, Tensor]  # (codes int8, scale float32)
 
@@ -172,6 +172,12 @@ class QuantScheme:
                 for_x = (q, scale) if rounding == 'nearest' else quantize(
                     g, rounding=rounding, generator=generator, data_max=tensor_max)
             return (q, self.last_grad_weight_scale), for_x
+        if for_input and rounding == 'nearest' and channel_max is not None and channels:
+            # Both copies from one read of G_Y.
+            for_w, for_x = quantize_per_channel_and_tensor(g, clip, dim, data_max=channel_max,
+                                                           tensor_max=channel_max.amax())
+            self._note_weight_copy(g, dim, *for_w)
+            return for_w, for_x
         q, scale = quantize(g, clip=clip, dim=dim, rounding=rounding, generator=generator,
                             data_max=channel_max)
         self._note_weight_copy(g, dim, q, scale)

@@ -128,3 +128,54 @@ def test_clip_to_scale_kernel_equals_reference(device):
     assert got.shape == () and got.item() == pytest.approx(1 / 127)
     with pytest.raises(RuntimeError, match='one shape and device'):
         torch.ops.mmdaq.clip_to_scale(clip, data_max[:2], 127)
+
+
+@needs_ext
+@pytest.mark.parametrize('shape, dim', [((7, ), 0), ((4, 5, 6), 1), ((3, 2, 5, 5), -1),
+                                        ((2, 37), 1), ((1, 1, 1), 2)])
+@pytest.mark.parametrize('tensor_step', [0.05, 0.0, float('nan')])
+def test_pair_kernel_is_both_quantizations_bitexact(shape, dim, tensor_step):
+    from mmdaq.ops.quantize import quantize_int8_pair, quantize_int8_pair_reference
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(shape, generator=g) * 10
+    x.view(-1)[0] = float('nan')
+    if x.numel() > 3:
+        x.view(-1)[1] = float('-inf')
+        x.view(-1)[2] = 2.5
+        x.view(-1)[3] = -1e30  # saturates in both copies
+    scale = torch.rand(shape[dim], generator=g) + 0.01
+    scale[0] = 0.0
+    if scale.numel() > 1:
+        scale[1] = float('nan')
+    tensor_scale = torch.tensor(tensor_step)
+    got = quantize_int8_pair(x, scale, dim, tensor_scale)
+    want = quantize_int8_pair_reference(x, scale, dim, tensor_scale)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert torch.equal(got[0], quantize_int8(x, scale, dim))
+    assert torch.equal(got[1], quantize_int8(x, tensor_scale, 0))
+
+
+@needs_ext
+def test_pair_kernel_rejects_a_per_channel_tensor_scale():
+    from mmdaq.ops.quantize import quantize_int8_pair
+    with pytest.raises(RuntimeError, match='tensor_scale must be one float32'):
+        quantize_int8_pair(torch.randn(4, 3), torch.ones(3), 1, torch.ones(3))
+
+
+@needs_ext
+def test_per_channel_and_tensor_copies_without_the_pair_kernel_are_the_same(monkeypatch):
+    import sys
+    quantize_mod = sys.modules['mmdaq.quantization.quantize']
+    x = torch.randn(4, 6, 5, generator=torch.Generator().manual_seed(0)) * 3
+    x[:, 2] = 0.0
+    x[2, 4, 0] = float('inf')
+    data_max = x.abs().amax(dim=(0, 2))
+    clip = data_max * 0.5
+    fast = quantize_mod.quantize_per_channel_and_tensor(x, clip, 1, data_max=data_max,
+                                                        tensor_max=data_max.amax())
+    monkeypatch.setitem(quantize_mod._COMPILED_OPS, ('quantize_int8_pair', 'cpu'), False)
+    slow = quantize_mod.quantize_per_channel_and_tensor(x, clip, 1, data_max=data_max,
+                                                        tensor_max=data_max.amax())
+    for a, b in zip(fast, slow):
+        assert torch.equal(a[0], b[0])
+        torch.testing.assert_close(a[1], b[1], rtol=0, atol=0, equal_nan=True)
