@@ -6,10 +6,21 @@ GEMMs in a layer's backward can be read off::
 
     python tools/benchmarks/profile_daq_layer.py  # 64 -> 64 k3 on 56 x 56, batch 64 on CUDA
     python tools/benchmarks/profile_daq_layer.py --channels 256 --out-channels 64 --kernel 1
+
+``--resnet50`` profiles DAQ on every distinct ResNet-50 convolution instead and sorts its
+operators' own time into a budget per layer: INT8 GEMMs, the gradient statistics (clip
+solving), quantization, layout and scaling passes, and the rest (dispatch, Python). Beside it,
+FP32's fwd+bwd time and the speed-up DAQ would have if only its GEMMs were left (the bound of
+this design with these GEMM kernels)::
+
+    python tools/benchmarks/profile_daq_layer.py --resnet50 --json budget.json
 """
 import argparse
+import json
 import os.path as osp
+import statistics
 import sys
+from collections import defaultdict
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
@@ -17,7 +28,77 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from mmdaq.analysis.benchmark import prepare  # noqa: E402
+from mmdaq.analysis.benchmark import median_time, prepare, resnet50_conv_shapes  # noqa: E402
+from mmdaq.ops.int8_matmul import cpu_isa_flags  # noqa: E402
+
+#: Budget categories, by operator name (first match wins); what matches none is 'other'.
+CATEGORIES = (
+    ('int8 GEMM', ('aten::_int_mm', 'qconv')),
+    ('statistics', ('mmdaq::grad_channel_stats', )),
+    ('quantization', ('mmdaq::quantize_int8', 'mmdaq::clip_to_scale', 'aten::aminmax',
+                      'aten::amax', 'aten::abs', 'aten::max', 'aten::isfinite')),
+    ('layout, scaling', ('mmdaq::int32_to_channels_first', 'mmdaq::int8_channels_last',
+                         'aten::copy_', 'aten::mul', 'aten::add', 'aten::clone', 'aten::fill_',
+                         'aten::zero', 'aten::flip', 'aten::constant_pad_nd', 'aten::sum',
+                         'aten::cat', 'aten::index')),
+)
+
+
+def category(name: str) -> str:
+    for label, patterns in CATEGORIES:
+        if any(p in name for p in patterns):
+            return label
+    return 'other'
+
+
+def layer_budget(conv: nn.Module, x: torch.Tensor, reps: int) -> dict:
+    """Seconds per DAQ fwd+bwd by category (operators' own CPU time; 'other' includes what no
+    operator accounts for), DAQ's and FP32's fwd+bwd median (unprofiled)."""
+    times = {}
+    for precision in ('fp32', 'daq'):
+        module = prepare(conv, precision)
+        grad = torch.randn_like(module(x))
+        times[precision] = median_time(lambda: module(x).backward(grad), x.device, reps, 2)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(reps):
+            module(x).backward(grad)
+    budget = defaultdict(float)
+    for event in prof.key_averages():
+        budget[category(event.key)] += event.self_cpu_time_total / 1e6 / reps
+    total = sum(budget.values())
+    return dict(budget=dict(budget), profiled_s=total, daq_s=times['daq'], fp32_s=times['fp32'])
+
+
+def resnet50_budget(args) -> None:
+    shapes = resnet50_conv_shapes(args.batch or 8, 224)
+    labels = [c for c, _ in CATEGORIES] + ['other']
+    print(f'DAQ time budget per ResNet-50 convolution (fwd+bwd, batch {args.batch or 8}), '
+          f'{torch.get_num_threads()} threads, ISA {",".join(sorted(cpu_isa_flags()))}, torch '
+          f'{torch.__version__}; shares of the operators\' own CPU time under the profiler')
+    print(f'{"conv":40s} {"fp32 ms":>8s} {"daq ms":>8s} {"x":>6s} '
+          + ' '.join(f'{c[:12]:>12s}' for c in labels) + f' {"GEMM-only x":>11s}')
+    rows = []
+    for shape, count in shapes:
+        torch.manual_seed(0)
+        x = torch.randn(shape.input_shape, requires_grad=True)
+        r = layer_budget(shape.build(), x, args.reps)
+        shares = {c: r['budget'].get(c, 0.0) / r['profiled_s'] for c in labels}
+        gemm_bound = r['fp32_s'] / (r['daq_s'] * shares['int8 GEMM'])
+        rows.append(dict(conv=shape.label(), count=count, shares=shares, gemm_only_x=gemm_bound,
+                         **r))
+        print(f'{shape.label():40s} {r["fp32_s"] * 1e3:8.2f} {r["daq_s"] * 1e3:8.2f} '
+              f'{r["fp32_s"] / r["daq_s"]:6.2f} '
+              + ' '.join(f'{100 * shares[c]:11.1f}%' for c in labels) + f' {gemm_bound:11.2f}')
+    med = {c: statistics.median(r['shares'][c] for r in rows) for c in labels}
+    print('median share: ' + ', '.join(f'{c} {100 * med[c]:.1f}%' for c in labels))
+    print(f'median fwd+bwd speed-up over FP32: '
+          f'{statistics.median(r["fp32_s"] / r["daq_s"] for r in rows):.2f}x; with only the '
+          f'GEMMs left: {statistics.median(r["gemm_only_x"] for r in rows):.2f}x')
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(dict(threads=torch.get_num_threads(), isa=sorted(cpu_isa_flags()),
+                           torch=torch.__version__, command=' '.join(sys.argv), rows=rows), f,
+                      indent=1)
 
 
 def main(argv=None) -> None:
@@ -30,7 +111,14 @@ def main(argv=None) -> None:
     parser.add_argument('--kernel', type=int, default=3)
     parser.add_argument('--stride', type=int, default=1)
     parser.add_argument('--rows', type=int, default=18, help='operators listed per table')
+    parser.add_argument('--resnet50', action='store_true',
+                        help='time budget of DAQ on every distinct ResNet-50 conv (CPU)')
+    parser.add_argument('--reps', type=int, default=5)
+    parser.add_argument('--json', help='with --resnet50: also write the rows here')
     args = parser.parse_args(argv)
+    if args.resnet50:
+        resnet50_budget(args)
+        return
     device = torch.device(args.device)
     batch = args.batch or (64 if device.type == 'cuda' else 8)
     if device.type == 'cuda':
