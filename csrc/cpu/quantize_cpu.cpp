@@ -57,11 +57,7 @@ std::tuple<at::Tensor, at::Tensor> quantize_int8_pair_cpu(const at::Tensor& x,
                                                           const at::Tensor& scale, int64_t dim,
                                                           const at::Tensor& tensor_scale) {
   auto io = mmdaq::prepare_quantize(x, scale, dim);
-  MMDAQ_CHECK(tensor_scale.scalar_type() == at::kFloat && tensor_scale.numel() == 1 &&
-                  tensor_scale.device() == x.device(),
-              "quantize_int8_pair: tensor_scale must be one float32 on ", x.device(),
-              ", but got ", tensor_scale.scalar_type(), " with ", tensor_scale.numel(),
-              " elements on ", tensor_scale.device());
+  mmdaq::check_pair_tensor_scale(x, tensor_scale);
   auto tensor_out = at::empty_like(io.out);
   if (x.numel() == 0) {
     return {io.out, tensor_out};

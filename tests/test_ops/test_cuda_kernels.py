@@ -101,6 +101,18 @@ def test_quantize_cuda_equals_cpu_on_large_rows(per_channel):
     assert torch.equal(got.cpu(), torch.ops.mmdaq.quantize_int8(x, scale, 1))
 
 
+@pytest.mark.parametrize('tensor_step', [0.03, 0.0, float('nan')])
+def test_quantize_pair_cuda_equals_cpu(tensor_step):
+    x = torch.randn(3, 7, 1000) * 5
+    x[0, 0, :3] = torch.tensor([float('nan'), float('inf'), 0.5])
+    scale = torch.rand(7) + 0.01
+    scale[1] = 0.0
+    ts = torch.tensor(tensor_step)
+    got = torch.ops.mmdaq.quantize_int8_pair(x.cuda(), scale.cuda(), 1, ts.cuda())
+    want = torch.ops.mmdaq.quantize_int8_pair(x, scale, 1, ts)
+    assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1])
+
+
 @pytest.mark.parametrize('conv', [
     dict(in_channels=8, out_channels=16, kernel_size=3, padding=1),
     dict(in_channels=8, out_channels=16, kernel_size=3, stride=2, padding=1),
