@@ -1,4 +1,5 @@
-// Schema of the int8 layout op (im2col, the oneDNN convolution path); the kernel is CPU-only.
+// Schemas of the layout ops (im2col, the oneDNN convolution path, the weight gradient of
+// the GEMM path); the kernels are CPU-only.
 #include <torch/library.h>
 
 TORCH_LIBRARY_FRAGMENT(mmdaq, m) {
@@ -7,4 +8,8 @@ TORCH_LIBRARY_FRAGMENT(mmdaq, m) {
   // to_uint8, the codes + 128 as uint8: the activation oneDNN's u8 x s8 convolution takes,
   // with zero point 128. See mmdaq/ops/layout.py.
   m.def("int8_channels_last(Tensor x, bool to_uint8) -> Tensor");
+  // The weight gradient from the integer sums of its GEMM: acc [C_out, K * C_in] (int32,
+  // columns in (k, c) order) times scale[C_out] per row, as float32 in the weight's layout
+  // weight_shape = [C_out, C_in, *k]: out[o, c, k] = float(acc[o, k * C_in + c]) * scale[o].
+  m.def("int32_to_weight(Tensor acc, Tensor scale, int[] weight_shape) -> Tensor");
 }

@@ -83,8 +83,52 @@ at::Tensor int8_channels_last_cpu(const at::Tensor& x, bool to_uint8) {
   return out;
 }
 
+// Row o of int32_to_weight: [K, C] int32 -> [C, K] float times s.
+MMDAQ_CPU_CLONES void weight_row(const int32_t* __restrict__ a, float* __restrict__ o, int64_t k,
+                                 int64_t c, float s) {
+  if (k == 1) {
+    for (int64_t j = 0; j < c; ++j) o[j] = static_cast<float>(a[j]) * s;
+    return;
+  }
+  for (int64_t j = 0; j < c; ++j) {
+    for (int64_t kk = 0; kk < k; ++kk) o[j * k + kk] = static_cast<float>(a[kk * c + j]) * s;
+  }
+}
+
+at::Tensor int32_to_weight_cpu(const at::Tensor& acc, const at::Tensor& scale,
+                               at::IntArrayRef weight_shape) {
+  MMDAQ_CHECK(acc.scalar_type() == at::kInt && acc.dim() == 2,
+              "int32_to_weight: acc must be int32 [C_out, K * C_in], but got ",
+              acc.scalar_type(), " of shape ", acc.sizes());
+  MMDAQ_CHECK(weight_shape.size() >= 2, "int32_to_weight: weight_shape must be [C_out, C_in, "
+              "*k], but got ", weight_shape);
+  int64_t numel = 1;
+  for (const int64_t d : weight_shape) numel *= d;
+  const int64_t r = weight_shape[0], c = weight_shape[1];
+  MMDAQ_CHECK(acc.size(0) == r && acc.numel() == numel,
+              "int32_to_weight: acc ", acc.sizes(), " does not hold a weight of shape ",
+              weight_shape);
+  MMDAQ_CHECK(scale.scalar_type() == at::kFloat && scale.numel() == r,
+              "int32_to_weight: scale must be float32 with C_out = ", r, " values, but got ",
+              scale.scalar_type(), " with ", scale.numel());
+  auto out = at::empty(weight_shape, acc.options().dtype(at::kFloat));
+  if (numel == 0) return out;
+  const int64_t k = numel / (r * c);
+  const auto ac = acc.contiguous();
+  const auto sc = scale.contiguous();
+  const int32_t* ap = ac.data_ptr<int32_t>();
+  const float* sp = sc.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, r, std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(k * c, 1)),
+                   [&](int64_t begin, int64_t end) {
+    for (int64_t o = begin; o < end; ++o) weight_row(ap + o * k * c, op + o * k * c, k, c, sp[o]);
+  });
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(mmdaq, CPU, m) {
   m.impl("int8_channels_last", &int8_channels_last_cpu);
+  m.impl("int32_to_weight", &int32_to_weight_cpu);
 }

@@ -78,6 +78,22 @@ def channels_inner_weight(w: Tensor, groups: int) -> Tensor:
     return w.movedim(2, -1).reshape(groups, c_out // groups, -1)
 
 
+def weight_columns(w: Tensor, groups: int) -> Tensor:
+    """Weight as the right operand of the im2col GEMM, one contiguous copy.
+
+    Args:
+        w (Tensor[C_out, C_in/G, *k]): Weight (any dtype).
+        groups (int): G.
+
+    Returns:
+        Tensor[G, K*C_in/G, C_out/G]: ``channels_inner_weight(w, G).transpose(1, 2)``,
+        contiguous (one permuting copy instead of a layout pass and a transposing copy).
+    """
+    c_out, c_in_g = w.shape[:2]
+    cols = w.reshape(groups, c_out // groups, c_in_g, -1).permute(0, 3, 2, 1)  # [G, K, Cg, Co]
+    return cols.reshape(groups, -1, c_out // groups).contiguous()
+
+
 def channels_inner_to_weight(t: Tensor, weight_shape: Sequence[int]) -> Tensor:
     """Inverse of :func:`channels_inner_weight`: [C_out, K*C_in/G] -> [C_out, C_in/G, *k]."""
     c_out, c_in_g = weight_shape[:2]

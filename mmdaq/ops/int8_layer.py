@@ -27,7 +27,8 @@ from ..quantization.schemes import QuantScheme
 from .conv_autotune import cpu_conv_mode, fastest, shape_bucket
 from .epilogue import channels_first_epilogue
 from .grouped_matmul import grouped_int8_matmul
-from .im2col import channels_inner_to_weight, channels_inner_weight, col2im, im2col
+from .im2col import channels_inner_to_weight, channels_inner_weight, col2im, im2col, weight_columns
+from .layout import int32_to_weight
 from .int8_conv_op import int8_conv_op
 from .onednn_conv import int8_conv_onednn, onednn_conv_supported
 from .phase_grad_input import (phase_grad_input_supported, phase_int8_grad_input,
@@ -76,8 +77,8 @@ def int8_conv_forward(x_q: Tensor, w_q: Tensor, geo: ConvGeometry) -> Tuple[Tens
         tuple: acc (Tensor[N*L, C_out], integer-valued) and the output size (O_1, ..).
     """
     cols, out_size = im2col(x_q, geo.kernel, geo.stride, geo.padding, geo.dilation, geo.groups)
-    w_g = channels_inner_weight(w_q, geo.groups).transpose(1, 2)  # [G, K*Cg, Cout_g]
-    acc = grouped_int8_matmul(_grouped(cols, geo.groups), w_g.contiguous())  # [G, NL, Cout_g]
+    w_g = weight_columns(w_q, geo.groups)  # [G, K*Cg, Cout_g]
+    acc = grouped_int8_matmul(_grouped(cols, geo.groups), w_g)  # [G, NL, Cout_g]
     return _ungrouped(acc), out_size
 
 
@@ -207,15 +208,13 @@ def scaled_int8_conv(x_q: Tensor, w_q: Tensor, scale: Tensor, bias: Optional[Ten
 
 def _scaled_weight_gradient(acc: Tensor, scale: Tensor, weight_shape) -> Tensor:
     """``acc * scale[c_out]`` (acc: Tensor[C_out, K*Cg], int32 or float64 sums) as a contiguous
-    float32 Tensor of ``weight_shape``; int32 sums are scaled straight into that layout (one pass).
+    float32 Tensor of ``weight_shape``; int32 sums are scaled straight into that layout (one pass,
+    :func:`~.layout.int32_to_weight`).
     """
     if acc.dtype != torch.int32:
         return channels_inner_to_weight((acc * scale.unsqueeze(1)).float(),
                                         weight_shape).contiguous()
-    grad_w = torch.empty(tuple(weight_shape), dtype=torch.float32, device=acc.device)
-    torch.mul(channels_inner_to_weight(acc, weight_shape),
-              scale.reshape((-1, ) + (1, ) * (len(weight_shape) - 1)), out=grad_w)
-    return grad_w
+    return int32_to_weight(acc, scale, weight_shape)
 
 
 def int8_conv_backward_pass(grad_y: Tensor, x_q: Tensor, weight: Tensor, s_x: Tensor,
