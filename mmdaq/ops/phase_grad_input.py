@@ -61,18 +61,22 @@ def phase_int8_grad_input(g_q: Tensor, w_q: Tensor, scale: Tensor, input_shape: 
     grad_x = (torch.empty if covered else torch.zeros)(
         tuple(input_shape), dtype=torch.float32, device=g_q.device)
     unit = (1, ) * nd
+    # The transposed, flipped weight once: each phase's kernel (taps r, r + s, .. of W,
+    # transposed and flipped) is a strided slice of it, taken from k - 1 - r backwards.
+    w_t = transposed_weight(w_q, geo.groups)  # [C_in, C_out/G, *k]
     for phase in itertools.product(*(range(s) for s in geo.stride)):
-        taps = tuple(slice(r, None, s) for r, s in zip(phase, geo.stride))
-        sub = w_q[(slice(None), slice(None)) + taps]  # [C_out, C_in/G, *T]
-        if sub.numel() == 0:  # kernel < stride: this phase gets no tap
+        taps_len = tuple(len(range(r, k, s)) for r, k, s in zip(phase, geo.kernel, geo.stride))
+        if 0 in taps_len:  # kernel < stride: this phase gets no tap
             continue
+        sub_t = w_t[(slice(None), slice(None)) + tuple(
+            slice(k - 1 - r - s * (t - 1), k - r, s)
+            for r, k, s, t in zip(phase, geo.kernel, geo.stride, taps_len))]  # [C_in, Cout_g, *T]
         # Output range m0..m1 of the phase: input i = m s + r - p within [0, S).
         m0 = [-((r - p) // s) for r, p, s in zip(phase, geo.padding, geo.stride)]
         m1 = [(s_in - 1 + p - r) // s
               for s_in, r, p, s in zip(size, phase, geo.padding, geo.stride)]
         if any(b < a for a, b in zip(m0, m1)):
             continue
-        taps_len = sub.shape[2:]
         # G_Y index m - t for t = 0..T-1: pad (or crop, negative) left by T - 1 - m0 and right
         # so that the valid correlation has m1 - m0 + 1 outputs.
         pads = []
@@ -81,7 +85,7 @@ def phase_int8_grad_input(g_q: Tensor, w_q: Tensor, scale: Tensor, input_shape: 
             right = (m1[d] - m0[d] + 1) + taps_len[d] - 1 - out_size[d] - left
             pads += [left, right]
         g_phase = F.pad(g_q, pads)
-        part = conv(g_phase, transposed_weight(sub, geo.groups).contiguous(), scale, None,
+        part = conv(g_phase, sub_t, scale, None,
                     geo._replace(kernel=tuple(taps_len), stride=unit, padding=(0, ) * nd,
                                  dilation=unit))
         first = [m * s + r - p for m, r, p, s in zip(m0, phase, geo.padding, geo.stride)]
