@@ -85,7 +85,7 @@ def phase_int8_grad_input(g_q: Tensor, w_q: Tensor, scale: Tensor, input_shape: 
             right = (m1[d] - m0[d] + 1) + taps_len[d] - 1 - out_size[d] - left
             pads += [left, right]
         g_phase = F.pad(g_q, pads)
-        part = conv(g_phase, sub_t, scale, None,
+        part = conv(g_phase, sub_t.contiguous(), scale, None,
                     geo._replace(kernel=tuple(taps_len), stride=unit, padding=(0, ) * nd,
                                  dilation=unit))
         first = [m * s + r - p for m, r, p, s in zip(m0, phase, geo.padding, geo.stride)]

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from mmdaq.ops.grouped_matmul import grouped_int8_matmul
-from mmdaq.ops.int8_matmul import (MAX_CHUNK_K, MAX_FLOAT_EXACT_K, int8_matmul,
+from mmdaq.ops.int8_matmul import (MAX_CHUNK_K, MAX_FLOAT_EXACT_K, has_fast_int8_cpu, int8_matmul,
                                    int8_matmul_reference, resolve_backend)
 from mmdaq.testing import DEVICES
 
@@ -60,3 +60,16 @@ def test_grouped_matches_reference(groups, m, k, n):
     out = grouped_int8_matmul(a, b)
     want = torch.stack([int8_matmul_reference(a[g], b[g]) for g in range(groups)])
     assert torch.equal(out.long(), want)
+
+
+@pytest.mark.parametrize('backend', ['int_mm', 'float_exact'])
+def test_strided_and_transposed_operands_give_the_exact_product(backend):
+    if backend == 'int_mm' and not has_fast_int8_cpu():
+        pytest.skip('torch._int_mm has no fast CPU kernel here')
+    g = torch.Generator().manual_seed(0)
+    base = torch.randint(-127, 128, (40, 3, 30), generator=g, dtype=torch.int8)
+    a = base[:, 1, :]  # [40, 30] with row stride 90: neither row- nor column-major
+    b = torch.randint(-127, 128, (24, 30), generator=g, dtype=torch.int8).t()  # column-major
+    for lhs, rhs in ((a, b), (a, b.contiguous()), (a.contiguous(), b[:, ::2])):
+        assert torch.equal(int8_matmul(lhs, rhs, backend=backend).long(),
+                           int8_matmul_reference(lhs, rhs))
