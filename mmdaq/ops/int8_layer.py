@@ -34,7 +34,7 @@ from .onednn_conv import int8_conv_onednn, onednn_conv_supported
 from .phase_grad_input import (phase_grad_input_supported, phase_int8_grad_input,
                                transposed_weight)
 from .pointwise_conv import (is_pointwise, pointwise_int8_conv, pointwise_int8_grad_input,
-                             pointwise_supported)
+                             pointwise_pays, pointwise_supported)
 from .triton_conv import (conv2d_int8_supported, conv2d_wgrad_int8_supported,
                           int8_conv2d_triton, int8_conv2d_wgrad_triton)
 
@@ -183,7 +183,8 @@ def scaled_int8_conv(x_q: Tensor, w_q: Tensor, scale: Tensor, bias: Optional[Ten
                                   geo.dilation)[0]
 
     def gemm() -> Tensor:
-        if pointwise_supported(x_q, w_q, geo):  # 1x1: GEMMs on the NC* layout itself
+        if pointwise_supported(x_q, w_q, geo) and pointwise_pays(x_q, geo):
+            # 1x1: GEMMs on the NC* layout itself
             return pointwise_int8_conv(x_q, w_q, scale, bias, geo)
         acc, out_size = int8_conv_forward(x_q, w_q, geo)  # [NL, C_out]
         # Scale, bias and the [NL, C_out] -> [N, C_out, *O] layout in one pass.

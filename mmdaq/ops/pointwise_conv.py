@@ -27,6 +27,21 @@ def pointwise_supported(x_q: Tensor, w_q: Tensor, geo) -> bool:
             and w_q.shape[1] <= MAX_CHUNK_K and w_q.shape[0] <= MAX_CHUNK_K)
 
 
+#: Output positions per sample below which one im2col GEMM over the whole batch beats the GEMMs
+#: per sample (2 threads, AVX-512 VNNI, ResNet-50's 1x1 layers at batch 8: 7 x 7 (49) 1.5-2x
+#: faster through im2col, 14 x 14 (196) a tie, 28 x 28 (784) 1.8x slower).
+MIN_POSITIONS = 128
+
+
+def pointwise_pays(x_q: Tensor, geo) -> bool:
+    """Whether the GEMMs per sample of :func:`pointwise_int8_conv` are the faster choice: a
+    sample's output has at least :data:`MIN_POSITIONS` positions (each GEMM is that wide)."""
+    positions = 1
+    for s, st in zip(x_q.shape[2:], geo.stride):
+        positions *= -(-s // st)
+    return positions >= MIN_POSITIONS
+
+
 def _strided(t: Tensor, stride) -> Tensor:
     return t[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in stride)]
 

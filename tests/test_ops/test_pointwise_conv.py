@@ -85,3 +85,15 @@ def test_int8_matmul_out_is_checked_and_written():
     assert torch.equal(out, (a.long() @ b.long()).int())
     with pytest.raises(ValueError, match='out must be int32 of shape'):
         int8_matmul(a, b, out=torch.empty(3, 4, dtype=torch.int64))
+
+
+def test_the_per_sample_gemms_are_chosen_for_wide_samples_only():
+    from mmdaq.ops.pointwise_conv import MIN_POSITIONS, pointwise_pays
+    geo = ConvGeometry((1, 1), (1, 1), (0, 0), (1, 1))
+    assert pointwise_pays(torch.zeros(2, 4, 16, 8, dtype=torch.int8), geo)  # 128 positions
+    assert not pointwise_pays(torch.zeros(2, 4, 7, 7, dtype=torch.int8), geo)
+    # Stride 2 on 23 x 23: 12 x 12 = 144 output positions.
+    assert pointwise_pays(torch.zeros(1, 4, 23, 23, dtype=torch.int8), geo._replace(stride=(2, 2)))
+    assert not pointwise_pays(torch.zeros(1, 4, 21, 21, dtype=torch.int8),
+                              geo._replace(stride=(2, 2)))
+    assert MIN_POSITIONS == 128
