@@ -30,23 +30,28 @@ MMDAQ_HOST_DEVICE int8_t quantize_code(float x, float scale) {
   return static_cast<int8_t>(v);
 }
 
+// v saturated to [-127, 127] and rounded half to even by the 1.5 * 2^23 trick (exact for
+// |v| <= 127 under the default rounding mode): min/max and adds only, so loops over it
+// vectorize.
+inline float saturated_round(float v) {
+  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
+  const float hi = static_cast<float>(kInt8MaxCode);
+  v = v < hi ? v : hi;
+  v = v > -hi ? v : -hi;
+  return (v + kMagic) - kMagic;
+}
+
 // quantize_code over a row of n values sharing one scale, written so that it vectorizes:
-// round half to even by the 1.5 * 2^23 trick (exact for |v| <= 127 under the default rounding
-// mode), saturation by min/max, non-finite x (x - x != 0) and a non-positive or NaN scale
+// saturated_round of x / scale, non-finite x (x - x != 0) and a non-positive or NaN scale
 // selected to 0 at the end. Same codes as quantize_code, bit for bit (tested).
 inline void quantize_row(const float* x, int8_t* out, int64_t n, float scale) {
   if (!(scale > 0.0f)) {
     for (int64_t i = 0; i < n; ++i) out[i] = 0;
     return;
   }
-  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
-  const float hi = static_cast<float>(kInt8MaxCode);
   for (int64_t i = 0; i < n; ++i) {
     const float xi = x[i];
-    float v = xi / scale;
-    v = v < hi ? v : hi;
-    v = v > -hi ? v : -hi;
-    v = (v + kMagic) - kMagic;
+    const float v = saturated_round(xi / scale);
     out[i] = (xi - xi == 0.0f) ? static_cast<int8_t>(v) : int8_t{0};
   }
 }
@@ -60,17 +65,9 @@ inline void quantize_row_pair(const float* x, int8_t* out_a, int8_t* out_b, int6
     quantize_row(x, out_b, n, scale_b);
     return;
   }
-  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
-  const float hi = static_cast<float>(kInt8MaxCode);
   for (int64_t i = 0; i < n; ++i) {
     const float xi = x[i];
-    float a = xi / scale_a, b = xi / scale_b;
-    a = a < hi ? a : hi;
-    a = a > -hi ? a : -hi;
-    a = (a + kMagic) - kMagic;
-    b = b < hi ? b : hi;
-    b = b > -hi ? b : -hi;
-    b = (b + kMagic) - kMagic;
+    const float a = saturated_round(xi / scale_a), b = saturated_round(xi / scale_b);
     const bool finite = xi - xi == 0.0f;
     out_a[i] = finite ? static_cast<int8_t>(a) : int8_t{0};
     out_b[i] = finite ? static_cast<int8_t>(b) : int8_t{0};

@@ -87,22 +87,16 @@ struct HistBin {
   double count;
 };
 
-// Bin 0 (x < 1 / B) of a chunk, added up in registers: most values of a long-tailed gradient
-// and every exact zero fall there, and adding each of them to the same memory cell chains
-// every add on the store of the one before (2 ns per value on a Cauchy-like channel).
-struct FirstBin {
-  double sum = 0.0;
-  int64_t count = 0;
-};
-
 // Pass 2, vectorized half: x, its bin and the count of x > sigma; the values of bins >= 1 are
-// written (x, bin) to xs / idx for the scalar histogram adds, bin 0 goes to `first`. Returns
-// the number of values written.
+// written (x, bin) to xs / idx for the scalar histogram adds. Bin 0 (x < 1 / B) is added up
+// apart, into `first`: most values of a long-tailed gradient and every exact zero fall there,
+// and adding each of them to the same memory cell chains every add on the store of the one
+// before (2 ns per value on a Cauchy-like channel). Returns the number of values written.
 template <bool kDivide>
 MMDAQ_CPU_CLONES int64_t row_bins(const float* __restrict__ row, int64_t n, float inv, float m,
                                   float bins, int32_t last_bin, float sigma_rel,
                                   float* __restrict__ xs, int32_t* __restrict__ idx,
-                                  int64_t& above, FirstBin& first) {
+                                  int64_t& above, HistBin& first) {
   int64_t above_n = 0;
   for (int64_t i = 0; i < n; ++i) {
     const float x = relative<kDivide>(row[i], inv, m);
@@ -117,7 +111,7 @@ MMDAQ_CPU_CLONES int64_t row_bins(const float* __restrict__ row, int64_t n, floa
     const float x = xs[i];
     const int32_t b = idx[i];
     first.sum += b == 0 ? static_cast<double>(x) : 0.0;
-    first.count += b == 0;
+    first.count += b == 0 ? 1.0 : 0.0;
     xs[kept] = x;
     idx[kept] = b;
     kept += b != 0;
@@ -136,7 +130,7 @@ template <bool kDivide>
 __attribute__((target("avx512f"))) int64_t row_bins_avx512(
     const float* __restrict__ row, int64_t n, float inv, float m, float bins, int32_t last_bin,
     float sigma_rel, float* __restrict__ xs, int32_t* __restrict__ idx, int64_t& above,
-    FirstBin& first) {
+    HistBin& first) {
   const __m512 v_inv = _mm512_set1_ps(inv), v_m = _mm512_set1_ps(m);
   const __m512 v_bins = _mm512_set1_ps(bins), v_sigma = _mm512_set1_ps(sigma_rel);
   const __m512i v_last = _mm512_set1_epi32(last_bin);
@@ -159,23 +153,11 @@ __attribute__((target("avx512f"))) int64_t row_bins_avx512(
     kept += k;
   }
   above += above_n;
-  first.count += first_n;
+  first.count += static_cast<double>(first_n);
   first.sum += _mm512_reduce_add_pd(_mm512_add_pd(sum_lo, sum_hi));
-  for (; i < n; ++i) {
-    const float x = relative<kDivide>(row[i], inv, m);
-    above += x > sigma_rel;
-    int32_t b = static_cast<int32_t>(x * bins);
-    b = b < last_bin ? b : last_bin;
-    if (b == 0) {
-      first.sum += static_cast<double>(x);
-      first.count += 1;
-    } else {
-      xs[kept] = x;
-      idx[kept] = b;
-      ++kept;
-    }
-  }
-  return kept;
+  // The last n % 16 values: the scalar form, written after the kept ones (kept <= i).
+  return kept + row_bins<kDivide>(row + i, n - i, inv, m, bins, last_bin, sigma_rel, xs + kept,
+                                  idx + kept, above, first);
 }
 #endif
 
@@ -351,7 +333,7 @@ double objective_ratio(const double* cnt, const double* sum, int64_t bins, const
 inline int64_t row_bins_dispatch(bool divide, bool avx512, const float* row, int64_t n,
                                  float inv, float m, float bins, int32_t last_bin,
                                  float sigma_rel, float* xs, int32_t* idx, int64_t& above,
-                                 FirstBin& first) {
+                                 HistBin& first) {
 #ifdef MMDAQ_STATS_AVX512
   if (avx512) {
     return divide ? row_bins_avx512<true>(row, n, inv, m, bins, last_bin, sigma_rel, xs, idx,
@@ -463,7 +445,7 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins,
         // one array would chain every increment on the previous one.
         HistBin* h0 = hist.data();
         HistBin* h1 = hist.data() + num_bins;
-        FirstBin first;
+        HistBin first{0.0, 0.0};  // bin 0, see row_bins
         const int32_t last_bin = static_cast<int32_t>(num_bins - 1);
         for (int64_t o = 0; o < outer; ++o) {
           const float* row = gp + (o * channels + c) * inner;
@@ -488,7 +470,7 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins,
           }
         }
         merge_histograms(hist.data(), num_bins, cnt.data(), sum.data());
-        cnt[0] += static_cast<double>(first.count);
+        cnt[0] += first.count;
         sum[0] += first.sum;
       } else {
         for (int64_t o = 0; o < outer; ++o) {

@@ -152,10 +152,10 @@ def int8_matmul(a: Tensor, b: Tensor, backend: str = 'auto',
     if use_int_mm and a.device.type == 'cpu':
         # oneDNN takes row-major operands (b also column-major); any other strides fall to a
         # reference loop about 100x slower (seen: a [128, 128] slice of a weight, 100 ms).
-        a = a if _row_major(a) else a.contiguous()
-        b = b if _row_major(b) or _row_major(b.t()) else b.contiguous()
-    if out is not None and use_int_mm and a.device.type == 'cpu':
-        return torch._int_mm(a, b, out=out)
+        a = a.contiguous()
+        b = b if b.t().is_contiguous() else b.contiguous()
+        if out is not None:
+            return torch._int_mm(a, b, out=out)
     mm = _int_mm_padded if use_int_mm else _float_exact_mm
     if k <= MAX_CHUNK_K:
         return mm(a, b) if out is None else out.copy_(mm(a, b))
@@ -163,11 +163,6 @@ def int8_matmul(a: Tensor, b: Tensor, backend: str = 'auto',
     for k0 in range(0, k, MAX_CHUNK_K):
         out += mm(a[:, k0:k0 + MAX_CHUNK_K], b[k0:k0 + MAX_CHUNK_K])
     return out
-
-
-def _row_major(t: Tensor) -> bool:
-    """Whether a 2-D tensor is stored row by row, without gaps."""
-    return t.is_contiguous()
 
 
 def int8_matmul_reference(a: Tensor, b: Tensor) -> Tensor:

@@ -41,12 +41,6 @@ def _spatial_first(w: Tensor) -> Tensor:
     return stored.permute((nd + 1, nd) + tuple(range(nd)))
 
 
-def _contiguous_blocks(w: Tensor) -> Tensor:
-    """A spatial slice of a :func:`_spatial_first` tensor as such a tensor (a copy of whole
-    blocks)."""
-    return _spatial_first(w)
-
-
 def phase_grad_input_supported(geo) -> bool:
     """Strided convolutions without dilation (with dilation the phases would interleave)."""
     return (bool(geo.kernel) and any(s > 1 for s in geo.stride)
@@ -101,7 +95,8 @@ def phase_int8_grad_input(g_q: Tensor, w_q: Tensor, scale: Tensor, input_shape: 
             right = (m1[d] - m0[d] + 1) + taps_len[d] - 1 - out_size[d] - left
             pads += [left, right]
         g_phase = F.pad(g_q, pads)
-        part = conv(g_phase, _contiguous_blocks(sub_t), scale, None,
+        # The slice stored spatial dims first again: a copy of whole blocks.
+        part = conv(g_phase, _spatial_first(sub_t), scale, None,
                     geo._replace(kernel=tuple(taps_len), stride=unit, padding=(0, ) * nd,
                                  dilation=unit))
         first = [m * s + r - p for m, r, p, s in zip(m0, phase, geo.padding, geo.stride)]

@@ -52,16 +52,18 @@ def category(name: str) -> str:
 
 
 def layer_budget(conv: nn.Module, x: torch.Tensor, reps: int) -> dict:
-    """Seconds per DAQ fwd+bwd by category (operators' own CPU time; 'other' includes what no
-    operator accounts for), DAQ's and FP32's fwd+bwd median (unprofiled)."""
-    times = {}
+    """Seconds per DAQ fwd+bwd by category (operators' own CPU time; 'other': the operators of
+    no category, e.g. the autograd and custom-op wrappers with the Python they run), DAQ's and
+    FP32's fwd+bwd median (unprofiled)."""
+    times, steps = {}, {}
     for precision in ('fp32', 'daq'):
         module = prepare(conv, precision)
         grad = torch.randn_like(module(x))
-        times[precision] = median_time(lambda: module(x).backward(grad), x.device, reps, 2)
+        steps[precision] = lambda module=module, grad=grad: module(x).backward(grad)
+        times[precision] = median_time(steps[precision], x.device, reps, 2)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(reps):
-            module(x).backward(grad)
+            steps['daq']()
     budget = defaultdict(float)
     for event in prof.key_averages():
         budget[category(event.key)] += event.self_cpu_time_total / 1e6 / reps
