@@ -2,12 +2,11 @@
 import pytest
 import torch
 
-from mmdaq.ops.extension import is_extension_available
 from mmdaq.quantization.distribution import gradient_statistics, gradient_statistics_reference
 from mmdaq.quantization.histogram_clip import objective_curve_from_histograms
 from mmdaq.testing import mixed_channel_grad
 
-pytestmark = pytest.mark.skipif(not is_extension_available(), reason='mmdaq._ext not built')
+pytestmark = pytest.mark.needs_ext
 
 
 @pytest.mark.parametrize('shape, dim', [((4, 5, 7, 7), 1), ((3, 6, 2, 5, 5), 1), ((64, 5), 1),

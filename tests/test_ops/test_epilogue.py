@@ -3,12 +3,10 @@ import pytest
 import torch
 
 from mmdaq.ops.epilogue import channels_first_epilogue, int32_to_channels_first_reference
-from mmdaq.ops.extension import is_extension_available
-
-needs_ext = pytest.mark.skipif(not is_extension_available(), reason='mmdaq._ext not built')
 
 
-@needs_ext
+
+@pytest.mark.needs_ext
 # 16 x 16 blocks on AVX-512 CPUs, the edges elementwise: whole blocks only (2, 64, 8, 4), blocks
 # and edges in both dims (3, 70, 9, 9), too few channels for a block (2, 1, 130).
 @pytest.mark.parametrize('out_shape', [(2, 5, 3, 4), (3, 70, 9, 9), (1, 17, 2, 3, 5), (6, 33),
@@ -27,7 +25,7 @@ def test_kernel_equals_reference(out_shape, per_channel, with_bias):
     assert torch.equal(channels_first_epilogue(acc, scale, bias, out_shape), want)
 
 
-@needs_ext
+@pytest.mark.needs_ext
 def test_bad_arguments_are_clear_errors():
     acc = torch.zeros(6, 3, dtype=torch.int32)
     with pytest.raises(RuntimeError, match='acc must be a 2-d int32 or float32 tensor'):
@@ -38,7 +36,7 @@ def test_bad_arguments_are_clear_errors():
         torch.ops.mmdaq.int32_to_channels_first(acc, torch.ones(2), None, [2, 3, 3])
 
 
-@needs_ext
+@pytest.mark.needs_ext
 def test_float_accumulators_give_the_same_floats():
     # oneDNN's convolution writes float(acc): the CPU kernel takes it like the int32 sums.
     gen = torch.Generator().manual_seed(0)

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from mmdaq.ops.extension import is_extension_available, require_extension
+from mmdaq.ops.extension import require_extension
 
-pytestmark = pytest.mark.skipif(not is_extension_available(), reason='mmdaq._ext not built')
+pytestmark = pytest.mark.needs_ext
 
 
 @pytest.fixture

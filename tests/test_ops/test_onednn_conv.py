@@ -14,7 +14,6 @@ from mmdaq.ops.layout import int8_channels_last, int8_channels_last_reference
 from mmdaq.ops.onednn_conv import int8_conv_onednn, onednn_conv_available, onednn_conv_supported
 from mmdaq.quantization.schemes import build_scheme
 
-needs_ext = pytest.mark.skipif(not is_extension_available(), reason='mmdaq._ext not built')
 needs_onednn = pytest.mark.skipif(
     not (is_extension_available() and onednn_conv_available()),
     reason='no exact oneDNN int8 convolution on this CPU (needs VNNI or AMX) or no mmdaq._ext')
@@ -59,7 +58,7 @@ def _geometry_case(nd, c_in, c_out, k, s, p, d, g, batch, size, extreme=False):
     return x_q, w_q, geo
 
 
-@needs_ext
+@pytest.mark.needs_ext
 @pytest.mark.parametrize('shape', [(2, 5, 7), (2, 3, 5, 6), (1, 17, 3, 4, 5), (3, 130, 9, 70),
                                    (0, 4, 3, 3)])
 @pytest.mark.parametrize('to_uint8', [False, True])
@@ -74,7 +73,7 @@ def test_channels_last_kernel_equals_reference(shape, to_uint8):
     assert torch.equal(int8_channels_last(x, to_uint8), want)
 
 
-@needs_ext
+@pytest.mark.needs_ext
 def test_channels_last_bad_input_is_a_clear_error():
     with pytest.raises(RuntimeError, match='x must be int8'):
         torch.ops.mmdaq.int8_channels_last(torch.zeros(1, 2, 3, 3), True)

@@ -4,7 +4,6 @@ import torch
 import torch.nn.functional as F
 
 from mmdaq.ops.conv_autotune import cpu_conv_kernel
-from mmdaq.ops.extension import is_extension_available
 from mmdaq.ops.int8_layer import ConvGeometry, scaled_int8_conv
 from mmdaq.ops.onednn_conv import onednn_conv_available
 from mmdaq.ops.phase_grad_input import phase_grad_input_supported, phase_int8_grad_input
@@ -25,7 +24,7 @@ def _modes():
     return ['gemm', 'onednn'] if onednn_conv_available() else ['gemm']
 
 
-@pytest.mark.skipif(not is_extension_available(), reason='mmdaq._ext not built')
+@pytest.mark.needs_ext
 @pytest.mark.parametrize('mode', _modes())
 @pytest.mark.parametrize('shape,c_out,kernel,stride,padding,groups', CASES)
 def test_equals_the_float64_input_gradient(shape, c_out, kernel, stride, padding, groups, mode):

@@ -1,13 +1,12 @@
 import pytest
 import torch
 
-from mmdaq.ops import is_extension_available, quantize_int8, quantize_int8_reference
+from mmdaq.ops import quantize_int8, quantize_int8_reference
 from mmdaq.testing import DEVICES
 
-needs_ext = pytest.mark.skipif(not is_extension_available(), reason='mmdaq._ext is not built')
 
 
-@needs_ext
+@pytest.mark.needs_ext
 @pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('shape, dim', [((7, ), 0), ((4, 5, 6), 1), ((3, 2, 5, 5), -1),
                                         ((2, 3), 0), ((1, 1, 1), 2)])
@@ -31,7 +30,7 @@ def test_kernel_matches_reference_bitexact(device, shape, dim, per_channel):
     assert int(got.abs().max()) <= 127
 
 
-@needs_ext
+@pytest.mark.needs_ext
 def test_kernel_rejects_bad_scale_length():
     with pytest.raises(RuntimeError, match='scale must have 1 or x.size'):
         quantize_int8(torch.randn(4, 3), torch.ones(2), 1)
@@ -47,7 +46,7 @@ def test_missing_extension_error_says_how_to_build(monkeypatch):
     assert 'not available' in extension.extension_status()
 
 
-@needs_ext
+@pytest.mark.needs_ext
 @pytest.mark.parametrize('dim', [None, 0, 1, -1])
 def test_quantize_uses_kernel_with_identical_codes(monkeypatch, dim):
     import sys
@@ -63,7 +62,7 @@ def test_quantize_uses_kernel_with_identical_codes(monkeypatch, dim):
     torch.testing.assert_close(fast[1], slow[1], equal_nan=True)
 
 
-@needs_ext
+@pytest.mark.needs_ext
 @pytest.mark.parametrize('per_channel', [False, True])
 def test_stochastic_kernel_equals_reference_on_its_philox_stream(per_channel):
     from mmdaq.ops.quantize import (philox_uniform, quantize_int8_stochastic,
@@ -77,7 +76,7 @@ def test_stochastic_kernel_equals_reference_on_its_philox_stream(per_channel):
     assert codes[0, 0, 0, :3].tolist() == [0, 0, 0] and codes[0, 0, 0, 3] == 127
 
 
-@needs_ext
+@pytest.mark.needs_ext
 def test_philox_stream_is_uniform_reproducible_and_thread_independent():
     from mmdaq.ops.quantize import philox_uniform, quantize_int8_stochastic
     like = torch.empty(100003)
@@ -99,7 +98,7 @@ def test_philox_stream_is_uniform_reproducible_and_thread_independent():
     assert torch.equal(one, two)
 
 
-@needs_ext
+@pytest.mark.needs_ext
 def test_stochastic_codes_are_unbiased_and_within_one_step():
     from mmdaq.ops.quantize import quantize_int8_stochastic
     x = torch.full((200000, ), 0.3)  # 0.3 / 0.07 = 4.29 steps
@@ -110,7 +109,7 @@ def test_stochastic_codes_are_unbiased_and_within_one_step():
     assert abs(codes.mean().item() - v) < 0.01
 
 
-@needs_ext
+@pytest.mark.needs_ext
 @pytest.mark.parametrize('device', DEVICES)
 def test_clip_to_scale_kernel_equals_reference(device):
     from mmdaq.quantization.quantize import _scale_from_clip_reference
@@ -130,7 +129,7 @@ def test_clip_to_scale_kernel_equals_reference(device):
         torch.ops.mmdaq.clip_to_scale(clip, data_max[:2], 127)
 
 
-@needs_ext
+@pytest.mark.needs_ext
 @pytest.mark.parametrize('shape, dim', [((7, ), 0), ((4, 5, 6), 1), ((3, 2, 5, 5), -1),
                                         ((2, 37), 1), ((1, 1, 1), 2)])
 @pytest.mark.parametrize('tensor_step', [0.05, 0.0, float('nan')])
@@ -155,14 +154,14 @@ def test_pair_kernel_is_both_quantizations_bitexact(shape, dim, tensor_step):
     assert torch.equal(got[1], quantize_int8(x, tensor_scale, 0))
 
 
-@needs_ext
+@pytest.mark.needs_ext
 def test_pair_kernel_rejects_a_per_channel_tensor_scale():
     from mmdaq.ops.quantize import quantize_int8_pair
     with pytest.raises(RuntimeError, match='tensor_scale must be one float32'):
         quantize_int8_pair(torch.randn(4, 3), torch.ones(3), 1, torch.ones(3))
 
 
-@needs_ext
+@pytest.mark.needs_ext
 def test_per_channel_and_tensor_copies_without_the_pair_kernel_are_the_same(monkeypatch):
     import sys
     quantize_mod = sys.modules['mmdaq.quantization.quantize']

@@ -5,7 +5,6 @@ import os.path as osp
 
 import pytest
 
-from mmdaq.ops.extension import is_extension_available
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -18,7 +17,7 @@ def _bench_module():
     return module
 
 
-@pytest.mark.skipif(not is_extension_available(), reason='mmdaq._ext not built')
+@pytest.mark.needs_ext
 def test_layer_table_has_a_column_per_daq_kernel(tmp_path, capsys):
     out = tmp_path / 'bench.json'
     _bench_module().main(['--device', 'cpu', '--limit', '2', '--size', '32', '--batch', '1',
