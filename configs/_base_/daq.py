@@ -7,7 +7,7 @@ custom_imports = dict(imports=['mmdaq'], allow_failed_imports=False)
 custom_hooks = [
     dict(
         type='DAQHook',
-        method='daq',  # 'daq' | 'per_channel' | 'per_tensor' | 'ui8'
+        method='daq',  # 'daq' | 'per_channel' | 'per_tensor' | 'ui8' | 'shiftquant'
         keep_first_conv=True,  # the stem sees raw pixels: FP32, as in the paper
         keep_heads_fp32=True,  # final cls/reg/logit layers: FP32
         warmup_iters=0,  # FP32 iterations before INT8 switches on

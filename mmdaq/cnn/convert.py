@@ -143,7 +143,8 @@ def convert_model(model: nn.Module, method: str = 'daq', *, filter_fn: Optional[
     Args:
         model (nn.Module): The model. If it is itself a convertible layer, a new DAQ
             layer sharing its Parameters is returned instead.
-        method (str): 'daq' (the paper), 'per_channel' or 'per_tensor'. Defaults to 'daq'.
+        method (str): A name of :data:`mmdaq.quantization.schemes.SCHEMES`: 'daq' (the
+            paper), 'per_channel', 'per_tensor', 'ui8' or 'shiftquant'. Defaults to 'daq'.
         filter_fn (Callable[[nn.Module, str], bool], optional): Keep a layer in float
             when it returns False for ``(module, qualified_name)``. Defaults to None.
         include (Sequence[str]): Regexes; if given, only matching names are converted.

@@ -21,6 +21,7 @@ import os
 from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..quantization.schemes import QuantScheme
@@ -162,9 +163,20 @@ def int8_conv_forward_pass(x: Tensor, weight: Tensor, bias: Optional[Tensor],
     """Forward of the INT8 layer: ``(y, x_q, s_x)``, the last two saved for backward."""
     _check_dataflow(scheme)
     x_q, s_x = scheme.quantize_input(x)
+    if scheme.forward == 'fp32':  # ablation: float forward, the codes serve the backward
+        return float_conv(x, weight, bias, geo).contiguous(), x_q, s_x
     w_q, s_w = scheme.quantize_weight(weight)
-    y = scaled_int8_conv(x_q, w_q, s_x * s_w, bias, geo)
+    scale = s_x * s_w  # [] or [C_out]
+    y = scaled_int8_conv(x_q, w_q, scale, bias, geo)
     return y.to(x.dtype).contiguous(), x_q, s_x
+
+
+def float_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], geo: ConvGeometry) -> Tensor:
+    """The layer's float forward (``F.linear`` / ``F.conv{1,2,3}d``) in ``x``'s dtype."""
+    if not geo.kernel:
+        return F.linear(x, weight, bias)
+    conv = (F.conv1d, F.conv2d, F.conv3d)[len(geo.kernel) - 1]
+    return conv(x, weight, bias, geo.stride, geo.padding, geo.dilation, geo.groups)
 
 
 def scaled_int8_conv(x_q: Tensor, w_q: Tensor, scale: Tensor, bias: Optional[Tensor],
@@ -177,6 +189,10 @@ def scaled_int8_conv(x_q: Tensor, w_q: Tensor, scale: Tensor, bias: Optional[Ten
     1x1 convolution on CPU, GEMMs on the NC* layout (:mod:`.pointwise_conv`); else im2col,
     the integer GEMM and the fused epilogue.
     """
+    if scale.dim() > 0:  # per output channel: im2col, the integer GEMM, the epilogue
+        acc, out_size = int8_conv_forward(x_q, w_q, geo)  # [NL, C_out]
+        return channels_first_epilogue(acc, scale, bias,
+                                       (x_q.shape[0], w_q.shape[0]) + out_size)
     use_triton = x_q.is_cuda and USE_TRITON
     if use_triton and conv2d_int8_supported(x_q, geo.kernel, x_q.shape[1], geo.groups):
         return int8_conv2d_triton(x_q, w_q, scale, bias, geo.stride, geo.padding,
@@ -232,8 +248,14 @@ def int8_conv_backward_pass(grad_y: Tensor, x_q: Tensor, weight: Tensor, s_x: Te
     scheme.note_backward()
     grad_y = grad_y.float()
     grad_x = grad_w = grad_b = None
+    per_channel_w = s_w.dim() > 0
     for_w, for_x = scheme.quantize_grads(grad_y, dim=1, slot=slot, for_weight=need_w,
-                                         for_input=need_x)
+                                         for_input=need_x and not per_channel_w)
+    if need_x and per_channel_w:
+        # G_X = sum_c G_Y[:, c] s_w[c] Wq[c]: the weight scales go into G_Y's per-tensor copy.
+        channel_shape = (1, -1) + (1, ) * (grad_y.dim() - 2)
+        for_x = scheme.quantize_grad_for_input(grad_y * s_w.reshape(channel_shape), slot)
+        s_w = s_w.new_ones(())
     # The method's factor on the weight and bias gradients (1 except UI8's LR scaling).
     factor = scheme.weight_grad_scale(slot) if need_w or need_b else 1.0
     if need_w:

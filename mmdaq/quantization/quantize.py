@@ -159,8 +159,8 @@ def quantize(x: Tensor,
 
 
 def quantize_per_channel_and_tensor(x: Tensor, clip: Clip, dim: int, *, data_max: Tensor,
-                                    tensor_max: Tensor) -> Tuple[Tuple[Tensor, Tensor],
-                                                                 Tuple[Tensor, Tensor]]:
+                                    tensor_max: Tensor, num_bits: int = 8
+                                    ) -> Tuple[Tuple[Tensor, Tensor], Tuple[Tensor, Tensor]]:
     """INT8 codes of ``x`` per channel (``clip`` along ``dim``) and per tensor (its abs-max as
     the clip), nearest rounding: the two copies of a gradient the backward GEMMs take.
 
@@ -174,16 +174,17 @@ def quantize_per_channel_and_tensor(x: Tensor, clip: Clip, dim: int, *, data_max
         dim (int): Channel dim.
         data_max (Tensor[C]): ``abs_max(x, dim)`` (keyword-only).
         tensor_max (Tensor[]): ``abs_max(x)`` (keyword-only).
+        num_bits (int): Bit width of both copies, 2 to 8 (keyword-only). Defaults to 8.
 
     Returns:
         tuple: ``(q_c, scale_c)`` (Tensor[C] scale) and ``(q_t, scale_t)`` (Tensor[] scale).
     """
     x = _as_float32(x, 'x')
     dim = _normalize_dim(dim, x.dim())
-    if dim is None or not (_compiled_codes_available(x)
-                           and compiled_op_available('quantize_int8_pair', x.device)):
-        return (quantize(x, clip, dim, data_max=data_max),
-                quantize(x, data_max=tensor_max))
+    if num_bits != 8 or dim is None or not (
+            _compiled_codes_available(x) and compiled_op_available('quantize_int8_pair', x.device)):
+        return (quantize(x, clip, dim, data_max=data_max, num_bits=num_bits),
+                quantize(x, data_max=tensor_max, num_bits=num_bits))
     data_max = _as_data_max(data_max, x, dim)
     tensor_max = _as_data_max(tensor_max, x, None)
     qmax = max_code(8)

@@ -1,6 +1,6 @@
 """Quantization schemes: how one layer quantizes the operands of its three GEMMs.
 
-A scheme is the per-layer policy and state behind a DAQ layer (see DESIGN.md)::
+A scheme is the per-layer policy and state behind a DAQ layer::
 
     forward:   X   -> quantize_input(X)              per tensor            Y   = Xq (*) Wq
                W   -> quantize_weight(W)             per tensor
@@ -50,6 +50,8 @@ def _clip_ratio(clip: Tensor, g_max: Tensor) -> Tensor:
 
 _ROUNDINGS = ('nearest', 'stochastic')
 _LONG_TAIL_RULES = ('ema', 'objective')
+_FORWARDS = ('int8', 'fp32')
+_WEIGHT_SCALES = ('per_tensor', 'per_channel')
 
 
 @dataclasses.dataclass
@@ -60,9 +62,28 @@ class QuantScheme:
         grad_rounding (str): Rounding of the gradient codes, ``'nearest'`` (the paper's
             reading) or ``'stochastic'``. Defaults to ``'nearest'``.
         seed (int, optional): Seed of the stochastic-rounding generator. Defaults to None.
+        forward (str): ``'int8'`` runs the forward GEMM on the int8 codes of X and W (the
+            paper); ``'fp32'`` runs it in float, the backward GEMMs still on the codes (an
+            ablation: how much of a gap the forward costs). Defaults to ``'int8'``.
+        weight_scale (str): ``'per_tensor'`` (the paper) or ``'per_channel'``: one scale per
+            output channel of W. The forward stays one integer GEMM (row c of Y only involves
+            row c of W, so its scale factors out of the sum); for the G_X GEMM, which sums over
+            output channels, the per-tensor copy of G_Y is quantized from ``G_Y[:, c] * s_w[c]``
+            so that the weight codes enter it without their scales. Defaults to
+            ``'per_tensor'``.
+        weight_bits (int): Bits of W's codes, 2 to 8 (codes in ``[-Q, Q]``,
+            ``Q = 2^(b-1) - 1``, still stored and multiplied as int8). Defaults to 8.
+        input_bits (int): Bits of X's codes, 2 to 8. Defaults to 8.
+        grad_bits (int): Bits of both copies of G_Y, 2 to 8; a clipping method chooses its
+            clip for this width. Defaults to 8.
     """
     grad_rounding: str = 'nearest'
     seed: Optional[int] = None
+    forward: str = 'int8'
+    weight_scale: str = 'per_tensor'
+    weight_bits: int = 8
+    input_bits: int = 8
+    grad_bits: int = 8
 
     name = 'per_tensor'
     #: Which layer function runs the scheme: ``'int8'`` (:mod:`mmdaq.ops.int8_layer`, per-tensor
@@ -73,6 +94,21 @@ class QuantScheme:
         if self.grad_rounding not in _ROUNDINGS:
             raise ValueError(f'grad_rounding must be one of {_ROUNDINGS}, but got '
                              f'{self.grad_rounding!r}')
+        if self.forward not in _FORWARDS:
+            raise ValueError(f'forward must be one of {_FORWARDS}, but got {self.forward!r}')
+        if self.weight_scale not in _WEIGHT_SCALES:
+            raise ValueError(f'weight_scale must be one of {_WEIGHT_SCALES}, but got '
+                             f'{self.weight_scale!r}')
+        for option in ('weight_bits', 'input_bits', 'grad_bits'):
+            value = getattr(self, option)
+            if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 8:
+                raise ValueError(f'{option} must be an int in [2, 8], but got {value!r}')
+        if self.dataflow != 'int8' and (self.forward, self.weight_scale) != ('int8',
+                                                                             'per_tensor'):
+            raise ValueError(f"forward and weight_scale must keep their defaults ('int8', "
+                             f"'per_tensor') for method {self.name!r}, but got "
+                             f'{self.forward!r}, {self.weight_scale!r}: they are options of '
+                             f'the INT8 dataflow only')
         self._generators: Dict[torch.device, torch.Generator] = {}
         #: Diagnostics of the last backward, filled when ``collect_stats`` is True.
         self.collect_stats = False
@@ -112,11 +148,13 @@ class QuantScheme:
     # -- forward operands ---------------------------------------------------------------
     def quantize_input(self, x: Tensor) -> QuantResult:
         """X (Tensor[N, C_in, ...]) -> (int8 codes, scale Tensor[])."""
-        return quantize(x)
+        return quantize(x, num_bits=self.input_bits)
 
     def quantize_weight(self, w: Tensor) -> QuantResult:
-        """W (Tensor[C_out, C_in/groups, ...]) -> (int8 codes, scale Tensor[])."""
-        return quantize(w)
+        """W (Tensor[C_out, C_in/groups, ...]) -> (int8 codes, scale Tensor[], or Tensor[C_out]
+        with ``weight_scale='per_channel'``)."""
+        return quantize(w, dim=0 if self.weight_scale == 'per_channel' else None,
+                        num_bits=self.weight_bits)
 
     # -- backward operands --------------------------------------------------------------
     def grad_weight_clip(self, g: Tensor, dim: int = 1, slot: int = 0) -> Optional[Tensor]:
@@ -144,7 +182,8 @@ class QuantScheme:
 
     def quantize_grad_for_input(self, g: Tensor, slot: int = 0) -> QuantResult:
         """G_Y (Tensor[N, C_out, ...]) -> (int8 codes, scale Tensor[]), for the G_X GEMM."""
-        return quantize(g, rounding=self.grad_rounding, generator=self._generator(g))
+        return quantize(g, rounding=self.grad_rounding, generator=self._generator(g),
+                        num_bits=self.grad_bits)
 
     def quantize_grads(self, g: Tensor, dim: int = 1, slot: int = 0, for_weight: bool = True,
                        for_input: bool = True) -> Tuple[Optional[QuantResult],
@@ -163,29 +202,31 @@ class QuantScheme:
         channels = g.shape[dim]
         clip, channel_max = self.grad_weight_clip_and_max(g, dim, slot)
         rounding, generator = self.grad_rounding, self._generator(g)
+        bits = dict(num_bits=self.grad_bits)
         if clip is None:  # one scale for the tensor, repeated per channel
             tensor_max = abs_max(g)
-            q, scale = quantize(g, rounding=rounding, generator=generator, data_max=tensor_max)
+            q, scale = quantize(g, rounding=rounding, generator=generator, data_max=tensor_max,
+                                **bits)
             self._note_weight_copy(g, dim, q, scale.expand(channels).contiguous())
             for_x = None
             if for_input:
                 for_x = (q, scale) if rounding == 'nearest' else quantize(
-                    g, rounding=rounding, generator=generator, data_max=tensor_max)
+                    g, rounding=rounding, generator=generator, data_max=tensor_max, **bits)
             return (q, self.last_grad_weight_scale), for_x
         if for_input and rounding == 'nearest' and channel_max is not None and channels:
             # Both copies from one read of G_Y.
             for_w, for_x = quantize_per_channel_and_tensor(g, clip, dim, data_max=channel_max,
-                                                           tensor_max=channel_max.amax())
+                                                           tensor_max=channel_max.amax(), **bits)
             self._note_weight_copy(g, dim, *for_w)
             return for_w, for_x
         q, scale = quantize(g, clip=clip, dim=dim, rounding=rounding, generator=generator,
-                            data_max=channel_max)
+                            data_max=channel_max, **bits)
         self._note_weight_copy(g, dim, q, scale)
         if not for_input:
             return (q, scale), None
         tensor_max = channel_max.amax() if channel_max is not None and channels else None
         return (q, scale), quantize(g, rounding=rounding, generator=generator,
-                                    data_max=tensor_max)
+                                    data_max=tensor_max, **bits)
 
     def _note_weight_copy(self, g: Tensor, dim: int, q: Tensor, scale: Tensor) -> None:
         self.last_grad_weight_scale = scale  # [C_out]; for diagnostics (clip = scale * 127)
@@ -244,7 +285,7 @@ class DAQScheme(QuantScheme):
       channel's own histogram (:mod:`.histogram_clip`). The paper closes its derivation with
       an update rule whose link to the objective was not recovered; on real layers that rule
       was measured *worse* than no clipping at all, while minimising the objective directly is
-      never worse than abs-max (README, "Gradient quantization error on real layers").
+      never worse than abs-max (docs/fidelity.md, "Gradient quantization error on real layers").
     - ``'ema'``: the paper's iterative update ``s_t = (1 - k A) s_(t-1) + A |g|max_t``
       (:func:`~.clipping.magnitude_aware_clip`), for fidelity studies.
 
@@ -322,7 +363,8 @@ class DAQScheme(QuantScheme):
             # Fewer bins than values per channel would only add work: resolution 1/64 at least.
             values = g.numel() // max(channels, 1)
             bins = min(self.num_bins, max(64, values))
-            g_max, frac_above, objective = objective_clip(g, dim, self.alpha, bins)
+            g_max, frac_above, objective = objective_clip(g, dim, self.alpha, bins,
+                                                          self.grad_bits)
             is_gaussian = frac_above > self.threshold
             clip = torch.where(is_gaussian, g_max, objective)
             ratio = _clip_ratio(clip, g_max)
@@ -387,6 +429,10 @@ class UI8Scheme(QuantScheme):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if (self.weight_bits, self.input_bits, self.grad_bits) != (8, 8, 8):
+            raise ValueError(f'weight_bits, input_bits and grad_bits of ui8 must be 8 (its clip '
+                             f'search is for INT8), but got {self.weight_bits}, '
+                             f'{self.input_bits}, {self.grad_bits}')
         if isinstance(self.update_interval, bool) or not isinstance(self.update_interval, int) \
                 or self.update_interval < 1:
             raise ValueError(f'update_interval must be an int >= 1, but got '

@@ -72,11 +72,7 @@ class ShiftQuantScheme(QuantScheme):
     dataflow = 'shift'
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        for option in ('weight_bits', 'input_bits', 'grad_bits'):
-            value = getattr(self, option)
-            if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 8:
-                raise ValueError(f'{option} must be an int in [2, 8], but got {value!r}')
+        super().__post_init__()  # checks the bit widths
         check_num_groups(self.num_groups)
 
     def quantize_input(self, x: Tensor) -> ShiftQuantResult:

@@ -187,3 +187,18 @@ def test_a_method_that_overrides_only_grad_weight_clip_keeps_its_clip():
     torch.testing.assert_close(s_w * 127, abs_max_of(g) / 2)
     assert q_w.abs().max() == 127 and q_x.abs().max() == 127  # clipped codes saturate
     torch.testing.assert_close(s_x * 127, abs_max_of(g).max())
+
+
+def test_daq_clips_for_its_bit_width():
+    """At 4 bits a long-tailed channel is clipped harder than at 8 (a rounding step is 18x
+    larger, so cutting the tail pays sooner)."""
+    from mmdaq.testing import laplace
+    g = laplace((64, 4, 16, 16), torch.Generator().manual_seed(0))
+    ratios = {}
+    for bits in (8, 4):
+        scheme = build_scheme('daq', grad_bits=bits)
+        clip, g_max = scheme.grad_weight_clip_and_max(g, dim=1)
+        ratios[bits] = (clip / g_max).mean().item()
+        q, _ = scheme.quantize_grad_for_weight(g, dim=1)
+        assert q.abs().max() == 2**(bits - 1) - 1
+    assert ratios[4] < ratios[8] <= 1.0

@@ -50,7 +50,9 @@ class DAQHook(Hook):
     logits, box deltas) are the most sensitive to quantization.
 
     Args:
-        method (str): 'daq', 'per_channel' or 'per_tensor'. Defaults to 'daq'.
+        method (str): A name of :data:`mmdaq.quantization.schemes.SCHEMES`: 'daq' (the
+            paper), 'per_channel', 'per_tensor', 'ui8' or 'shiftquant' (docs/methods.md).
+            Defaults to 'daq'.
         layer_types (Sequence[str]): Which of 'Conv2d', 'Conv3d', 'Linear' to convert.
             Defaults to all three.
         include (Sequence[str]): Regexes (``re.search``) of layer names to convert; empty
@@ -64,7 +66,8 @@ class DAQHook(Hook):
         warmup_iters (int): Iterations trained in FP32 before INT8 switches on. Defaults to 0.
         stats_interval (int): Iterations between logged quantization statistics; 0 turns
             them off. Defaults to 50.
-        **options: Options of the method (e.g. ``a=0.8``, ``clip_interval=1`` for 'daq').
+        **options: Options of the method (e.g. ``a=0.8``, ``clip_interval=1`` for 'daq';
+            ``forward='fp32'`` or ``weight_scale='per_channel'`` for the INT8 methods).
     """
 
     priority = 'ABOVE_NORMAL'  # convert before EMAHook (NORMAL) copies the model
