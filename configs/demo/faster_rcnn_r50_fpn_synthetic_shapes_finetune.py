@@ -1,4 +1,4 @@
-# Continue a trained Faster R-CNN of the synthetic shapes for 100 iterations: the common start of
+# Continue a trained Faster R-CNN of the synthetic shapes for 50 iterations: the common start of
 # the fidelity protocol (docs/fidelity.md) and of `make demo`.
 #
 # Every method continues from the same FP32 checkpoint, so a method's paired difference to FP32
@@ -8,7 +8,7 @@
 # tools/analysis/compare_methods.py does this per method and seed (--finetune-from).
 _base_ = './faster_rcnn_r50_fpn_synthetic_shapes.py'
 
-finetune_iters = 100
+finetune_iters = 50
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=finetune_iters,
                  val_interval=finetune_iters)
 # The learning rate of the from-scratch schedule's middle epochs, stepped down for the second

@@ -136,3 +136,62 @@ def test_a_run_records_the_code_it_started_from(tmp_path, monkeypatch):
 
 def test_code_version_names_a_commit():
     assert re.fullmatch(r'[0-9a-f]{7,}(-dirty)?|unknown', compare_methods.code_version())
+
+
+def test_hook_options_after_a_colon():
+    config, options = compare_methods.method_run('detection', 'daq:forward=fp32,weight_scale=x')
+    assert config == compare_methods.method_run('detection', 'daq')[0]
+    assert options == ['custom_hooks.0.method=daq', 'custom_hooks.0.forward=fp32',
+                       'custom_hooks.0.weight_scale=x']
+    assert compare_methods.run_name('daq:forward=fp32') == 'daq_forward_fp32'
+    with pytest.raises(SystemExit, match="options after \":\" are for the hook methods"):
+        compare_methods.method_run('detection', 'ui8:a=1')
+    with pytest.raises(SystemExit, match="hook options must be key=value, but got 'forward'"):
+        compare_methods.method_run('detection', 'daq:forward')
+
+
+def test_finetune_runs_the_finetune_twins():
+    root = compare_methods.ROOT
+    fp32, _ = compare_methods.method_run('detection', 'fp32', finetune=True)
+    daq, options = compare_methods.method_run('detection', 'per_tensor', finetune=True)
+    assert fp32.endswith('_finetune.py') and daq.endswith('_finetune.py')
+    assert osp.isfile(osp.join(root, fp32)) and osp.isfile(osp.join(root, daq))
+    assert options == ['custom_hooks.0.method=per_tensor']
+    with pytest.raises(SystemExit, match='--finetune-from runs fp32 and the hook methods'):
+        compare_methods.method_run('detection', 'ui8', finetune=True)
+
+
+def test_finetune_passes_the_checkpoint_and_pairs_with_fp32(tmp_path, monkeypatch):
+    checkpoint = tmp_path / 'base.pth'
+    checkpoint.write_bytes(b'x')
+    seen = {}
+    metrics = {('fp32', 0): 0.50, ('fp32', 1): 0.60, ('daq', 0): 0.49, ('daq', 1): 0.57}
+
+    def train(config, work_dir, extra):
+        os.makedirs(work_dir)
+        seen[osp.basename(work_dir)] = extra
+        return 1.0
+
+    monkeypatch.setattr(compare_methods, 'generate_data', lambda *a: None)
+    monkeypatch.setattr(compare_methods, 'train', train)
+    monkeypatch.setattr(compare_methods, 'final_metric', lambda work_dir, key: metrics[
+        (osp.basename(work_dir).split('_')[0], int(work_dir[-1]))])
+    results = compare_methods.main(['detection', '--methods', 'fp32', 'daq', '--seeds', '0', '1',
+                                    '--work-dir', str(tmp_path), '--finetune-from',
+                                    str(checkpoint)])
+    assert f'load_from={checkpoint}' in seen['daq_seed1']
+    assert 'randomness.seed=1' in seen['daq_seed1']
+    paired = results['daq']['vs_fp32']
+    assert paired['values'] == pytest.approx([-0.01, -0.03])
+    assert paired['mean'] == pytest.approx(-0.02) and paired['se'] == pytest.approx(0.01)
+    summary = json.loads((tmp_path / 'detection_finetune' / 'summary.json').read_text())
+    assert summary['protocol'] == 'finetune'
+    assert '-0.0200 (0.0100, 2)' in (tmp_path / 'detection_finetune' / 'summary.md').read_text()
+    with pytest.raises(SystemExit, match='holds finetune runs, not scratch runs'):
+        compare_methods.earlier_runs(str(tmp_path / 'detection_finetune' / 'summary.json'),
+                                     'detection')
+
+
+def test_finetune_needs_an_existing_checkpoint(tmp_path):
+    with pytest.raises(SystemExit, match='--finetune-from must be a checkpoint file'):
+        compare_methods.main(['detection', '--finetune-from', str(tmp_path / 'none.pth')])

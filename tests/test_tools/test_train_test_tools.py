@@ -136,6 +136,29 @@ def test_daq_checkpoint_evaluates_with_the_fp32_config_and_fp32_loads_into_daq(d
     assert 'Load checkpoint from' in out and 'no DAQ clip state' not in out
 
 
+FINETUNE_CONFIG = osp.join(ROOT,
+                           'configs/demo/faster_rcnn_r50_fpn_daq_synthetic_shapes_finetune.py')
+TINY_FINETUNE = ['train_cfg.max_iters=2', 'train_cfg.val_interval=2', 'param_scheduler.0.end=2',
+                 'param_scheduler.0.milestones=[1]', 'default_hooks.checkpoint.interval=2',
+                 'train_dataloader.batch_size=2', 'val_dataloader.batch_size=2',
+                 'default_hooks.logger.interval=1']
+
+
+def test_finetune_config_continues_an_fp32_checkpoint_in_daq(det_dir):
+    """The fidelity protocol's and the demo's second stage: load_from an FP32 checkpoint."""
+    fp32_ckpt = osp.join(str(det_dir / 'work_train'), 'epoch_1.pth')
+    if not osp.isfile(fp32_ckpt):
+        pytest.skip('needs the checkpoint of test_train_then_test_detection')
+    work = str(det_dir / 'work_finetune')
+    out = _run([sys.executable, osp.join(ROOT, 'tools/train.py'), FINETUNE_CONFIG, '--work-dir',
+                work, '--cfg-options'] + TINY_FINETUNE + [f'load_from={fp32_ckpt}'], cwd=det_dir)
+    assert 'Load checkpoint from' in out and 'DAQHook (daq): 63 layers INT8' in out
+    assert 'Iter(train) [2/2]' in out and 'Evaluating bbox' in out
+    assert osp.isfile(osp.join(work, 'iter_2.pth'))
+    lrs = [r['lr'] for r in _scalars(work) if 'lr' in r]
+    assert lrs == pytest.approx([1e-3, 1e-4])  # no warm-up; stepped down half way
+
+
 def test_resume_after_sigkill(det_dir):
     import signal
     import time

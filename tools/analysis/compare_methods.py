@@ -13,18 +13,30 @@ metric mean, sample std, min-max, wall time) and writes it as JSON and Markdown:
 Methods: fp32, daq, per_channel, per_tensor (DAQ's config with the hook's method switched),
 and every method with a demo config ``configs/<method up to the first _>/..._<method>_...``
 (ui8, shiftquant, zhuang_w4a4, zhuang_sp_w4a4); ``shiftquant8`` / ``shiftquant6``: ShiftQuant's
-config at 8 / 6 bits (its default is 4).
+config at 8 / 6 bits (its default is 4). A hook method takes hook options after a colon:
+``daq:forward=fp32`` (FP32 forward, DAQ backward), ``daq:weight_scale=per_channel``.
+
+The fidelity protocol (docs/fidelity.md) continues one trained FP32 checkpoint in every method
+(``--finetune-from``: the ``_finetune`` twins of the demo configs, 50 iterations) and reports
+each method's paired difference to FP32 over the seeds (mean and standard error)::
+
+    python tools/train.py configs/demo/faster_rcnn_r50_fpn_synthetic_shapes.py \
+        --work-dir work_dirs/base        # the common start: FP32 from scratch, 500 iterations
+    python tools/analysis/compare_methods.py detection --finetune-from work_dirs/base/epoch_4.pth \
+        --methods fp32 daq daq:forward=fp32 per_tensor --seeds 0 1 2 3 4
 """
 import argparse
 import glob
 import json
+import math
 import os
-import re
 import os.path as osp
+import re
 import statistics
 import subprocess
 import sys
 import time
+from typing import Optional
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(ROOT, 'tools'))
@@ -39,13 +51,28 @@ CONFIG_STEMS = {'detection': 'faster_rcnn_r50_fpn_{}_synthetic_shapes.py',
                 'video': 'tsn_r18_{}_synthetic_clips.py'}
 
 
-def method_run(task: str, method: str) -> tuple:
-    """(config path, extra cfg-options) of ``method`` on ``task``'s demo."""
-    configs = DEMOS[task]['configs']
+def method_run(task: str, method: str, finetune: bool = False) -> tuple:
+    """(config path, extra cfg-options) of ``method`` on ``task``'s demo (its ``_finetune``
+    twin with ``finetune``)."""
+    configs = DEMOS[task]['finetune_configs' if finetune else 'configs']
+    name, _, options = method.partition(':')
+    if options and name not in HOOK_METHODS:
+        raise SystemExit(f'[compare] options after ":" are for the hook methods {HOOK_METHODS}, '
+                         f'but got {method!r}')
+    hook_options = []
+    for item in filter(None, options.split(',')):
+        key, eq, value = item.partition('=')
+        if not eq or not key or not value:
+            raise SystemExit(f'[compare] hook options must be key=value, but got {item!r} in '
+                             f'{method!r}')
+        hook_options.append(f'custom_hooks.0.{key}={value}')
     if method == 'fp32':
         return configs['fp32'], []
-    if method in HOOK_METHODS:
-        return configs['daq'], [f'custom_hooks.0.method={method}']
+    if name in HOOK_METHODS:
+        return configs['daq'], [f'custom_hooks.0.method={name}'] + hook_options
+    if finetune:
+        raise SystemExit(f'[compare] --finetune-from runs fp32 and the hook methods '
+                         f'{HOOK_METHODS} (with options), not {method!r}')
     bits = re.fullmatch(r'shiftquant([2-8])', method)
     if bits:  # ShiftQuant's config at another bit-width for W, X and G_Y
         config, _ = method_run(task, 'shiftquant')
@@ -63,12 +90,28 @@ def method_run(task: str, method: str) -> tuple:
     return path, []
 
 
+def run_name(method: str) -> str:
+    """A folder name for ``method``: 'daq:forward=fp32' -> 'daq_forward_fp32'."""
+    return re.sub(r'[^A-Za-z0-9_.-]+', '_', method)
+
+
+def paired_difference(runs: list, reference: list) -> Optional[dict]:
+    """Mean, standard error and count of ``metric(run) - metric(reference run)`` over the seeds
+    both have (None without a common seed)."""
+    ref = {r['seed']: r['metric'] for r in reference}
+    diffs = [r['metric'] - ref[r['seed']] for r in runs if r['seed'] in ref]
+    if not diffs:
+        return None
+    se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else float('nan')
+    return dict(mean=statistics.mean(diffs), se=se, n=len(diffs), values=diffs)
+
+
 def summarize(values: list) -> dict:
     return dict(mean=statistics.mean(values), std=statistics.stdev(values) if len(values) > 1
                 else 0.0, min=min(values), max=max(values), n=len(values), values=values)
 
 
-def earlier_runs(path: str, task: str) -> dict:
+def earlier_runs(path: str, task: str, protocol: str = 'scratch') -> dict:
     """method -> {seed: run} of an earlier summary.json (``--merge``).
 
     Runs are read from the summary's per-run list, or, for summaries written before it had one,
@@ -78,6 +121,9 @@ def earlier_runs(path: str, task: str) -> dict:
         summary = json.load(f)
     if summary.get('task') != task:
         raise SystemExit(f'[compare] {path} is a {summary.get("task")!r} summary, not {task!r}')
+    if summary.get('protocol', 'scratch') != protocol:
+        raise SystemExit(f'[compare] {path} holds {summary.get("protocol", "scratch")} runs, '
+                         f'not {protocol} runs: they do not pair')
     runs = {}
     for method, r in summary['results'].items():
         if 'runs' in r:
@@ -116,14 +162,24 @@ def main(argv=None) -> dict:
     parser.add_argument('--merge', nargs='+', default=[], metavar='SUMMARY_JSON',
                         help='also count the runs of earlier summaries (e.g. of another machine '
                         'or session); a (method, seed) they hold is not trained again')
+    parser.add_argument('--finetune-from', metavar='CHECKPOINT',
+                        help='continue this trained FP32 checkpoint in every method (the '
+                        '_finetune configs) instead of training from scratch')
     args = parser.parse_args(argv)
     demo = DEMOS[args.task]
-    runs = {m: method_run(args.task, m) for m in args.methods}  # fail fast on unknown methods
+    finetune = args.finetune_from is not None
+    if finetune and not osp.isfile(args.finetune_from):
+        raise SystemExit(f'[compare] --finetune-from must be a checkpoint file, but '
+                         f'{args.finetune_from!r} does not exist')
+    protocol = 'finetune' if finetune else 'scratch'
+    # fail fast on unknown methods
+    runs = {m: method_run(args.task, m, finetune) for m in args.methods}
+    runs_dir = osp.join(args.work_dir, args.task + ('_finetune' if finetune else ''))
     merged = {}
     for path in args.merge:
-        for method, by_seed in earlier_runs(path, args.task).items():
+        for method, by_seed in earlier_runs(path, args.task, protocol).items():
             for seed, run in by_seed.items():
-                here = osp.join(args.work_dir, args.task, f'{method}_seed{seed}', 'result.json')
+                here = osp.join(runs_dir, f'{run_name(method)}_seed{seed}', 'result.json')
                 if seed in args.seeds and method in runs and osp.isfile(here):
                     raise SystemExit(f'[compare] seed {seed} of {method} is in {path} and in '
                                      f'{here}: leave it out of one of them')
@@ -145,7 +201,7 @@ def main(argv=None) -> dict:
         for seed in args.seeds:
             if seed in merged.get(method, {}):  # that run comes from an earlier summary
                 continue
-            work_dir = osp.join(args.work_dir, args.task, f'{method}_seed{seed}')
+            work_dir = osp.join(runs_dir, f'{run_name(method)}_seed{seed}')
             done = osp.join(work_dir, 'result.json')
             if osp.isfile(done) and not args.retrain:
                 with open(done) as f:
@@ -154,11 +210,13 @@ def main(argv=None) -> dict:
                 continue
             else:
                 extra = ['--cfg-options', f'randomness.seed={seed}'] + options + args.cfg_options
+                if finetune:
+                    extra.append(f'load_from={osp.abspath(args.finetune_from)}')
                 code, start = code_version(), time.strftime('%Y-%m-%d %H:%M')  # what it trains
                 t = train(config, work_dir, extra)
                 result = dict(metric=final_metric(work_dir, demo['metric']), seconds=t,
                               config=config, options=options + args.cfg_options, seed=seed,
-                              date=start, code=code)
+                              date=start, code=code, finetune_from=args.finetune_from)
                 with open(done, 'w') as f:
                     json.dump(result, f, indent=1)
             print(f'[compare] {method} seed {seed}: {demo["label"]} {result["metric"]:.3f} '
@@ -172,19 +230,25 @@ def main(argv=None) -> dict:
             continue
         results[method] = dict(summarize(metrics), seconds=statistics.mean(seconds),
                                config=config, options=options, runs=listed)
-    lines = [f'| method | {demo["label"]} mean | std | min - max | seeds | s / run |',
-             '|---|---|---|---|---|---|']
     for method, r in results.items():
+        if method != 'fp32' and 'fp32' in results:
+            r['vs_fp32'] = paired_difference(r['runs'], results['fp32']['runs'])
+    lines = [f'| method | {demo["label"]} mean | std | min - max | seeds | vs FP32, paired '
+             '(s.e., pairs) | s / run |', '|---|---|---|---|---|---|---|']
+    for method, r in results.items():
+        d = r.get('vs_fp32')
+        paired = f'{d["mean"]:+.4f} ({d["se"]:.4f}, {d["n"]})' if d else '-'
         lines.append(f'| {method} | {r["mean"]:.3f} | {r["std"]:.3f} | {r["min"]:.3f} - '
-                     f'{r["max"]:.3f} | {r["n"]} | {r["seconds"]:.0f} |')
+                     f'{r["max"]:.3f} | {r["n"]} | {paired} | {r["seconds"]:.0f} |')
     table = '\n'.join(lines)
     all_seeds = sorted(set(args.seeds) | {seed for m in merged.values() for seed in m})
-    print(f'\n[compare] {args.task}: final {demo["label"]} on the synthetic val split, seeds '
-          f'{all_seeds}\n{table}')
-    out = osp.join(args.work_dir, args.task)
+    print(f'\n[compare] {args.task} ({protocol}): final {demo["label"]} on the synthetic val '
+          f'split, seeds {all_seeds}\n{table}')
+    out = runs_dir
     os.makedirs(out, exist_ok=True)
     with open(osp.join(out, 'summary.json'), 'w') as f:
-        json.dump(dict(task=args.task, seeds=all_seeds, results=results,
+        json.dump(dict(task=args.task, protocol=protocol, finetune_from=args.finetune_from,
+                       seeds=all_seeds, results=results,
                        command='python tools/analysis/compare_methods.py ' +
                        ' '.join(sys.argv[1:] if argv is None else argv)), f, indent=1)
     with open(osp.join(out, 'summary.md'), 'w') as f:
