@@ -10,8 +10,8 @@
 
 namespace mmdaq {
 
-using ChannelStats = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                                at::Tensor, at::Tensor>;
+using ChannelStats =
+    std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 struct ChannelStatsLayout {
   int64_t outer, channels, inner;  // g viewed as [outer, channels, inner]
@@ -19,19 +19,19 @@ struct ChannelStatsLayout {
 
 // max_bins < 0: no upper limit on num_bins (CPU); else the device's limit (CUDA).
 inline ChannelStatsLayout check_channel_stats_args(const at::Tensor& g, int64_t dim,
-                                                   int64_t num_bins, double alpha,
-                                                   int64_t max_code, int64_t max_bins) {
+                                                   int64_t num_bins, double alpha, int64_t max_code,
+                                                   int64_t max_bins) {
   MMDAQ_CHECK(g.scalar_type() == at::kFloat, "grad_channel_stats: g must be float32, but got ",
               g.scalar_type());
   MMDAQ_CHECK(g.dim() >= 1, "grad_channel_stats: g must have at least one dimension");
-  MMDAQ_CHECK(dim >= -g.dim() && dim < g.dim(), "grad_channel_stats: dim must be in [",
-              -g.dim(), ", ", g.dim(), "), but got ", dim);
+  MMDAQ_CHECK(dim >= -g.dim() && dim < g.dim(), "grad_channel_stats: dim must be in [", -g.dim(),
+              ", ", g.dim(), "), but got ", dim);
   if (max_bins < 0) {
     MMDAQ_CHECK(num_bins >= 0, "grad_channel_stats: num_bins must be >= 0, but got ", num_bins);
   } else {
     MMDAQ_CHECK(num_bins >= 0 && num_bins <= max_bins,
-                "grad_channel_stats: num_bins must be in [0, ", max_bins, "] on ",
-                g.device().str(), ", but got ", num_bins);
+                "grad_channel_stats: num_bins must be in [0, ", max_bins, "] on ", g.device().str(),
+                ", but got ", num_bins);
   }
   MMDAQ_CHECK(alpha >= 0 && std::isfinite(alpha),
               "grad_channel_stats: alpha must be a finite number >= 0, but got ", alpha);

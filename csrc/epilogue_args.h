@@ -13,8 +13,7 @@ struct EpilogueDims {
 
 inline EpilogueDims check_epilogue_args(const at::Tensor& acc, const at::Tensor& scale,
                                         const c10::optional<at::Tensor>& bias,
-                                        at::IntArrayRef out_shape,
-                                        bool allow_float_acc = false) {
+                                        at::IntArrayRef out_shape, bool allow_float_acc = false) {
   // The CPU kernel also takes float32 accumulators (integer-valued, from oneDNN).
   const bool dtype_ok =
       acc.scalar_type() == at::kInt || (allow_float_acc && acc.scalar_type() == at::kFloat);

@@ -52,9 +52,9 @@ inline void check_clip_to_scale_args(const at::Tensor& clip, const at::Tensor& d
 inline void check_pair_tensor_scale(const at::Tensor& x, const at::Tensor& tensor_scale) {
   MMDAQ_CHECK(tensor_scale.scalar_type() == at::kFloat && tensor_scale.numel() == 1 &&
                   tensor_scale.device() == x.device(),
-              "quantize_int8_pair: tensor_scale must be one float32 on ", x.device(),
-              ", but got ", tensor_scale.scalar_type(), " with ", tensor_scale.numel(),
-              " elements on ", tensor_scale.device());
+              "quantize_int8_pair: tensor_scale must be one float32 on ", x.device(), ", but got ",
+              tensor_scale.scalar_type(), " with ", tensor_scale.numel(), " elements on ",
+              tensor_scale.device());
 }
 
 // The checked layout, the int8 output (x's shape) and contiguous inputs of a quantize kernel.

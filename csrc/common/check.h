@@ -1,7 +1,7 @@
 // MMDAQ_CHECK(cond, parts...): TORCH_CHECK with the message built without iostream number
-// formatting. On one GPU machine's torch build, formatting an integer or a float through
-// std::ostream inside the extension (what TORCH_CHECK's c10::str does) crashed the process
-// instead of raising; std::to_string goes through snprintf and does not.
+// formatting. With some torch builds, formatting an integer or a float through std::ostream
+// inside the extension (what TORCH_CHECK's c10::str does) crashes the process instead of
+// raising; std::to_string goes through snprintf and does not.
 #pragma once
 
 #include <c10/core/Device.h>

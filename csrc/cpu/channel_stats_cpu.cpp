@@ -38,8 +38,7 @@ struct RowMoments {
   int64_t zeros = 0, non_finite = 0;
 };
 
-MMDAQ_CPU_CLONES void add_row_moments(const float* __restrict__ row, int64_t n,
-                                      RowMoments& acc) {
+MMDAQ_CPU_CLONES void add_row_moments(const float* __restrict__ row, int64_t n, RowMoments& acc) {
   const uint32_t* bits = reinterpret_cast<const uint32_t*>(row);
   uint32_t m = acc.abs_max_bits;
   int64_t zeros = 0, non_finite = 0;
@@ -63,7 +62,7 @@ MMDAQ_CPU_CLONES void add_row_moments(const float* __restrict__ row, int64_t n,
 
 // x = |g| / max as channel_histograms computes it: |g| * (1 / max), or the quotient where
 // 1 / max overflows (a channel whose abs-max is below about 2**-128, which early detector
-// training produces: inf and NaN there gave bins out of range).
+// training produces: inf and NaN there would give bins out of range).
 template <bool kDivide>
 inline float relative(float v, float inv, float m) {
   return kDivide ? std::fabs(v) / m : std::fabs(v) * inv;
@@ -90,13 +89,13 @@ struct HistBin {
 // Pass 2, vectorized half: x, its bin and the count of x > sigma; the values of bins >= 1 are
 // written (x, bin) to xs / idx for the scalar histogram adds. Bin 0 (x < 1 / B) is added up
 // apart, into `first`: most values of a long-tailed gradient and every exact zero fall there,
-// and adding each of them to the same memory cell chains every add on the store of the one
-// before (2 ns per value on a Cauchy-like channel). Returns the number of values written.
+// and adding each of them to the same memory cell would chain every add on the store of the
+// one before. Returns the number of values written.
 template <bool kDivide>
 MMDAQ_CPU_CLONES int64_t row_bins(const float* __restrict__ row, int64_t n, float inv, float m,
                                   float bins, int32_t last_bin, float sigma_rel,
-                                  float* __restrict__ xs, int32_t* __restrict__ idx,
-                                  int64_t& above, HistBin& first) {
+                                  float* __restrict__ xs, int32_t* __restrict__ idx, int64_t& above,
+                                  HistBin& first) {
   int64_t above_n = 0;
   for (int64_t i = 0; i < n; ++i) {
     const float x = relative<kDivide>(row[i], inv, m);
@@ -127,10 +126,12 @@ MMDAQ_CPU_CLONES int64_t row_bins(const float* __restrict__ row, int64_t n, floa
 // static_cast), bin 0 summed in double lanes, the other values compacted in registers
 // (vcompressps to a register, then a plain store: its memory form is slow on some cores).
 template <bool kDivide>
-__attribute__((target("avx512f"))) int64_t row_bins_avx512(
-    const float* __restrict__ row, int64_t n, float inv, float m, float bins, int32_t last_bin,
-    float sigma_rel, float* __restrict__ xs, int32_t* __restrict__ idx, int64_t& above,
-    HistBin& first) {
+__attribute__((target("avx512f"))) int64_t row_bins_avx512(const float* __restrict__ row, int64_t n,
+                                                           float inv, float m, float bins,
+                                                           int32_t last_bin, float sigma_rel,
+                                                           float* __restrict__ xs,
+                                                           int32_t* __restrict__ idx,
+                                                           int64_t& above, HistBin& first) {
   const __m512 v_inv = _mm512_set1_ps(inv), v_m = _mm512_set1_ps(m);
   const __m512 v_bins = _mm512_set1_ps(bins), v_sigma = _mm512_set1_ps(sigma_rel);
   const __m512i v_last = _mm512_set1_epi32(last_bin);
@@ -199,10 +200,12 @@ BinExp make_bin_exp(int64_t bins, double alpha, int64_t max_code) {
 }
 
 // 1 / k! for k = 0 .. 12.
+// clang-format off
 constexpr double kInvFactorial[13] = {
     1.0,           1.0,            0.5,             1.0 / 6.0,        1.0 / 24.0,
     1.0 / 120.0,   1.0 / 720.0,    1.0 / 5040.0,    1.0 / 40320.0,    1.0 / 362880.0,
     1.0 / 3628800.0, 1.0 / 39916800.0, 1.0 / 479001600.0};
+// clang-format on
 
 // Weight n * exp(alpha * (mean - 1)) of a bin of n values with mean `mean` >= `lower` (the
 // bin's lower edge b / B), and 0 for an empty bin; exp(d) by Horner's rule of degree kDegree.
@@ -239,8 +242,8 @@ MMDAQ_CPU_CLONES void bin_weights_polynomial(const double* __restrict__ cnt,
   }
 }
 
-void bin_weights_exp(const double* cnt, const double* sum, int64_t bins, double zeros,
-                     double alpha, double* w, double* wx) {
+void bin_weights_exp(const double* cnt, const double* sum, int64_t bins, double zeros, double alpha,
+                     double* w, double* wx) {
   for (int64_t b = 0; b < bins; ++b) {
     const double n = b == 0 ? std::max(cnt[0] - zeros, 0.0) : cnt[b];
     const double mean = sum[b] / std::max(n, 1.0);
@@ -330,22 +333,20 @@ double objective_ratio(const double* cnt, const double* sum, int64_t bins, const
 }
 
 // row_bins of the ISA found at run time, for x = |g| * inv or (kDivide) |g| / m.
-inline int64_t row_bins_dispatch(bool divide, bool avx512, const float* row, int64_t n,
-                                 float inv, float m, float bins, int32_t last_bin,
-                                 float sigma_rel, float* xs, int32_t* idx, int64_t& above,
-                                 HistBin& first) {
+inline int64_t row_bins_dispatch(bool divide, bool avx512, const float* row, int64_t n, float inv,
+                                 float m, float bins, int32_t last_bin, float sigma_rel, float* xs,
+                                 int32_t* idx, int64_t& above, HistBin& first) {
 #ifdef MMDAQ_STATS_AVX512
   if (avx512) {
-    return divide ? row_bins_avx512<true>(row, n, inv, m, bins, last_bin, sigma_rel, xs, idx,
-                                          above, first)
+    return divide ? row_bins_avx512<true>(row, n, inv, m, bins, last_bin, sigma_rel, xs, idx, above,
+                                          first)
                   : row_bins_avx512<false>(row, n, inv, m, bins, last_bin, sigma_rel, xs, idx,
                                            above, first);
   }
 #endif
   (void)avx512;
   return divide ? row_bins<true>(row, n, inv, m, bins, last_bin, sigma_rel, xs, idx, above, first)
-                : row_bins<false>(row, n, inv, m, bins, last_bin, sigma_rel, xs, idx, above,
-                                  first);
+                : row_bins<false>(row, n, inv, m, bins, last_bin, sigma_rel, xs, idx, above, first);
 }
 
 // cnt / sum of a channel from its two interleaved histograms h[0, bins) and h[bins, 2 bins),
@@ -396,8 +397,7 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins,
 #endif
   at::parallel_for(0, channels, 1, [&](int64_t begin, int64_t end) {
     // Per-task buffers: one channel's histogram and the objective's bin weights.
-    std::vector<double> cnt(num_bins), sum(num_bins), w(num_bins), wx(num_bins),
-        energy(num_bins);
+    std::vector<double> cnt(num_bins), sum(num_bins), w(num_bins), wx(num_bins), energy(num_bins);
     std::vector<HistBin> hist(2 * num_bins, HistBin{0.0, 0.0});  // zeroed again by each merge
     std::vector<float> xs(kChunk);
     std::vector<int32_t> idx(kChunk);
@@ -418,7 +418,8 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins,
       const double sq = moments.sq;
       const int64_t zeros = moments.zeros;
       zeros_p[c] = zeros;
-      if (moments.non_finite > 0) {  // NaN/Inf: visible downstream, no statistics (matches the reference)
+      // NaN/Inf: visible downstream, no statistics (matches the reference).
+      if (moments.non_finite > 0) {
         bool has_nan = false;
         for_each([&](float v) { has_nan = has_nan || std::isnan(v); });
         max_p[c] = has_nan ? nan : std::numeric_limits<float>::infinity();
@@ -452,8 +453,8 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins,
           for (int64_t r0 = 0; r0 < inner; r0 += kChunk) {  // x and bins of a chunk, then add
             const int64_t len = std::min(kChunk, inner - r0);
             const int64_t kept =
-                row_bins_dispatch(divide, avx512, row + r0, len, inv, m, bins, last_bin,
-                                  sigma_rel, xs.data(), idx.data(), above, first);
+                row_bins_dispatch(divide, avx512, row + r0, len, inv, m, bins, last_bin, sigma_rel,
+                                  xs.data(), idx.data(), above, first);
             int64_t i = 0;
             for (; i + 1 < kept; i += 2) {
               HistBin& e0 = h0[idx[i]];
@@ -482,9 +483,8 @@ Stats grad_channel_stats_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins,
       sigma_p[c] = sigma_rel * m;
       frac_p[c] = static_cast<float>(static_cast<double>(above) / count);
       if (num_bins > 0) {
-        ratio_p[c] = static_cast<float>(
-            objective_ratio(cnt.data(), sum.data(), num_bins, bin_exp,
-                            static_cast<double>(zeros), w, wx, energy));
+        ratio_p[c] = static_cast<float>(objective_ratio(cnt.data(), sum.data(), num_bins, bin_exp,
+                                                        static_cast<double>(zeros), w, wx, energy));
       }
       if (kept_bins > 0) {
         std::copy(cnt.begin(), cnt.end(), cnt_out + c * num_bins);

@@ -17,8 +17,8 @@ constexpr int64_t kTileL = 64;
 constexpr int64_t kTileC = 16;
 
 // One tile: positions [l0, l1) x channels [c_begin, c_end) of one sample whose accumulator rows
-// hold c values. (8 x 8 blocks turned around in a local buffer were measured no faster than
-// this scalar form; the AVX-512 path below turns 16 x 16 blocks around in registers.)
+// hold c values, in scalar form (the AVX-512 path below turns 16 x 16 blocks around in
+// registers).
 template <typename Acc>
 MMDAQ_CPU_CLONES void tile(const Acc* __restrict__ a, const float* __restrict__ sp,
                            const float* __restrict__ bp, float* __restrict__ o, int64_t c,
@@ -69,8 +69,8 @@ inline __attribute__((target("avx512f"))) __m512 load16(const float* p) {
   return _mm512_loadu_ps(p);
 }
 
-// Positions [l0, l1) of one sample, in 16 x 16 blocks turned around in registers (a strided
-// scalar read per value cost 1.7 ns); the edges that are not whole blocks go to tile(). The
+// Positions [l0, l1) of one sample, in 16 x 16 blocks turned around in registers (instead of a
+// strided scalar read per value); the edges that are not whole blocks go to tile(). The
 // same two roundings per value as tile() (multiply, then add: no FMA), so the same floats.
 template <typename Acc>
 __attribute__((target("avx512f"))) void tile_avx512(const Acc* __restrict__ a,
@@ -91,7 +91,7 @@ __attribute__((target("avx512f"))) void tile_avx512(const Acc* __restrict__ a,
       }
     }
   }
-  if (c16 < c) tile(a, sp, bp, o, c, l, l0, l1, c16, c);  // the last channels, all positions
+  if (c16 < c) tile(a, sp, bp, o, c, l, l0, l1, c16, c);    // the last channels, all positions
   if (l16 < l1) tile(a, sp, bp, o, c, l, l16, l1, 0, c16);  // the last positions
 }
 #endif

@@ -16,8 +16,8 @@ constexpr int64_t kBlock = 16;
 
 // One kBlock x kBlock block (channels [c0, c0 + 16) x positions [l0, l0 + 16) of one sample)
 // turned around in a local buffer: contiguous 16-byte reads and writes, vectorized.
-MMDAQ_CPU_CLONES void full_block(const int8_t* __restrict__ in, uint8_t* __restrict__ o,
-                                 int64_t c, int64_t l, int64_t l0, int64_t c0, uint8_t flip) {
+MMDAQ_CPU_CLONES void full_block(const int8_t* __restrict__ in, uint8_t* __restrict__ o, int64_t c,
+                                 int64_t l, int64_t l0, int64_t c0, uint8_t flip) {
   uint8_t t[kBlock][kBlock];
   for (int64_t j = 0; j < kBlock; ++j) {
     for (int64_t i = 0; i < kBlock; ++i) t[i][j] = static_cast<uint8_t>(in[(c0 + j) * l + l0 + i]);
@@ -30,11 +30,11 @@ MMDAQ_CPU_CLONES void full_block(const int8_t* __restrict__ in, uint8_t* __restr
 }
 
 at::Tensor int8_channels_last_cpu(const at::Tensor& x, bool to_uint8) {
-  MMDAQ_CHECK(x.scalar_type() == at::kChar,
-              "int8_channels_last: x must be int8, but got ", x.scalar_type());
+  MMDAQ_CHECK(x.scalar_type() == at::kChar, "int8_channels_last: x must be int8, but got ",
+              x.scalar_type());
   MMDAQ_CHECK(x.dim() >= 3 && x.dim() <= 5,
-              "int8_channels_last: x must be [N, C, *S] with 1 to 3 spatial dims, "
-              "but got shape ", x.sizes());
+              "int8_channels_last: x must be [N, C, *S] with 1 to 3 spatial dims, but got shape ",
+              x.sizes());
   const int64_t n = x.size(0), c = x.size(1);
   const int64_t l = c == 0 || n == 0 ? 0 : x.numel() / (n * c);
   // Strides of [N, C, *S] stored as [N, *S, C].
@@ -98,16 +98,15 @@ MMDAQ_CPU_CLONES void weight_row(const int32_t* __restrict__ a, float* __restric
 at::Tensor int32_to_weight_cpu(const at::Tensor& acc, const at::Tensor& scale,
                                at::IntArrayRef weight_shape) {
   MMDAQ_CHECK(acc.scalar_type() == at::kInt && acc.dim() == 2,
-              "int32_to_weight: acc must be int32 [C_out, K * C_in], but got ",
-              acc.scalar_type(), " of shape ", acc.sizes());
-  MMDAQ_CHECK(weight_shape.size() >= 2, "int32_to_weight: weight_shape must be [C_out, C_in, "
-              "*k], but got ", weight_shape);
+              "int32_to_weight: acc must be int32 [C_out, K * C_in], but got ", acc.scalar_type(),
+              " of shape ", acc.sizes());
+  MMDAQ_CHECK(weight_shape.size() >= 2,
+              "int32_to_weight: weight_shape must be [C_out, C_in, *k], but got ", weight_shape);
   int64_t numel = 1;
   for (const int64_t d : weight_shape) numel *= d;
   const int64_t r = weight_shape[0], c = weight_shape[1];
-  MMDAQ_CHECK(acc.size(0) == r && acc.numel() == numel,
-              "int32_to_weight: acc ", acc.sizes(), " does not hold a weight of shape ",
-              weight_shape);
+  MMDAQ_CHECK(acc.size(0) == r && acc.numel() == numel, "int32_to_weight: acc ", acc.sizes(),
+              " does not hold a weight of shape ", weight_shape);
   MMDAQ_CHECK(scale.scalar_type() == at::kFloat && scale.numel() == r,
               "int32_to_weight: scale must be float32 with C_out = ", r, " values, but got ",
               scale.scalar_type(), " with ", scale.numel());
@@ -119,8 +118,8 @@ at::Tensor int32_to_weight_cpu(const at::Tensor& acc, const at::Tensor& scale,
   const int32_t* ap = ac.data_ptr<int32_t>();
   const float* sp = sc.data_ptr<float>();
   float* op = out.data_ptr<float>();
-  at::parallel_for(0, r, std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(k * c, 1)),
-                   [&](int64_t begin, int64_t end) {
+  const int64_t grain = std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(k * c, 1));
+  at::parallel_for(0, r, grain, [&](int64_t begin, int64_t end) {
     for (int64_t o = begin; o < end; ++o) weight_row(ap + o * k * c, op + o * k * c, k, c, sp[o]);
   });
   return out;

@@ -1,10 +1,10 @@
 // CPU kernels of the quantization ops.
 #include <ATen/Parallel.h>
 
-#include <algorithm>
-#include <tuple>
 #include <torch/library.h>
 #include <torch/types.h>
+#include <algorithm>
+#include <tuple>
 
 #include "../common/cpu_clones.h"
 #include "../common/quant_utils.h"
@@ -42,9 +42,9 @@ at::Tensor quantize_int8_cpu(const at::Tensor& x, const at::Tensor& scale, int64
 }
 
 // quantize_range for a per-channel step sp (and channels) and a per-tensor step st together.
-MMDAQ_CPU_CLONES void quantize_range_pair(const float* xp, const float* sp, float st,
-                                          int8_t* op, int8_t* tp, int64_t begin, int64_t end,
-                                          int64_t inner, int64_t channels) {
+MMDAQ_CPU_CLONES void quantize_range_pair(const float* xp, const float* sp, float st, int8_t* op,
+                                          int8_t* tp, int64_t begin, int64_t end, int64_t inner,
+                                          int64_t channels) {
   for (int64_t i = begin; i < end;) {
     const int64_t row = i / inner;
     const int64_t stop = std::min(end, (row + 1) * inner);

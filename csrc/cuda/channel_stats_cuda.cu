@@ -1,9 +1,9 @@
 // CUDA kernel of mmdaq::grad_channel_stats: one thread block per channel of the
 // [outer, C, inner] layout, the same statistics as the CPU kernel (cpu/channel_stats_cpu.cpp):
-// pass 1 abs-max, finiteness, the second moment and the exact zeros; pass 2 P(|g|/max > sigma) and the histogram
-// of x = |g| * (1 / max) in shared memory; then the objective's arg-min over the bin edges with
-// a block-wide suffix scan. The channel's values are read twice; at training batch sizes a
-// channel (N*H*W floats) is a few hundred KiB to a few MiB, so pass 2 is served mostly by L2.
+// pass 1 abs-max, finiteness, the second moment and the exact zeros; pass 2 P(|g|/max > sigma) and
+// the histogram of x = |g| * (1 / max) in shared memory; then the objective's arg-min over the bin
+// edges with a block-wide suffix scan. The channel's values are read twice; at training batch sizes
+// a channel (N*H*W floats) is a few hundred KiB to a few MiB, so pass 2 is served mostly by L2.
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
@@ -70,8 +70,8 @@ struct SumOp {
 
 // Objective weight w_b = n_b exp(alpha (mean_b - 1)) of bin b and its mean; bin 0 without the
 // channel's exact zeros (exact at any clip), as objective_ratio in the CPU kernel.
-__device__ __forceinline__ double bin_weight(const unsigned int* counts, const double* sums,
-                                             int b, double alpha, double zeros, double* mean) {
+__device__ __forceinline__ double bin_weight(const unsigned int* counts, const double* sums, int b,
+                                             double alpha, double zeros, double* mean) {
   double n = static_cast<double>(counts[b]);
   if (b == 0) n = n > zeros ? n - zeros : 0.0;
   *mean = sums[b] / (n > 1.0 ? n : 1.0);
@@ -143,7 +143,7 @@ __global__ void __launch_bounds__(kThreads)
   const float sigma_rel = static_cast<float>(sqrt(sq / count) / static_cast<double>(m));
   const float inv = 1.0f / m;  // x = |g| * (1 / max), exactly as channel_histograms does
   // Where 1 / max overflows (abs-max below about 2**-128), x is the quotient instead: inf and
-  // NaN gave bins out of range.
+  // NaN would give bins out of range.
   const bool divide = isinf(inv);
   const float bins = static_cast<float>(num_bins);
 
@@ -259,8 +259,7 @@ __global__ void __launch_bounds__(kThreads)
 
 Stats grad_channel_stats_cuda(const at::Tensor& g, int64_t dim, int64_t num_bins, double alpha,
                               int64_t max_code, bool return_hist) {
-  const auto layout =
-      mmdaq::check_channel_stats_args(g, dim, num_bins, alpha, max_code, kMaxBins);
+  const auto layout = mmdaq::check_channel_stats_args(g, dim, num_bins, alpha, max_code, kMaxBins);
   const c10::cuda::CUDAGuard guard(g.device());
   const int64_t outer = layout.outer, channels = layout.channels, inner = layout.inner;
   const int64_t kept_bins = return_hist ? num_bins : 0;
@@ -278,11 +277,10 @@ Stats grad_channel_stats_cuda(const at::Tensor& g, int64_t dim, int64_t num_bins
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         static_cast<int>(smem)));
   }
-  kernel<<<static_cast<unsigned int>(channels), kThreads, smem,
-           at::cuda::getCurrentCUDAStream()>>>(
+  kernel<<<static_cast<unsigned int>(channels), kThreads, smem, at::cuda::getCurrentCUDAStream()>>>(
       gc.data_ptr<float>(), outer, channels, inner, static_cast<int>(num_bins), alpha,
-      static_cast<int>(max_code), kept_bins > 0, abs_max.data_ptr<float>(),
-      sigma.data_ptr<float>(), frac.data_ptr<float>(), ratio.data_ptr<float>(),
+      static_cast<int>(max_code), kept_bins > 0, abs_max.data_ptr<float>(), sigma.data_ptr<float>(),
+      frac.data_ptr<float>(), ratio.data_ptr<float>(),
       kept_bins > 0 ? hist_count.data_ptr<double>() : nullptr,
       kept_bins > 0 ? hist_sum.data_ptr<double>() : nullptr,
       reinterpret_cast<long long*>(zero_count.data_ptr<int64_t>()));

@@ -60,12 +60,12 @@ void launch_quantize(const mmdaq::QuantizeIO& io, int64_t numel, const float* te
   const auto stream = at::cuda::getCurrentCUDAStream();
   if (out2 == nullptr) {
     quantize_int8_kernel<false><<<grid, kThreads, 0, stream>>>(
-        io.x.data_ptr<float>(), io.scale.data_ptr<float>(), io.out.data_ptr<int8_t>(), rows,
-        inner, io.layout.channels, nullptr, nullptr);
+        io.x.data_ptr<float>(), io.scale.data_ptr<float>(), io.out.data_ptr<int8_t>(), rows, inner,
+        io.layout.channels, nullptr, nullptr);
   } else {
     quantize_int8_kernel<true><<<grid, kThreads, 0, stream>>>(
-        io.x.data_ptr<float>(), io.scale.data_ptr<float>(), io.out.data_ptr<int8_t>(), rows,
-        inner, io.layout.channels, tensor_scale, out2);
+        io.x.data_ptr<float>(), io.scale.data_ptr<float>(), io.out.data_ptr<int8_t>(), rows, inner,
+        io.layout.channels, tensor_scale, out2);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -124,8 +124,8 @@ int64_t philox_grid(int64_t numel) {
   return std::max<int64_t>(1, std::min<int64_t>((numel / 4 + kThreads) / kThreads, 65535));
 }
 
-at::Tensor quantize_int8_stochastic_cuda(const at::Tensor& x, const at::Tensor& scale,
-                                         int64_t dim, int64_t seed, int64_t offset) {
+at::Tensor quantize_int8_stochastic_cuda(const at::Tensor& x, const at::Tensor& scale, int64_t dim,
+                                         int64_t seed, int64_t offset) {
   const c10::cuda::CUDAGuard guard(x.device());
   auto io = mmdaq::prepare_quantize(x, scale, dim);
   const auto& layout = io.layout;
@@ -135,8 +135,8 @@ at::Tensor quantize_int8_stochastic_cuda(const at::Tensor& x, const at::Tensor& 
   }
   quantize_int8_stochastic_kernel<<<philox_grid(x.numel()), kThreads, 0,
                                     at::cuda::getCurrentCUDAStream()>>>(
-      xc.data_ptr<float>(), sc.data_ptr<float>(), out.data_ptr<int8_t>(), x.numel(),
-      layout.inner, layout.channels, static_cast<uint64_t>(seed), static_cast<uint64_t>(offset));
+      xc.data_ptr<float>(), sc.data_ptr<float>(), out.data_ptr<int8_t>(), x.numel(), layout.inner,
+      layout.channels, static_cast<uint64_t>(seed), static_cast<uint64_t>(offset));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
 }
@@ -146,9 +146,9 @@ at::Tensor philox_uniform_cuda(const at::Tensor& like, int64_t seed, int64_t off
   auto out = at::empty(like.sizes(), like.options().dtype(at::kFloat));
   if (out.numel() == 0) return out;
   philox_uniform_kernel<<<philox_grid(out.numel()), kThreads, 0,
-                          at::cuda::getCurrentCUDAStream()>>>(
-      out.data_ptr<float>(), out.numel(), static_cast<uint64_t>(seed),
-      static_cast<uint64_t>(offset));
+                          at::cuda::getCurrentCUDAStream()>>>(out.data_ptr<float>(), out.numel(),
+                                                              static_cast<uint64_t>(seed),
+                                                              static_cast<uint64_t>(offset));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
 }

@@ -2,10 +2,10 @@
 
 On CPUs with VNNI both the GEMM path (im2col + ``torch._int_mm`` + fused epilogue) and
 oneDNN's convolution (:mod:`.onednn_conv`) are exact and return bit-identical results, but
-which is faster depends on the shape: oneDNN avoids im2col and the layout passes, while its
-weight re-pack costs about 7 ns per weight element every call (deep layers at small batches
-lose). Like ``torch.backends.cudnn.benchmark``, the first call of a shape times each kernel
-(one warm-up run, then the best of :data:`TIMED_RUNS`) and keeps the fastest for later calls.
+which is faster depends on the shape: oneDNN avoids im2col and the layout passes, while it
+re-packs the weight on every call (deep layers at small batches lose). Like
+``torch.backends.cudnn.benchmark``, the first call of a shape times each kernel (one warm-up
+run, then the best of :data:`TIMED_RUNS`) and keeps the fastest for later calls.
 Since the kernels agree bit for bit, the choice changes speed only, never the training run.
 
 ``MMDAQ_CPU_CONV``: ``auto`` (default, measured), ``onednn`` or ``gemm`` (forced; ``onednn``

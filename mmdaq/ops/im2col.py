@@ -28,8 +28,8 @@ def im2col(x: Tensor, kernel: Sequence[int], stride: Sequence[int], padding: Seq
     """Columns of a convolution input, channels innermost.
 
     The columns are ordered (G, k_1, .., k_d, C/G) along the second dim, so the copy moves runs
-    of C/G contiguous values of a channels-last input instead of single elements (several times
-    faster for int8); :func:`channels_inner_weight` gives the matching weight.
+    of C/G contiguous values of a channels-last input instead of single elements;
+    :func:`channels_inner_weight` gives the matching weight.
 
     Args:
         x (Tensor[N, C, *S]): Input with 1 to 3 spatial dims S (any dtype).

@@ -10,9 +10,9 @@ GEMM path, bit for bit (tested).
 
 Not used on AVX2-only CPUs: there oneDNN's u8 x s8 kernels sum pairs in saturating 16-bit
 (``vpmaddubsw``), which is not exact for 8-bit codes. The weight is re-packed into oneDNN's
-blocked layout on every call (it changes every step); that costs about 7 ns per weight
-element on the machines measured, a lot for deep layers at small batches, which is why
-:mod:`.conv_autotune` picks between this and the GEMM path per shape.
+blocked layout on every call (it changes every step), a cost that grows with the weight and
+not with the batch, so deep layers at small batches lose; that is why :mod:`.conv_autotune`
+picks between this and the GEMM path per shape.
 """
 from typing import Optional
 
@@ -62,7 +62,7 @@ def int8_conv_onednn(x_q: Tensor, w_q: Tensor, scale: Tensor, bias: Optional[Ten
     x_u = int8_channels_last(x_q, to_uint8=True)
     c_out = w_q.shape[0]
     # One weight scale for the tensor: with one per channel the pre-pack reads them with an
-    # .item() each (2 x 2048 dispatched calls for 2048 channels, half of a 5 ms call).
+    # .item() each (two dispatched calls per channel).
     ones = torch.ones(1, dtype=torch.float64)
     zeros = torch.zeros(1, dtype=torch.int64)
     stride, padding, dilation = list(geo.stride), list(geo.padding), list(geo.dilation)

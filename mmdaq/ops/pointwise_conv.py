@@ -28,8 +28,8 @@ def pointwise_supported(x_q: Tensor, w_q: Tensor, geo) -> bool:
 
 
 #: Output positions per sample below which one im2col GEMM over the whole batch beats the GEMMs
-#: per sample (2 threads, AVX-512 VNNI, ResNet-50's 1x1 layers at batch 8: 7 x 7 (49) 1.5-2x
-#: faster through im2col, 14 x 14 (196) a tie, 28 x 28 (784) 1.8x slower).
+#: per sample, which are then too narrow (the crossover on ResNet-50's 1x1 layers is in
+#: ``docs/benchmarks/notes_from_code.md``).
 MIN_POSITIONS = 128
 
 
@@ -52,9 +52,8 @@ def _scaled_per_sample_gemm(a: Tensor, b: Tensor, scale: Tensor,
     (Tensor[N, K, L], int8): Tensor[N, M, L].
 
     Each sample's int32 sums go to one reused buffer and are scaled from there while they are
-    still in cache (a [N, M, L] int32 tensor written, then read back, cost as much again as the
-    GEMMs for 1x1 convolutions that widen the channels). Two roundings (multiply, then add), as
-    the fused epilogue of the GEMM path.
+    still in cache, so no [N, M, L] int32 tensor is written to memory and read back. Two
+    roundings (multiply, then add), as the fused epilogue of the GEMM path.
     """
     out = torch.empty((b.shape[0], a.shape[0], b.shape[2]), dtype=torch.float32)
     acc = torch.empty((a.shape[0], b.shape[2]), dtype=torch.int32)

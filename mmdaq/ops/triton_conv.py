@@ -1,11 +1,11 @@
 """Implicit-GEMM INT8 convolution in Triton (CUDA): no im2col, epilogue fused.
 
-On the H100 the INT8 layer spent 58% of its GPU time in copies around ``torch._int_mm`` (im2col
-of the int8 input, transposes, padding) and launched dozens of kernels per layer (README,
-"Speed (GPU)"). This kernel reads the int8 codes of X in channels-last order straight from
-memory, gathers each (kernel position, channel block) tile of the virtual column matrix inside
-the kernel (zero padding by masking), accumulates ``tl.dot`` products in int32 and writes the
-scaled (and biased) float32 output in NC* layout: one launch for the whole forward GEMM.
+The kernel reads the int8 codes of X in channels-last order straight from memory, gathers each
+(kernel position, channel block) tile of the virtual column matrix inside the kernel (zero
+padding by masking), accumulates ``tl.dot`` products in int32 and writes the scaled (and
+biased) float32 output in NC* layout: one launch for the whole forward GEMM, without the
+copies around ``torch._int_mm`` (im2col of the int8 input, transposes, padding) and the many
+small launches of the GEMM path.
 
 :func:`int8_conv2d_wgrad_triton` computes the weight gradient the same way (columns gathered
 in the kernel, the long reduction over positions split over programs, int32 blocks added in

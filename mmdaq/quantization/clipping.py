@@ -1,47 +1,15 @@
 """Magnitude-aware Clipping Strategy (MCS) of DAQ, its objective and a numeric reference solver.
 
-Tags: [P]/[G] = the paper (as retyped by the GiantPandaCV write-up), [M] = this implementation's
-own step, not the paper's. ``docs/quantization.md`` has the longer version with measurements.
+* :class:`MCSConfig`, :func:`magnitude_aware_clip` (and :func:`mcs_clip_from_stats`, the same
+  rule from precomputed statistics): the paper's clip per channel, ``s_t = |g|max_t`` for a
+  bell-shaped channel and ``s_t = (1 - k A) s_{t-1} + A |g|max_t`` for an inverted-T one;
+  registered as the clip strategy ``'mcs'``.
+* :func:`magnitude_weighted_error`: the objective on data, the actual quantization error
+  weighted by ``exp(alpha |g| / |g|max)``.
+* :func:`solve_optimal_clip`: the clip per channel that minimises it, a reference for MCS.
 
-Objective [G]. Per channel, with clip ``s``, ``Q = 127`` and step ``s / Q``::
-
-    E(s) = integral |g - g_hat(g)| f(g) p(g) dg,     f(g) = exp(alpha |g|)
-
-Large gradients carry more information, so their error weighs more. With p symmetric and the
-rounding error taken as half a step inside the clip range [G], ``E`` splits into a rounding and
-a clipping term (``G = |g|max``)::
-
-    E(s) = (s / Q) F(s) + 2 integral_s^G (g - s) f p dg,    F(s) = integral_0^s f p dg
-    dE/ds = (F(s) + s f(s) p(s)) / Q - 2 T(s),               T(s) = integral_s^G f p dg  [M]
-
-Gaussian channels [G]: the paper concludes ``s = |g|max``. [M]: at ``s = G`` the tail T is 0 and
-dE/ds > 0, so the model's optimum lies a little below G; a first-order expansion of T near G gives
-``s ~ G (1 - delta)``, ``delta = (1 + F(G) / (G f(G) p(G))) / (2Q)``, which is ~0 only when the
-weighted density peaks at the edge, i.e. when the weight outgrows the Gaussian decay there
-(with the scale-free weight ``exp(alpha |g| / G)``: ``alpha ~> (G / sigma)**2``). The paper
-gives no alpha.
-
-Inverted-T channels [G]: piecewise-uniform model ``p = a`` on ``|g| < eps``, ``p = b`` on
-``eps < |g| < G`` (``a >> b``). For ``eps < s < G`` [M]::
-
-    F(s) = (a/alpha)(e^{alpha eps} - 1) + (b/alpha)(e^{alpha s} - e^{alpha eps})
-    dE/ds = (F(s) + s b e^{alpha s}) / Q - (2b/alpha)(e^{alpha G} - e^{alpha s})
-
-The paper then states the per-iteration update [G], with ``k = 1``, ``A = 0.8`` (grid search)::
-
-    s_t = (1 - k A) s_{t-1} + A |g|max_t  =  s_{t-1} - A (k s_{t-1} - |g|max_t)
-
-[M] reading (the paper's intermediate step was not recovered): one damped step on the linear
-surrogate ``dE/ds ~ c (k s - G_t)``, whose root ``G_t / k`` matches one Newton step of the model
-from ``s = G``: ``s_1 = G (1 - delta)``, ``delta = (1 + F(G) / (G b e^{alpha G})) /
-(2Q + 2 + alpha G)``, i.e. ``k = 1 / (1 - delta) ~ 1 + delta``, and delta is a few per mille to a
-few percent for 8 bits. ``A < 1 / k`` keeps 1 - k A of the previous clip: an exponential moving
-average of the per-iteration abs-max, so a sudden outlier burst is partly clipped. ``k A <= 1``
-keeps the clip positive.
-
-Empirical objective [M]: :func:`magnitude_weighted_error` uses the actual quantization error
-(not the half-step model) and ``f(g) = exp(alpha |g| / |g|max)``, which makes alpha scale-free;
-:func:`solve_optimal_clip` minimises it on the data, as a reference for MCS.
+``docs/quantization.md`` (section 3) derives the objective for both channel classes, reads the
+update rule from it and compares MCS with the reference on data.
 """
 import dataclasses
 import math
