@@ -72,7 +72,9 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(exclude=('tests', 'tests.*', 'configs', 'tools')),
     python_requires='>=3.9',
-    install_requires=['torch>=2.1'],
+    # torch.library.custom_op, register_fake and register_autograd need 2.4;
+    # torch.serialization.safe_globals with (object, name) pairs (mmdaq.compat) needs 2.6.
+    install_requires=['torch>=2.6'],
     extras_require={'openmmlab': read_requirements('runtime.txt'),
                     'tests': read_requirements('tests.txt')},
     ext_modules=ext_modules,

@@ -53,9 +53,12 @@ else
   say "installing torch==$TORCH_VERSION (CPU wheel)"
   pipq install -q "torch==$TORCH_VERSION"
 fi
-# 3. Build requirements (mmcv's setup.py needs them installed, without build isolation).
+# 3. Build requirements (mmcv's setup.py needs them installed, without build isolation), and
+#    OpenCV: mmcv's wheel requires opencv-python (with GUI libraries) unless a headless OpenCV is
+#    installed when it is built. Its pin is the one in requirements/runtime.txt.
 say "installing build requirements"
-pipq install -q -r "$ROOT/requirements/build.txt" 'opencv-python-headless<4.12'
+OPENCV_REQ="$(grep -E '^opencv-python-headless' "$ROOT/requirements/runtime.txt")"
+pipq install -q -r "$ROOT/requirements/build.txt" "$OPENCV_REQ"
 
 TORCH_TAG="$("$PY" -c 'import torch; print(torch.__version__.replace("+", "_"))')"
 PY_TAG="$("$PY" -c 'import sys; print(f"py{sys.version_info[0]}{sys.version_info[1]}")')"

@@ -2,16 +2,16 @@
 
 Used by ``tools/benchmarks/bench_layers.py``. Every comparison runs in one process on one device,
 so only ratios are meant to be read across machines. Timings are medians of ``reps`` runs after
-``warmup`` runs; on CUDA every run is synchronised.
+``warmup`` runs, taken by :class:`torch.utils.benchmark.Timer` (which synchronises the
+accelerator around every timed run) on torch's current number of threads.
 """
 import contextlib
 import copy
-import statistics
-import time
 from typing import Callable, Dict, Iterator, List, NamedTuple, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.utils import benchmark
 
 #: Precisions compared: FP32, BF16 autocast and DAQ INT8 (the model's layers converted).
 PRECISIONS = ('fp32', 'bf16', 'daq')
@@ -85,23 +85,21 @@ def resnet50_conv_shapes(batch: int, size: int) -> List[Tuple[ConvShape, int]]:
     return conv_shapes(model, torch.zeros(batch, 3, size, size))
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
 def median_time(fn: Callable[[], None], device: torch.device, reps: int, warmup: int) -> float:
-    """Median wall time of ``fn()`` in seconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """Median wall time of ``fn()`` in seconds over ``reps`` runs, after ``warmup`` runs.
+
+    Each run is one :meth:`torch.utils.benchmark.Timer.timeit` of a single call (which makes two
+    untimed calls of its own first), on ``torch.get_num_threads()`` threads, with ``device``
+    current on CUDA so that the timer synchronises it.
+    """
+    current = torch.cuda.device(device) if device.type == 'cuda' else contextlib.nullcontext()
+    with current:
+        for _ in range(warmup):
+            fn()
+        timer = benchmark.Timer(stmt='fn()', globals={'fn': fn},
+                                num_threads=torch.get_num_threads())
+        runs = [timer.timeit(number=1) for _ in range(reps)]
+    return benchmark.Measurement.merge(runs)[0].median
 
 
 @contextlib.contextmanager

@@ -6,27 +6,26 @@ refuses the few non-tensor objects a resume checkpoint holds (the MessageHub's
 ``HistoryBuffer`` and the numpy arrays/dtypes inside it), so ``--resume`` fails.
 
 Turning weights-only loading off would let a checkpoint file run arbitrary code.
-Instead, :func:`safe_torch_load` first tries torch's own weights-only loader and,
-only if that refuses a global, unpickles with :class:`RestrictedUnpickler`, which
-resolves nothing but:
+Instead, :func:`safe_torch_load` loads with torch's weights-only unpickler and,
+for that call only (``torch.serialization.safe_globals``), allows on top of
+torch's own allow-list:
 
-* the globals torch's weights-only unpickler allows (tensors, storages, dtypes,
-  ``OrderedDict`` ...),
 * the exact (module, name) pairs in :data:`SAFE_GLOBALS`, found in real mmengine,
-  mmdet and mmaction2 checkpoints,
-* ``builtins.getattr``, replaced by :func:`_guarded_getattr`, which only resolves
-  numpy dtype classes and the statistics methods of ``HistoryBuffer``.
+  mmdet and mmaction2 checkpoints, and numpy's dtype classes
+  (``numpy.dtypes.*DType``, the types of dtype objects);
+* ``builtins.getattr``, as :func:`_guarded_getattr`, which only resolves numpy
+  dtype classes and the statistics methods of ``HistoryBuffer`` (``getattr``
+  itself would reach any attribute of anything allowed).
 
 Anything else raises :class:`UnsafeCheckpointError` before it is called, so a
 malicious ``__reduce__`` payload is never executed.
 """
-import _compat_pickle
 import importlib
 import io
 import os
 import os.path as osp
 import pickle
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, List, Tuple
 
 import torch
 
@@ -61,11 +60,6 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
     """A checkpoint refers to a global that is not on the allow-list."""
 
 
-def _torch_allowed_globals() -> Dict[str, Any]:
-    from torch import _weights_only_unpickler
-    return _weights_only_unpickler._get_allowed_globals()
-
-
 def _is_numpy_dtype_class(obj: Any, name: str) -> bool:
     import numpy as np
     return (getattr(obj, '__name__', None) == 'numpy.dtypes' and name.endswith('DType')
@@ -86,35 +80,48 @@ def _guarded_getattr(obj: Any, name: str) -> Any:
         'only numpy dtype classes and HistoryBuffer statistics can be resolved')
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only allow-listed globals (see module docstring)."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        # Python 2 names of protocol-2 pickles (torch.save's default), mapped as pickle does.
-        if (module, name) in _compat_pickle.NAME_MAPPING:
-            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
-        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        if (module, name) == ('builtins', 'getattr'):
-            return _guarded_getattr
-        if module == 'numpy.dtypes' and name.endswith('DType'):
-            return getattr(importlib.import_module(module), name)
-        allowed = _torch_allowed_globals()
-        key = f'{module}.{name}'
-        if key in allowed:
-            return allowed[key]
-        if (module, name) in SAFE_GLOBALS:
-            return getattr(importlib.import_module(module), name)
-        raise UnsafeCheckpointError(
-            f'checkpoint refers to {key}, which mmdaq does not allow to be loaded (it could run '
-            'arbitrary code). If the file is trusted and this global is harmless, add '
-            f'({module!r}, {name!r}) to mmdaq.compat.safe_checkpoint.SAFE_GLOBALS')
+def _allowed_globals() -> List[Tuple[Any, str]]:
+    """(object, 'module.name') pairs for ``torch.serialization.safe_globals``."""
+    allowed = [(_guarded_getattr, 'builtins.getattr')]
+    for module, name in SAFE_GLOBALS:
+        try:
+            allowed.append((getattr(importlib.import_module(module), name), f'{module}.{name}'))
+        except (ImportError, AttributeError):  # a package (or numpy layout) not installed here
+            continue
+    try:
+        import numpy as np
+        import numpy.dtypes as dtypes
+    except ImportError:
+        return allowed
+    allowed += [(cls, f'numpy.dtypes.{name}') for name, cls in vars(dtypes).items()
+                if name.endswith('DType') and isinstance(cls, type) and issubclass(cls, np.dtype)]
+    return allowed
 
 
-class _RestrictedPickleModule:
-    """The ``pickle_module`` handed to ``torch.load``: pickle, with the restricted Unpickler."""
-    Unpickler = RestrictedUnpickler
-    load = staticmethod(lambda f, **kw: RestrictedUnpickler(f, **kw).load())
-    __name__ = 'mmdaq.compat.safe_checkpoint'
+def _refusal(f: Any, error: pickle.UnpicklingError) -> UnsafeCheckpointError:
+    """What torch's weights-only loader refused, as an :class:`UnsafeCheckpointError`.
+
+    Must run inside the ``safe_globals`` context of the load, so that only the globals outside
+    the allow-list are named.
+    """
+    cause = error.__context__  # torch re-raises the unpickler's error without its type
+    while cause is not None:
+        if isinstance(cause, UnsafeCheckpointError):  # the guarded getattr refused
+            return cause
+        cause = cause.__context__
+    try:
+        if hasattr(f, 'seek'):
+            f.seek(0)
+        refused = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(f))
+    except (ValueError, RuntimeError, OSError):  # not a zip checkpoint: name nothing
+        refused = []
+    if not refused:
+        return UnsafeCheckpointError(f'checkpoint could not be loaded safely: {error}')
+    pairs = ', '.join(repr(tuple(key.rsplit('.', 1))) for key in refused)
+    return UnsafeCheckpointError(
+        f'checkpoint refers to {", ".join(refused)}, which mmdaq does not allow to be loaded (it '
+        'could run arbitrary code). If the file is trusted and this global is harmless, add '
+        f'{pairs} to mmdaq.compat.safe_checkpoint.SAFE_GLOBALS')
 
 
 def safe_torch_load(f: Any, map_location: Any = None) -> Any:
@@ -131,16 +138,13 @@ def safe_torch_load(f: Any, map_location: Any = None) -> Any:
         UnsafeCheckpointError: The file refers to a global outside the allow-list.
     """
     if not isinstance(f, (str, os.PathLike)):
-        data = f.read()
-        f = io.BytesIO(data)
-    try:
-        return torch.load(f, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        pass
-    if hasattr(f, 'seek'):
-        f.seek(0)
-    return torch.load(f, map_location=map_location, weights_only=False,
-                      pickle_module=_RestrictedPickleModule)
+        f = io.BytesIO(f.read())  # read again to name what a refused load refers to
+    with torch.serialization.safe_globals(_allowed_globals()):
+        try:
+            return torch.load(f, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as e:
+            refusal = _refusal(f, e)
+    raise refusal
 
 
 def load_from_local(filename: str, map_location: Any = None) -> Any:

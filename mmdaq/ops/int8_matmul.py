@@ -9,15 +9,15 @@ each accumulated exactly in int32, and adds the chunk results in int64.
 Backends, chosen per device at run time (``backend='auto'``):
 
 * ``'int_mm'``: ``torch._int_mm`` (int8 tensor cores on CUDA; oneDNN VNNI/AMX
-  kernels on CPUs that have them). On AVX2-only CPUs it falls back to a reference
-  loop 18-30x slower than FP32, so it is not used there.
+  kernels on CPUs that have them). On CPUs without VNNI/AMX it falls back to a reference
+  loop slower than FP32 GEMM, so it is not used there.
 * ``'float_exact'``: float32 GEMM on the integer codes, K split into chunks of
   :data:`MAX_FLOAT_EXACT_K` = 1040 so that every partial sum stays below 2**24 and
   is therefore an exact integer in float32, whatever the summation order. Same
   result as ``'int_mm'``, bit for bit, at FP32 speed.
 """
 import warnings
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -30,31 +30,47 @@ MAX_FLOAT_EXACT_K = (1 << 24) // (127 * 127)
 BACKENDS = ('auto', 'int_mm', 'float_exact')
 
 
-def _read_cpu_isa_flags() -> frozenset:
-    wanted = {'avx2', 'avx512f', 'avx512_vnni', 'avx_vnni', 'amx_int8'}
+#: /proc/cpuinfo flags of the instructions that give ``torch._int_mm`` a fast CPU kernel (VNNI,
+#: AMX). ``torch.backends.cpu.get_cpu_capability()`` reports the vector ISA torch dispatches to
+#: (AVX2, AVX512), not these.
+INT8_CPU_FLAGS = frozenset({'avx512_vnni', 'avx_vnni', 'amx_int8'})
+
+
+def _read_cpuinfo() -> Tuple[str, frozenset]:
+    """Model name and :data:`INT8_CPU_FLAGS` of the first CPU in /proc/cpuinfo ('', none if
+    unreadable)."""
+    model = ''
     try:
         with open('/proc/cpuinfo') as f:
             for line in f:
-                if line.startswith('flags'):
-                    return frozenset(wanted & set(line.split(':', 1)[1].split()))
+                key, _, value = line.partition(':')
+                if key.strip() == 'model name' and not model:
+                    model = value.strip()
+                elif key.strip() == 'flags':
+                    return model, INT8_CPU_FLAGS & frozenset(value.split())
     except OSError:
         pass
-    return frozenset()
+    return model, frozenset()
 
 
 # Read once at import: the dispatch below runs inside traced (torch.compile) code, which cannot
 # open files.
-_CPU_ISA_FLAGS = _read_cpu_isa_flags()
+_CPU_MODEL, _CPU_INT8_FLAGS = _read_cpuinfo()
 
 
-def cpu_isa_flags() -> frozenset:
-    """The int8-relevant ISA flags of this CPU (from /proc/cpuinfo; empty if unreadable)."""
-    return _CPU_ISA_FLAGS
+def cpu_model_name() -> str:
+    """This CPU's model name from /proc/cpuinfo ('' if unreadable)."""
+    return _CPU_MODEL
+
+
+def cpu_isa() -> str:
+    """torch's CPU capability and this CPU's int8 flags, for logs: e.g. 'AVX512,avx512_vnni'."""
+    return ','.join((torch.backends.cpu.get_cpu_capability(), ) + tuple(sorted(_CPU_INT8_FLAGS)))
 
 
 def has_fast_int8_cpu() -> bool:
     """Whether ``torch._int_mm`` has a fast (VNNI/AMX) kernel on this CPU."""
-    return bool(cpu_isa_flags() & {'avx512_vnni', 'avx_vnni', 'amx_int8'})
+    return bool(_CPU_INT8_FLAGS)
 
 
 def resolve_backend(device: torch.device, backend: str = 'auto') -> str:
@@ -92,8 +108,8 @@ def _int_mm_padded(a: Tensor, b: Tensor) -> Tensor:
     except RuntimeError as e:
         if 'CUBLAS_STATUS_NOT_SUPPORTED' not in str(e):
             raise
-    # Shapes cuBLASLt has no INT8 kernel for (seen on an H100 for M = 802816, N = 152): float64
-    # is exact for any K here (|sum| < 2**17 * 127**2 < 2**53) and is never TF32.
+    # Shapes cuBLASLt has no INT8 kernel for: float64 is exact for any K here
+    # (|sum| < 2**17 * 127**2 < 2**53) and is never TF32.
     _warn_unsupported_int_mm(a.shape, b.shape)
     return (a[:m, :k].double() @ b[:k, :n].double()).to(torch.int32)
 
@@ -151,7 +167,7 @@ def int8_matmul(a: Tensor, b: Tensor, backend: str = 'auto',
     use_int_mm = resolve_backend(a.device, backend) == 'int_mm'
     if use_int_mm and a.device.type == 'cpu':
         # oneDNN takes row-major operands (b also column-major); any other strides fall to a
-        # reference loop about 100x slower (seen: a [128, 128] slice of a weight, 100 ms).
+        # reference loop that is orders of magnitude slower.
         a = a.contiguous()
         b = b if b.t().is_contiguous() else b.contiguous()
         if out is not None:

@@ -18,6 +18,6 @@ def test_import_mmaction_models_after_mmdaq():
 
 
 def test_stub_not_installed_twice():
-    from mmdaq.compat import install_drn_stub
     import mmdaq  # noqa: F401
+    from mmdaq.compat import install_drn_stub
     assert install_drn_stub() is False  # already in sys.modules

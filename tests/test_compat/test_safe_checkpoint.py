@@ -52,6 +52,7 @@ def test_malicious_payload_is_refused_and_not_run(tmp_path, load):
             safe_torch_load(str(tmp_path / 'evil.pth'))
         else:
             import mmdaq  # noqa: F401  (patches mmengine's loader)
+            # isort: split
             from mmengine.runner.checkpoint import _load_checkpoint
             _load_checkpoint(str(tmp_path / 'evil.pth'), map_location='cpu')
     assert not marker.exists()

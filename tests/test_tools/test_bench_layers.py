@@ -5,7 +5,6 @@ import os.path as osp
 
 import pytest
 
-
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 

@@ -24,13 +24,12 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import torch  # noqa: E402
 
+from mmdaq.analysis import torchvision_models  # noqa: E402
 from mmdaq.analysis.benchmark import (prepare, resnet50_conv_shapes,  # noqa: E402
                                       saved_activation_bytes, time_layer, time_train_step)
-from mmdaq.analysis.torchvision_models import (  # noqa: E402
-    TORCHVISION_MODELS, build_torchvision_step, convert_like_daq_hook)
 from mmdaq.ops.conv_autotune import (MODES, autotune_choices, cpu_conv_kernel,  # noqa: E402
                                      reset_autotune)
-from mmdaq.ops.int8_matmul import cpu_isa_flags, resolve_backend  # noqa: E402
+from mmdaq.ops.int8_matmul import cpu_isa, cpu_model_name, resolve_backend  # noqa: E402
 
 E2E_MODELS = {
     'faster_rcnn': ('mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py', dict(size=320)),
@@ -44,15 +43,8 @@ E2E_MODELS = {
 def device_description(device: torch.device) -> str:
     if device.type == 'cuda':
         return torch.cuda.get_device_name(device)
-    model = platform.processor() or 'cpu'
-    try:
-        with open('/proc/cpuinfo') as f:
-            model = next(line.split(':', 1)[1].strip() for line in f
-                         if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
-    isa = ','.join(sorted(cpu_isa_flags())) or 'unknown'
-    return f'{model}, {torch.get_num_threads()} threads, ISA {isa}'
+    model = cpu_model_name() or platform.processor() or 'cpu'
+    return f'{model}, {torch.get_num_threads()} threads, ISA {cpu_isa()}'
 
 
 def variants(args) -> list:
@@ -136,9 +128,9 @@ def _openmmlab_step(key: str, precision: str, args, device: torch.device):
 
 
 def _torchvision_step(key: str, precision: str, args, device: torch.device):
-    model, loss_fn = build_torchvision_step(key, args.e2e_batch, device)
+    model, loss_fn = torchvision_models.build_torchvision_step(key, args.e2e_batch, device)
     if precision == 'daq':
-        convert_like_daq_hook(model, key)
+        torchvision_models.convert_like_daq_hook(model, key)
     return model, loss_fn
 
 
@@ -146,7 +138,8 @@ def bench_e2e(args, device: torch.device) -> dict:
     results = {}
     columns = variants(args)
     for key in args.e2e:
-        build = _torchvision_step if key in TORCHVISION_MODELS else _openmmlab_step
+        from_torchvision = key in torchvision_models.TORCHVISION_MODELS
+        build = _torchvision_step if from_torchvision else _openmmlab_step
         steps, errors = {}, {}
         for label, precision, _ in columns:
             try:
@@ -192,7 +185,8 @@ def main(argv=None) -> dict:
     parser.add_argument('--limit', type=int, default=0, help='only the first N shapes')
     parser.add_argument('--reps', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=2)
-    parser.add_argument('--e2e', nargs='*', choices=list(E2E_MODELS) + list(TORCHVISION_MODELS),
+    e2e_choices = list(E2E_MODELS) + list(torchvision_models.TORCHVISION_MODELS)
+    parser.add_argument('--e2e', nargs='*', choices=e2e_choices,
                         help='time training iterations of these models instead of layers '
                         '(tv_*: torchvision stand-ins that need no OpenMMLab install)')
     parser.add_argument('--e2e-batch', type=int, default=None,

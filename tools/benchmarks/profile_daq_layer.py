@@ -29,7 +29,7 @@ from torch import nn  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from mmdaq.analysis.benchmark import median_time, prepare, resnet50_conv_shapes  # noqa: E402
-from mmdaq.ops.int8_matmul import cpu_isa_flags  # noqa: E402
+from mmdaq.ops.int8_matmul import cpu_isa  # noqa: E402
 
 #: Budget categories, by operator name (first match wins); what matches none is 'other'.
 CATEGORIES = (
@@ -75,7 +75,7 @@ def resnet50_budget(args) -> None:
     shapes = resnet50_conv_shapes(args.batch or 8, 224)
     labels = [c for c, _ in CATEGORIES] + ['other']
     print(f'DAQ time budget per ResNet-50 convolution (fwd+bwd, batch {args.batch or 8}), '
-          f'{torch.get_num_threads()} threads, ISA {",".join(sorted(cpu_isa_flags()))}, torch '
+          f'{torch.get_num_threads()} threads, ISA {cpu_isa()}, torch '
           f'{torch.__version__}; shares of the operators\' own CPU time under the profiler')
     print(f'{"conv":40s} {"fp32 ms":>8s} {"daq ms":>8s} {"x":>6s} '
           + ' '.join(f'{c[:12]:>12s}' for c in labels) + f' {"GEMM-only x":>11s}')
@@ -98,7 +98,7 @@ def resnet50_budget(args) -> None:
           f'GEMMs left: {statistics.median(r["gemm_only_x"] for r in rows):.2f}x')
     if args.json:
         with open(args.json, 'w') as f:
-            json.dump(dict(threads=torch.get_num_threads(), isa=sorted(cpu_isa_flags()),
+            json.dump(dict(threads=torch.get_num_threads(), isa=cpu_isa(),
                            torch=torch.__version__, command=' '.join(sys.argv), rows=rows), f,
                       indent=1)
 
