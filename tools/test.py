@@ -12,6 +12,8 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a clone
 
 import mmdaq  # noqa: E402,F401  (compatibility fixes before any OpenMMLab import)
+
+# isort: split
 from mmengine.config import DictAction  # noqa: E402
 from mmengine.evaluator import DumpResults  # noqa: E402
 

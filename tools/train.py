@@ -15,6 +15,8 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a clone
 
 import mmdaq  # noqa: E402,F401  (compatibility fixes before any OpenMMLab import)
+
+# isort: split
 from mmengine.config import DictAction  # noqa: E402
 
 from mmdaq.engine.launch import (apply_resume, build_runner, enable_amp,  # noqa: E402

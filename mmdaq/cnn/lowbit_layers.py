@@ -34,8 +34,7 @@ from ..ops.int8_layer import ConvGeometry
 from ..ops.lowbit_conv import lowbit_int_conv, lowbit_int_linear
 from ..quantization.lowbit import FP_BITS, check_bits, quantize_activation, quantize_weight
 from .convert import ConversionReport, _compile, daq_class_for
-from .daq_layers import (DAQConv2d, DAQConv3d, DAQLinear, _explicit_padding,
-                         carry_module_state)
+from .daq_layers import DAQConv2d, DAQConv3d, DAQLinear, _explicit_padding, carry_module_state
 
 #: Largest bit width whose codes fit int8 (weight codes reach +-(2**k - 1)).
 MAX_INT8_BITS = 7

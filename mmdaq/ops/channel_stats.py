@@ -12,7 +12,6 @@ from torch import Tensor
 
 from .extension import register_fake_if_built, require_extension
 
-
 Stats = Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
 

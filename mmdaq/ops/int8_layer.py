@@ -29,15 +29,14 @@ from .conv_autotune import cpu_conv_mode, fastest, shape_bucket
 from .epilogue import channels_first_epilogue
 from .grouped_matmul import grouped_int8_matmul
 from .im2col import channels_inner_to_weight, channels_inner_weight, col2im, im2col, weight_columns
-from .layout import int32_to_weight
 from .int8_conv_op import int8_conv_op
+from .layout import int32_to_weight
 from .onednn_conv import int8_conv_onednn, onednn_conv_supported
-from .phase_grad_input import (phase_grad_input_supported, phase_int8_grad_input,
-                               transposed_weight)
+from .phase_grad_input import phase_grad_input_supported, phase_int8_grad_input, transposed_weight
 from .pointwise_conv import (is_pointwise, pointwise_int8_conv, pointwise_int8_grad_input,
                              pointwise_pays, pointwise_supported)
-from .triton_conv import (conv2d_int8_supported, conv2d_wgrad_int8_supported,
-                          int8_conv2d_triton, int8_conv2d_wgrad_triton)
+from .triton_conv import (conv2d_int8_supported, conv2d_wgrad_int8_supported, int8_conv2d_triton,
+                          int8_conv2d_wgrad_triton)
 
 #: Use the Triton implicit-GEMM kernels for 2-D convolutions on CUDA (``MMDAQ_TRITON=0``: off).
 USE_TRITON = os.environ.get('MMDAQ_TRITON', '1') != '0'

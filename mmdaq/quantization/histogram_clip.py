@@ -37,8 +37,7 @@ import torch
 from torch import Tensor
 
 from .distribution import (_as_float32, _check_channel_major, channel_histograms,
-                           channel_zero_counts, gradient_statistics_reference,
-                           stats_kernel_applies)
+                           channel_zero_counts, gradient_statistics_reference, stats_kernel_applies)
 from .quantize import max_code
 
 

@@ -23,6 +23,7 @@ output rows or columns, after the GEMM, so one copy of X and W serves two GEMMs 
 gets two copies (one per backward GEMM), each grouped along that GEMM's reduction axis.
 """
 import dataclasses
+
 from torch import Tensor
 
 from .schemes import QuantScheme, register_scheme

@@ -8,8 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from mmdaq.analysis.grad_dist import (analyse_gradients, daq_channel_choice, spread_evenly,
-                                      summarise)
+from mmdaq.analysis.grad_dist import analyse_gradients, daq_channel_choice, spread_evenly, summarise
 from mmdaq.quantization.schemes import DAQScheme
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))

@@ -6,8 +6,8 @@ import os.path as osp
 import numpy as np
 import pytest
 
-from mmdaq.analysis.curves import (Series, band, curve_bands, group_runs, load_scalars,
-                                   match_key, run_label, smooth)
+from mmdaq.analysis.curves import (Series, band, curve_bands, group_runs, load_scalars, match_key,
+                                   run_label, smooth)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 

@@ -4,9 +4,8 @@ import pytest
 import torch
 from torch import nn
 
+from mmdaq.cnn import DAQConv2d, DAQConv3d, DAQLinear, convert_model, convert_modules, daq_layers
 from mmdaq.testing import sqnr
-from mmdaq.cnn import (DAQConv2d, DAQConv3d, DAQLinear, convert_model, convert_modules,
-                       daq_layers)
 
 
 class _Net(nn.Module):

@@ -10,15 +10,17 @@ import sys
 import torch
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-import mmdaq  # noqa: E402,F401
+import mmdaq  # noqa: E402,F401  (compatibility fixes before any OpenMMLab import)
+
+# isort: split
 from mmengine.config import Config  # noqa: E402
 from mmengine.dist import get_rank, get_world_size  # noqa: E402
 from mmengine.hooks import Hook  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
+from test_daq_hook import ToyData, ToyNet  # noqa: E402
 
 from mmdaq.cnn import daq_layers  # noqa: E402
 from mmdaq.engine.launch import setup_launcher, shutdown_distributed  # noqa: E402
-from test_daq_hook import ToyData, ToyNet  # noqa: E402
 
 
 class Record(Hook):

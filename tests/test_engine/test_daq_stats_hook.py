@@ -8,11 +8,10 @@ pytest.importorskip('mmengine')
 pytest.importorskip('tensorboard')
 from mmengine.hooks import Hook  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import (  # noqa: E402
-    EventAccumulator, )
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+from test_daq_hook import ToyData, ToyNet  # noqa: E402  (the same toy model and data)
 
 from mmdaq.engine import DAQStatsHook  # noqa: E402
-from test_daq_hook import ToyData, ToyNet  # noqa: E402  (the same toy model and data)
 
 
 class CountForwardHooks(Hook):

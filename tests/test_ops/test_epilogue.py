@@ -5,7 +5,6 @@ import torch
 from mmdaq.ops.epilogue import channels_first_epilogue, int32_to_channels_first_reference
 
 
-
 @pytest.mark.needs_ext
 # 16 x 16 blocks on AVX-512 CPUs, the edges elementwise: whole blocks only (2, 64, 8, 4), blocks
 # and edges in both dims (3, 70, 9, 9), too few channels for a block (2, 1, 130).

@@ -5,7 +5,6 @@ from mmdaq.ops import quantize_int8, quantize_int8_reference
 from mmdaq.testing import DEVICES
 
 
-
 @pytest.mark.needs_ext
 @pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('shape, dim', [((7, ), 0), ((4, 5, 6), 1), ((3, 2, 5, 5), -1),

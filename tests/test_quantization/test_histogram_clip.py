@@ -3,8 +3,7 @@ import torch
 
 from mmdaq.quantization import magnitude_weighted_error, solve_optimal_clip
 from mmdaq.quantization.distribution import (channel_histograms, channel_zero_counts,
-                                             gradient_statistics,
-                                             gradient_statistics_reference)
+                                             gradient_statistics, gradient_statistics_reference)
 from mmdaq.quantization.histogram_clip import (clip_from_histograms, histogram_objective_clip,
                                                objective_clip, objective_curve,
                                                objective_curve_from_histograms)

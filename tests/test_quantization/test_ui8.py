@@ -5,8 +5,7 @@ import math
 import pytest
 import torch
 
-from mmdaq.quantization import (DSGCConfig, cosine_distance, dclrs_factor,
-                                direction_sensitive_clip)
+from mmdaq.quantization import DSGCConfig, cosine_distance, dclrs_factor, direction_sensitive_clip
 from mmdaq.quantization.schemes import build_scheme
 from mmdaq.testing import laplace
 

@@ -1,8 +1,8 @@
 """compare_methods.py: which config and options each method runs (no training here)."""
 import json
 import os
-import re
 import os.path as osp
+import re
 import sys
 
 import pytest
