@@ -1,5 +1,5 @@
 // Argument checks and [outer, C, inner] layout of quantize_int8, shared by the CPU and CUDA
-// kernels (same wording as the fake in mmdaq/ops/quantize.py).
+// kernels (same wording as the fake in mmdaq/kernels/quantize.py).
 #pragma once
 
 #include <torch/types.h>

@@ -11,7 +11,7 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    from mmdaq.ops.extension import is_extension_available
+    from mmdaq.kernels import is_extension_available
     if is_extension_available():
         return
     skip = pytest.mark.skip(reason='mmdaq._ext not built (tools/install.sh builds it)')

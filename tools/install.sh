@@ -115,7 +115,7 @@ fi
 (cd / && "$PY" - <<'PYEOF'
 import torch, mmcv, mmengine, mmdet, mmaction, mmdaq
 import mmcv.ops, mmdet.models, mmaction.models  # noqa: F401
-from mmdaq.ops import extension_status
+from mmdaq.kernels import extension_status
 print(f'[install] ok: torch {torch.__version__}, mmengine {mmengine.__version__}, '
       f'mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmaction2 {mmaction.__version__}, '
       f'mmdaq {mmdaq.__version__} ({extension_status()})')

@@ -1,12 +1,3 @@
-"""Autograd functions and ``torch.library`` ops (``torch.ops.mmdaq``) of the INT8 layers."""
-from .channel_stats import grad_channel_stats
-from .extension import (ExtensionNotBuiltError, extension_status, is_extension_available,
-                        require_extension)
-from .quantize import quantize_int8, quantize_int8_reference
-
-is_extension_available()  # load mmdaq._ext if built, so its ops exist in torch.ops.mmdaq
-
-__all__ = [
-    'ExtensionNotBuiltError', 'extension_status', 'grad_channel_stats', 'is_extension_available',
-    'require_extension', 'quantize_int8', 'quantize_int8_reference'
-]
+"""The INT8 (and ShiftQuant, low-bit) layers as ``torch.library`` custom ops: their forward and
+backward passes, im2col, the integer GEMMs and the per-device convolution paths. The compiled
+kernels they call are in :mod:`mmdaq.kernels`."""

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .layout import int8_channels_last
+from ..kernels import int8_channels_last
 
 
 def conv_output_size(size: Sequence[int], kernel: Sequence[int], stride: Sequence[int],

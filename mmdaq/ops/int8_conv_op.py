@@ -4,16 +4,16 @@
 :mod:`.int8_layer`; an autograd formula connects them. The scheme's Python state (clip ratios,
 call counters, statistics) changes inside the ops, out of the tracer's sight: traced as an
 autograd.Function, those mutations were graph breaks (``Mutating a variable from outside the
-scope of this HOP``). The scheme travels as the int handle of :mod:`.scheme_registry`; both ops
-have fakes (shapes only) for tracing.
+scope of this HOP``). The scheme travels as its int handle
+(:mod:`mmdaq.quantization.scheme_handles`); both ops have fakes (shapes only) for tracing.
 """
 from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
+from ..quantization.scheme_handles import scheme_from_handle
 from .im2col import conv_output_size
-from .scheme_registry import scheme_from_handle
 
 _Geometry = Tuple[List[int], List[int], List[int], List[int], int]
 

@@ -24,13 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..kernels import channels_first_epilogue, int32_to_weight
 from ..quantization.schemes import QuantScheme
 from .conv_autotune import cpu_conv_mode, fastest, shape_bucket
-from .epilogue import channels_first_epilogue
 from .grouped_matmul import grouped_int8_matmul
 from .im2col import channels_inner_to_weight, channels_inner_weight, col2im, im2col, weight_columns
 from .int8_conv_op import int8_conv_op
-from .layout import int32_to_weight
 from .onednn_conv import int8_conv_onednn, onednn_conv_supported
 from .phase_grad_input import phase_grad_input_supported, phase_int8_grad_input, transposed_weight
 from .pointwise_conv import (is_pointwise, pointwise_int8_conv, pointwise_int8_grad_input,
@@ -225,7 +224,7 @@ def scaled_int8_conv(x_q: Tensor, w_q: Tensor, scale: Tensor, bias: Optional[Ten
 def _scaled_weight_gradient(acc: Tensor, scale: Tensor, weight_shape) -> Tensor:
     """``acc * scale[c_out]`` (acc: Tensor[C_out, K*Cg], int32 or float64 sums) as a contiguous
     float32 Tensor of ``weight_shape``; int32 sums are scaled straight into that layout (one pass,
-    :func:`~.layout.int32_to_weight`).
+    :func:`~mmdaq.kernels.int32_to_weight`).
     """
     if acc.dtype != torch.int32:
         return channels_inner_to_weight((acc * scale.unsqueeze(1)).float(),

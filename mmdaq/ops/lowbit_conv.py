@@ -17,8 +17,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ..kernels import channels_first_epilogue
 from ..quantization.lowbit import activation_codes, weight_codes
-from .epilogue import channels_first_epilogue
 from .int8_layer import LINEAR_GEOMETRY, ConvGeometry, int8_conv_forward
 
 

@@ -4,7 +4,7 @@ oneDNN's int8 convolution (``torch.ops.onednn.qconv_pointwise``: implicit GEMM, 
 VNNI ``vpdpbusd``) takes unsigned activations. A symmetric code ``q`` in [-127, 127] is
 stored as ``q + 128`` with zero point 128, so oneDNN computes ``sum (u - 128) w = sum q w``
 exactly, padding included (it pads with the zero point). Its scales are set to 1, so it writes
-``float(acc)``; :func:`~.epilogue.channels_first_epilogue` then applies our scale and bias
+``float(acc)``; :func:`~mmdaq.kernels.channels_first_epilogue` then applies our scale and bias
 while it lays the result out as NC* (oneDNN writes channels last): the same floats as the
 GEMM path, bit for bit (tested).
 
@@ -19,10 +19,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .epilogue import channels_first_epilogue
+from ..kernels import UINT8_ZERO_POINT as ZERO_POINT
+from ..kernels import channels_first_epilogue, int8_channels_last
 from .int8_matmul import MAX_CHUNK_K, has_fast_int8_cpu
-from .layout import UINT8_ZERO_POINT as ZERO_POINT
-from .layout import int8_channels_last
 
 
 def _onednn_ops_present() -> bool:

@@ -15,7 +15,7 @@ convolution of the G_Y codes with the flipped, transposed weight, see
 
 ``TRITON_INTERPRET=1`` runs it on CPU tensors (slowly): the tests compare it there with the
 reference path, bit for bit (integer accumulation; the epilogue rounds as
-:func:`.epilogue.int32_to_channels_first_reference` does).
+:func:`mmdaq.kernels.int32_to_channels_first_reference` does).
 """
 from typing import Optional, Sequence, Tuple
 

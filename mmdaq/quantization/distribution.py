@@ -24,12 +24,13 @@ non-finite ``abs_max`` (NaN or Inf), NaN ``sigma`` and ``frac_above_sigma``, and
 inverted-T; the clipping rules then give it a NaN clip (see :mod:`mmdaq.quantization.quantize`).
 """
 import math
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Tuple
 
 import torch
 from torch import Tensor
 
-from .quantize import _as_float32, _normalize_dim, compiled_op_available
+from ..kernels import grad_channel_stats, grad_channel_stats_applies
+from .quantize import _as_float32, _normalize_dim
 
 
 class ChannelStats(NamedTuple):
@@ -222,8 +223,8 @@ def gradient_statistics(g: Tensor, dim: int, num_bins: int = 0) -> GradientStats
         GradientStats: Per-channel statistics.
     """
     g = _as_float32(g, 'g')
-    if stats_kernel_applies(g, num_bins):
-        stats = torch.ops.mmdaq.grad_channel_stats(g, dim, num_bins, 0.0, 127, True)
+    if grad_channel_stats_applies(g, num_bins):
+        stats = grad_channel_stats(g, dim, num_bins, 0.0, 127, True)
         return GradientStats(*stats[:3], *stats[4:])  # all but the clip ratio
     return gradient_statistics_reference(g, dim, num_bins)
 
@@ -237,19 +238,3 @@ def gradient_statistics_reference(g: Tensor, dim: int, num_bins: int = 0) -> Gra
     else:
         counts = sums = torch.zeros(g_cm.shape[0], 0, dtype=torch.float64, device=g.device)
     return GradientStats(*stats, counts, sums, channel_zero_counts(g_cm))
-
-
-#: Most histogram bins the CUDA kernel keeps in shared memory.
-CUDA_MAX_BINS = 4096
-
-
-def stats_kernel_applies(g: Tensor, num_bins: int) -> bool:
-    """Whether ``mmdaq::grad_channel_stats`` is built for ``g``'s device and takes ``num_bins``."""
-    return g.dim() > 0 and compiled_stats_available(g.device) and (
-        g.device.type != 'cuda' or num_bins <= CUDA_MAX_BINS)
-
-
-def compiled_stats_available(device: Optional[torch.device] = None) -> bool:
-    """Whether ``torch.ops.mmdaq.grad_channel_stats`` (mmdaq._ext, if loaded) exists, with a
-    kernel for ``device`` if given."""
-    return compiled_op_available('grad_channel_stats', device)

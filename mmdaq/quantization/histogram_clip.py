@@ -36,8 +36,9 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
+from ..kernels import grad_channel_stats, grad_channel_stats_applies
 from .distribution import (_as_float32, _check_channel_major, channel_histograms,
-                           channel_zero_counts, gradient_statistics_reference, stats_kernel_applies)
+                           channel_zero_counts, gradient_statistics_reference)
 from .quantize import max_code
 
 
@@ -175,8 +176,8 @@ def objective_clip(g: Tensor, dim: int, alpha: float = 3.0, num_bins: int = 1024
     """
     g = _as_float32(g, 'g')
     q = max_code(num_bits)
-    if stats_kernel_applies(g, num_bins):
-        g_max, _, frac, ratio, _, _, _ = torch.ops.mmdaq.grad_channel_stats(
+    if grad_channel_stats_applies(g, num_bins):
+        g_max, _, frac, ratio, _, _, _ = grad_channel_stats(
             g, dim, num_bins, float(alpha), q, False)
         clip = ratio * g_max
         clip = torch.where(torch.isfinite(g_max), clip, torch.full_like(clip, float('nan')))

@@ -45,6 +45,9 @@ from typing import Any, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from ..kernels import (clip_to_scale, clip_to_scale_reference, compiled_op_available, quantize_int8,
+                       quantize_int8_applies, quantize_int8_pair, quantize_int8_stochastic)
+
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _ROUNDING_MODES = ('nearest', 'stochastic')
 
@@ -145,15 +148,14 @@ def quantize(x: Tensor,
     clip = data_max if clip is None else _as_clip(clip, data_max)
     scale = _scale_from_clip(clip, data_max, qmax)  # [] or [C]
     scale_b = _broadcast_channels(scale, x.dim(), dim)
-    if qmax == 127 and _compiled_codes_available(x):
+    if qmax == 127 and quantize_int8_applies(x):
         # The same codes from one fused pass of the compiled kernel (tested bit-exact); for
         # stochastic rounding the noise is a Philox stream keyed by two numbers drawn from
         # ``generator``, so a seeded generator still gives reproducible codes.
         if rounding == 'nearest':
-            return torch.ops.mmdaq.quantize_int8(x, scale, 0 if dim is None else dim), scale
+            return quantize_int8(x, scale, 0 if dim is None else dim), scale
         seed, offset = _philox_key(generator)
-        codes = torch.ops.mmdaq.quantize_int8_stochastic(x, scale, 0 if dim is None else dim,
-                                                         seed, offset)
+        codes = quantize_int8_stochastic(x, scale, 0 if dim is None else dim, seed, offset)
         return codes, scale
     return codes_from_scale(x, scale_b, qmax, rounding, generator), scale
 
@@ -182,7 +184,7 @@ def quantize_per_channel_and_tensor(x: Tensor, clip: Clip, dim: int, *, data_max
     x = _as_float32(x, 'x')
     dim = _normalize_dim(dim, x.dim())
     if num_bits != 8 or dim is None or not (
-            _compiled_codes_available(x) and compiled_op_available('quantize_int8_pair', x.device)):
+            quantize_int8_applies(x) and compiled_op_available('quantize_int8_pair', x.device)):
         return (quantize(x, clip, dim, data_max=data_max, num_bits=num_bits),
                 quantize(x, data_max=tensor_max, num_bits=num_bits))
     data_max = _as_data_max(data_max, x, dim)
@@ -190,7 +192,7 @@ def quantize_per_channel_and_tensor(x: Tensor, clip: Clip, dim: int, *, data_max
     qmax = max_code(8)
     scale_c = _scale_from_clip(_as_clip(clip, data_max), data_max, qmax)
     scale_t = _scale_from_clip(tensor_max, tensor_max, qmax)
-    q_c, q_t = torch.ops.mmdaq.quantize_int8_pair(x, scale_c, dim, scale_t)
+    q_c, q_t = quantize_int8_pair(x, scale_c, dim, scale_t)
     return (q_c, scale_c), (q_t, scale_t)
 
 
@@ -272,42 +274,6 @@ def fake_quantize(x: Tensor,
     return dequantize(q, scale, dim)
 
 
-def compiled_op_available(name: str, device: Optional[torch.device] = None) -> bool:
-    """Whether ``torch.ops.mmdaq.<name>`` exists (registered by importing mmdaq._ext if built).
-
-    Args:
-        name (str): Op name in the ``mmdaq`` namespace.
-        device (torch.device, optional): Also require a kernel for this device's type (the
-            extension built without CUDA has CPU kernels only). Defaults to None.
-
-    The answer is cached per op and device type: it cannot change once the extension is loaded
-    or not.
-    """
-    key = (name, None if device is None else torch.device(device).type)
-    if key not in _COMPILED_OPS:
-        try:
-            getattr(torch.ops.mmdaq, name)
-            found = True
-        except (AttributeError, RuntimeError):
-            found = False
-        if found and key[1] is not None:
-            dispatch_key = _KERNEL_DEVICE_TYPES.get(key[1])
-            found = dispatch_key is not None and \
-                torch._C._dispatch_has_kernel_for_dispatch_key(f'mmdaq::{name}', dispatch_key)
-        _COMPILED_OPS[key] = found
-    return _COMPILED_OPS[key]
-
-
-_COMPILED_OPS: dict = {}
-_KERNEL_DEVICE_TYPES = {'cpu': 'CPU', 'cuda': 'CUDA'}
-
-
-def _compiled_codes_available(x: Tensor) -> bool:
-    """Whether the ``torch.ops.mmdaq.quantize_int8*`` kernels can make the codes of ``x``."""
-    return x.dim() > 0 and compiled_op_available('quantize_int8', x.device) and \
-        compiled_op_available('quantize_int8_stochastic', x.device)
-
-
 def _philox_key(generator: Optional[torch.Generator]) -> Tuple[int, int]:
     """(seed, offset) of a Philox stream, drawn from ``generator`` (global RNG if None)."""
     device = generator.device if generator is not None else 'cpu'
@@ -366,21 +332,11 @@ def _scale_from_clip(clip: Tensor, data_max: Tensor, qmax: int) -> Tensor:
     """``clip / qmax`` with the non-finite policy applied; ``clip``, ``data_max``: [] or [C].
 
     One compiled op where built for the device (a dozen tiny elementwise launches otherwise,
-    per quantization), else :func:`_scale_from_clip_reference`; bit-identical (tested).
+    per quantization), else its plain-PyTorch reference; bit-identical (tested).
     """
     if compiled_op_available('clip_to_scale', clip.device):
-        return torch.ops.mmdaq.clip_to_scale(clip.contiguous(), data_max.contiguous(), qmax)
-    return _scale_from_clip_reference(clip, data_max, qmax)
-
-
-def _scale_from_clip_reference(clip: Tensor, data_max: Tensor, qmax: int) -> Tensor:
-    """Plain-PyTorch form of :func:`_scale_from_clip`."""
-    valid = torch.isfinite(data_max) & torch.isfinite(clip) & (clip >= 0)
-    scale = clip / qmax
-    # qmax * scale may round up past the float32 maximum when clip is within an ulp of it.
-    scale = torch.where(torch.isinf(scale * qmax), torch.nextafter(scale, torch.zeros_like(scale)),
-                        scale)
-    return torch.where(valid, scale, torch.full_like(scale, float('nan')))
+        return clip_to_scale(clip.contiguous(), data_max.contiguous(), qmax)
+    return clip_to_scale_reference(clip, data_max, qmax)
 
 
 def _broadcast_channels(t: Tensor, ndim: int, dim: Optional[int]) -> Tensor:

@@ -39,6 +39,7 @@ from .direction_sensitive import DSGCConfig, dclrs_factor, direction_sensitive_c
 from .distribution import gradient_statistics
 from .histogram_clip import objective_clip
 from .quantize import abs_max, dequantize, quantize, quantize_per_channel_and_tensor
+from .scheme_handles import register_scheme_handle
 
 QuantResult = Tuple[Tensor, Tensor]  # (codes int8, scale float32)
 
@@ -121,7 +122,6 @@ class QuantScheme:
     def _register_op_handle(self) -> None:
         # The layer's custom ops (mmdaq/ops/int8_conv_op.py) take the scheme as an int handle;
         # it is set here, outside traced code, so torch.compile reads a plain int attribute.
-        from ..ops.scheme_registry import register_scheme_handle
         self.op_handle = register_scheme_handle(self)
 
     def __setstate__(self, state: Dict[str, Any]) -> None:

@@ -9,9 +9,8 @@ import torch
 from torch import nn
 
 from mmdaq.cnn import convert_model
-from mmdaq.ops.epilogue import int32_to_channels_first_reference
+from mmdaq.kernels import compiled_op_available, int32_to_channels_first_reference
 from mmdaq.quantization.histogram_clip import objective_curve_from_histograms
-from mmdaq.quantization.quantize import compiled_op_available
 from mmdaq.testing import mixed_channel_grad
 
 pytestmark = [

@@ -60,27 +60,3 @@ def test_weight_columns_is_channels_inner_weight_transposed(shape, groups):
     got = weight_columns(w, groups)
     assert got.is_contiguous()
     assert torch.equal(got, channels_inner_weight(w, groups).transpose(1, 2))
-
-
-@pytest.mark.parametrize('shape', [(6, 4, 3, 3), (5, 7, 2, 3, 1), (8, 3, 5), (16, 16, 1, 1),
-                                   (1, 1, 1, 1), (33, 17, 3, 3)])
-def test_int32_to_weight_kernel_equals_reference_and_the_float_path(shape):
-    from mmdaq.ops.layout import int32_to_weight, int32_to_weight_reference
-    g = torch.Generator().manual_seed(0)
-    k_c = torch.Size(shape[1:]).numel()
-    # Sums beyond 2**24 round on the way to float32: the same rounding on every path.
-    acc = torch.randint(-2**31, 2**31 - 1, (shape[0], k_c), generator=g, dtype=torch.int32)
-    scale = torch.rand(shape[0], generator=g) * 1e-6
-    got = int32_to_weight(acc, scale, shape)
-    assert got.dtype == torch.float32 and got.shape == shape and got.is_contiguous()
-    assert torch.equal(got, int32_to_weight_reference(acc, scale, shape))
-    via_float = channels_inner_to_weight(acc.float() * scale[:, None], shape)
-    assert torch.equal(got, via_float)
-
-
-def test_int32_to_weight_rejects_a_mismatched_shape():
-    from mmdaq.ops.layout import int32_to_weight
-    with pytest.raises(RuntimeError, match='does not hold a weight of shape'):
-        int32_to_weight(torch.zeros(4, 10, dtype=torch.int32), torch.ones(4), [4, 3, 3])
-    with pytest.raises(RuntimeError, match='scale must be float32 with C_out = 4'):
-        int32_to_weight(torch.zeros(4, 9, dtype=torch.int32), torch.ones(3), [4, 3, 3])

@@ -6,11 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mmdaq.kernels import is_extension_available
 from mmdaq.ops import conv_autotune
-from mmdaq.ops.extension import is_extension_available
 from mmdaq.ops.int8_layer import ConvGeometry, int8_conv, scaled_int8_conv
 from mmdaq.ops.int8_matmul import MAX_CHUNK_K
-from mmdaq.ops.layout import int8_channels_last, int8_channels_last_reference
 from mmdaq.ops.onednn_conv import int8_conv_onednn, onednn_conv_available, onednn_conv_supported
 from mmdaq.quantization.schemes import build_scheme
 
@@ -56,29 +55,6 @@ def _geometry_case(nd, c_in, c_out, k, s, p, d, g, batch, size, extreme=False):
     w_q = _codes((c_out, c_in // g) + (k, ) * nd, gen, extreme)
     geo = ConvGeometry((k, ) * nd, (s, ) * nd, (p, ) * nd, (d, ) * nd, g)
     return x_q, w_q, geo
-
-
-@pytest.mark.needs_ext
-@pytest.mark.parametrize('shape', [(2, 5, 7), (2, 3, 5, 6), (1, 17, 3, 4, 5), (3, 130, 9, 70),
-                                   (0, 4, 3, 3)])
-@pytest.mark.parametrize('to_uint8', [False, True])
-def test_channels_last_kernel_equals_reference(shape, to_uint8):
-    x = torch.randint(-127, 128, shape, generator=torch.Generator().manual_seed(0),
-                      dtype=torch.int8)
-    got = torch.ops.mmdaq.int8_channels_last(x, to_uint8)
-    want = int8_channels_last_reference(x, to_uint8)
-    assert got.dtype == (torch.uint8 if to_uint8 else torch.int8) and torch.equal(got, want)
-    assert got.numel() == 0 or got.stride() == want.stride()
-    assert torch.equal(got.to(torch.int16) - (128 if to_uint8 else 0), x.to(torch.int16))
-    assert torch.equal(int8_channels_last(x, to_uint8), want)
-
-
-@pytest.mark.needs_ext
-def test_channels_last_bad_input_is_a_clear_error():
-    with pytest.raises(RuntimeError, match='x must be int8'):
-        torch.ops.mmdaq.int8_channels_last(torch.zeros(1, 2, 3, 3), True)
-    with pytest.raises(RuntimeError, match='1 to 3 spatial dims'):
-        torch.ops.mmdaq.int8_channels_last(torch.zeros(2, 3, dtype=torch.int8), False)
 
 
 @needs_onednn

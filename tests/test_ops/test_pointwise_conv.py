@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from mmdaq.ops.epilogue import channels_first_epilogue
+from mmdaq.kernels import channels_first_epilogue
 from mmdaq.ops.im2col import col2im
 from mmdaq.ops.int8_layer import (ConvGeometry, channels_last_2d, int8_conv_forward,
                                   int8_conv_grad_input)

@@ -22,7 +22,7 @@ CASES = {
 
 def main() -> None:
     for name, call in CASES.items():
-        code = f'import torch, mmdaq.ops\ntry:\n    {call}\nexcept RuntimeError as e:\n' \
+        code = f'import torch, mmdaq.kernels\ntry:\n    {call}\nexcept RuntimeError as e:\n' \
                f'    print("RuntimeError:", str(e).splitlines()[0])\n'
         proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
         result = proc.stdout.strip() or proc.stderr.strip().splitlines()[-1:]

@@ -24,7 +24,7 @@ FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JO
   $PY setup.py build_ext --inplace > "$OUT/build.log" 2>&1
 echo "build rc=$? in $(( $(date +%s) - t0 )) s" | tee -a "$OUT/summary.txt"
 grep -E "error|ptxas info" "$OUT/build.log" | head -20
-$PY -c "import mmdaq.ops as o; print(o.extension_status())" 2>&1 | tee -a "$OUT/summary.txt"
+$PY -c "import mmdaq.kernels as k; print(k.extension_status())" 2>&1 | tee -a "$OUT/summary.txt"
 
 stage "error paths"
 timeout 60 $PY tools/benchmarks/check_error_paths.py 2>&1 | tee -a "$OUT/summary.txt"

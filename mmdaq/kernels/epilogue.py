@@ -12,8 +12,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..quantization.quantize import compiled_op_available
-from .extension import register_fake_if_built
+from .extension import compiled_op_available, register_fake_if_built, require_extension
 
 
 @register_fake_if_built('mmdaq::int32_to_channels_first')
@@ -23,6 +22,23 @@ def _int32_to_channels_first_fake(acc: Tensor, scale: Tensor, bias: Optional[Ten
                  lambda: 'int32_to_channels_first: acc must be a 2-d int32 (or, on CPU, '
                  'float32) tensor [N*L, C]')
     return acc.new_empty(list(out_shape), dtype=torch.float32)
+
+
+def int32_to_channels_first(acc: Tensor, scale: Tensor, bias: Optional[Tensor],
+                            out_shape: Sequence[int]) -> Tensor:
+    """The compiled epilogue: ``acc[N*L, C] * scale (+ bias)`` as a contiguous Tensor[N, C, *S].
+
+    Args:
+        acc (Tensor[N*L, C], int32; on CPU also float32): GEMM result, integer-valued.
+        scale (Tensor[1] or Tensor[C], float32): Multiplier per tensor or per channel.
+        bias (Tensor[C], float32, optional): Added after scaling.
+        out_shape (Sequence[int]): ``(N, C, *S)``.
+
+    Returns:
+        Tensor[N, C, *S], float32.
+    """
+    require_extension('int32_to_channels_first')
+    return torch.ops.mmdaq.int32_to_channels_first(acc, scale, bias, list(out_shape))
 
 
 def int32_to_channels_first_reference(acc: Tensor, scale: Tensor, bias: Optional[Tensor],
@@ -50,6 +66,5 @@ def channels_first_epilogue(acc: Tensor, scale: Tensor, bias: Optional[Tensor],
     if acc.dtype in kernel_dtypes and compiled_op_available('int32_to_channels_first',
                                                             acc.device):
         bias = None if bias is None else bias.float().contiguous()
-        return torch.ops.mmdaq.int32_to_channels_first(acc, scale.float().reshape(-1), bias,
-                                                       list(out_shape))
+        return int32_to_channels_first(acc, scale.float().reshape(-1), bias, out_shape)
     return int32_to_channels_first_reference(acc, scale, bias, out_shape)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mmdaq.ops import quantize_int8, quantize_int8_reference
+from mmdaq.kernels import quantize_int8, quantize_int8_reference
 from mmdaq.testing import DEVICES
 
 
@@ -36,7 +36,7 @@ def test_kernel_rejects_bad_scale_length():
 
 
 def test_missing_extension_error_says_how_to_build(monkeypatch):
-    from mmdaq.ops import extension
+    from mmdaq.kernels import extension
     monkeypatch.setattr(extension, '_module', None)
     monkeypatch.setattr(extension, '_tried', True)
     monkeypatch.setattr(extension, '_error', ImportError('No module named mmdaq._ext'))
@@ -49,13 +49,15 @@ def test_missing_extension_error_says_how_to_build(monkeypatch):
 @pytest.mark.parametrize('dim', [None, 0, 1, -1])
 def test_quantize_uses_kernel_with_identical_codes(monkeypatch, dim):
     import sys
+
+    from mmdaq.kernels import extension
     quantize_mod = sys.modules['mmdaq.quantization.quantize']
     x = torch.randn(4, 6, 5, generator=torch.Generator().manual_seed(0)) * 3
     x[1] = 0.0
     x[2, 0, 0] = float('nan')
     clip = None if dim is None else torch.rand(x.shape[dim]) * 2
     fast = quantize_mod.quantize(x, clip=clip, dim=dim)
-    monkeypatch.setitem(quantize_mod._COMPILED_OPS, 'quantize_int8', False)
+    monkeypatch.setitem(extension._COMPILED_OPS, ('quantize_int8', 'cpu'), False)
     slow = quantize_mod.quantize(x, clip=clip, dim=dim)
     assert torch.equal(fast[0], slow[0])
     torch.testing.assert_close(fast[1], slow[1], equal_nan=True)
@@ -64,8 +66,8 @@ def test_quantize_uses_kernel_with_identical_codes(monkeypatch, dim):
 @pytest.mark.needs_ext
 @pytest.mark.parametrize('per_channel', [False, True])
 def test_stochastic_kernel_equals_reference_on_its_philox_stream(per_channel):
-    from mmdaq.ops.quantize import (philox_uniform, quantize_int8_stochastic,
-                                    quantize_int8_stochastic_reference)
+    from mmdaq.kernels.quantize import (philox_uniform, quantize_int8_stochastic,
+                                        quantize_int8_stochastic_reference)
     x = torch.randn(3, 5, 7, 11) * 4
     x[0, 0, 0, :4] = torch.tensor([float('nan'), float('inf'), -float('inf'), 1e30])
     scale = torch.rand(5) * 0.1 + 0.01 if per_channel else torch.tensor([0.05])
@@ -77,7 +79,7 @@ def test_stochastic_kernel_equals_reference_on_its_philox_stream(per_channel):
 
 @pytest.mark.needs_ext
 def test_philox_stream_is_uniform_reproducible_and_thread_independent():
-    from mmdaq.ops.quantize import philox_uniform, quantize_int8_stochastic
+    from mmdaq.kernels import philox_uniform, quantize_int8_stochastic
     like = torch.empty(100003)
     u = philox_uniform(like, 5, 0)
     assert 0 <= u.min() and u.max() < 1 and abs(u.mean().item() - 0.5) < 0.005
@@ -99,7 +101,7 @@ def test_philox_stream_is_uniform_reproducible_and_thread_independent():
 
 @pytest.mark.needs_ext
 def test_stochastic_codes_are_unbiased_and_within_one_step():
-    from mmdaq.ops.quantize import quantize_int8_stochastic
+    from mmdaq.kernels import quantize_int8_stochastic
     x = torch.full((200000, ), 0.3)  # 0.3 / 0.07 = 4.29 steps
     scale = torch.tensor([0.07])
     codes = quantize_int8_stochastic(x, scale, 0, 1, 0).float()
@@ -111,7 +113,7 @@ def test_stochastic_codes_are_unbiased_and_within_one_step():
 @pytest.mark.needs_ext
 @pytest.mark.parametrize('device', DEVICES)
 def test_clip_to_scale_kernel_equals_reference(device):
-    from mmdaq.quantization.quantize import _scale_from_clip_reference
+    from mmdaq.kernels import clip_to_scale_reference
     big = torch.finfo(torch.float32).max
     clip = torch.tensor([1.0, 0.0, -1.0, float('nan'), float('inf'), big, 3e-39, 2.5, 7.0],
                         device=device)
@@ -119,7 +121,7 @@ def test_clip_to_scale_kernel_equals_reference(device):
                             device=device)
     for qmax in (127, 7, 1):
         got = torch.ops.mmdaq.clip_to_scale(clip, data_max, qmax)
-        want = _scale_from_clip_reference(clip, data_max, qmax)
+        want = clip_to_scale_reference(clip, data_max, qmax)
         assert torch.equal(got.isnan(), want.isnan())
         assert torch.equal(got.nan_to_num(), want.nan_to_num())
     got = torch.ops.mmdaq.clip_to_scale(clip[0], data_max[0], 127)  # per-tensor: 0-d
@@ -133,7 +135,7 @@ def test_clip_to_scale_kernel_equals_reference(device):
                                         ((2, 37), 1), ((1, 1, 1), 2)])
 @pytest.mark.parametrize('tensor_step', [0.05, 0.0, float('nan')])
 def test_pair_kernel_is_both_quantizations_bitexact(shape, dim, tensor_step):
-    from mmdaq.ops.quantize import quantize_int8_pair, quantize_int8_pair_reference
+    from mmdaq.kernels.quantize import quantize_int8_pair, quantize_int8_pair_reference
     g = torch.Generator().manual_seed(1)
     x = torch.randn(shape, generator=g) * 10
     x.view(-1)[0] = float('nan')
@@ -155,7 +157,7 @@ def test_pair_kernel_is_both_quantizations_bitexact(shape, dim, tensor_step):
 
 @pytest.mark.needs_ext
 def test_pair_kernel_rejects_a_per_channel_tensor_scale():
-    from mmdaq.ops.quantize import quantize_int8_pair
+    from mmdaq.kernels import quantize_int8_pair
     with pytest.raises(RuntimeError, match='tensor_scale must be one float32'):
         quantize_int8_pair(torch.randn(4, 3), torch.ones(3), 1, torch.ones(3))
 
@@ -163,6 +165,8 @@ def test_pair_kernel_rejects_a_per_channel_tensor_scale():
 @pytest.mark.needs_ext
 def test_per_channel_and_tensor_copies_without_the_pair_kernel_are_the_same(monkeypatch):
     import sys
+
+    from mmdaq.kernels import extension
     quantize_mod = sys.modules['mmdaq.quantization.quantize']
     x = torch.randn(4, 6, 5, generator=torch.Generator().manual_seed(0)) * 3
     x[:, 2] = 0.0
@@ -171,7 +175,7 @@ def test_per_channel_and_tensor_copies_without_the_pair_kernel_are_the_same(monk
     clip = data_max * 0.5
     fast = quantize_mod.quantize_per_channel_and_tensor(x, clip, 1, data_max=data_max,
                                                         tensor_max=data_max.amax())
-    monkeypatch.setitem(quantize_mod._COMPILED_OPS, ('quantize_int8_pair', 'cpu'), False)
+    monkeypatch.setitem(extension._COMPILED_OPS, ('quantize_int8_pair', 'cpu'), False)
     slow = quantize_mod.quantize_per_channel_and_tensor(x, clip, 1, data_max=data_max,
                                                         tensor_max=data_max.amax())
     for a, b in zip(fast, slow):

@@ -1,14 +1,15 @@
-"""``mmdaq::quantize_int8``: float32 -> INT8 codes for given step(s), compiled kernel.
+"""``mmdaq::quantize_int8`` (and its stochastic and pair forms): float32 -> INT8 codes for
+given step(s); ``mmdaq::clip_to_scale``: the step of a clip. Compiled kernels.
 
-The plain-PyTorch reference :func:`quantize_int8_reference` is what the kernel is
-tested against, bit-exactly.
+The plain-PyTorch references :func:`quantize_int8_reference` and
+:func:`clip_to_scale_reference` are what the kernels are tested against, bit-exactly.
 """
 from typing import Tuple
 
 import torch
 from torch import Tensor
 
-from .extension import register_fake_if_built, require_extension
+from .extension import compiled_op_available, register_fake_if_built, require_extension
 
 
 def _check_args(x: Tensor, scale: Tensor, dim: int) -> int:
@@ -142,8 +143,43 @@ def quantize_int8_stochastic_reference(x: Tensor, scale: Tensor, dim: int, u: Te
     return torch.where(valid, codes, torch.zeros_like(codes)).to(torch.int8)
 
 
+def quantize_int8_applies(x: Tensor) -> bool:
+    """Whether :func:`quantize_int8` and :func:`quantize_int8_stochastic` are built for
+    ``x``'s device and take ``x`` (not 0-d)."""
+    return x.dim() > 0 and compiled_op_available('quantize_int8', x.device) and \
+        compiled_op_available('quantize_int8_stochastic', x.device)
+
+
 @register_fake_if_built('mmdaq::clip_to_scale')
 def _clip_to_scale_fake(clip: Tensor, data_max: Tensor, qmax: int) -> Tensor:
     torch._check(clip.shape == data_max.shape,
                  lambda: 'clip_to_scale: clip and data_max must have one shape and device')
     return torch.empty_like(clip)
+
+
+def clip_to_scale(clip: Tensor, data_max: Tensor, qmax: int) -> Tensor:
+    """The step ``clip / qmax`` of the symmetric quantizer, with its non-finite policy, in one
+    compiled kernel (a dozen small elementwise launches in eager PyTorch).
+
+    Args:
+        clip (Tensor[] or Tensor[C], float32): Clip per tensor or per channel.
+        data_max (Tensor, float32): Abs-max of the data, shaped like ``clip``.
+        qmax (int): Largest code.
+
+    Returns:
+        Tensor, float32, shaped like ``clip``: NaN where ``clip`` or ``data_max`` is not
+        finite or ``clip < 0``; one ulp below ``clip / qmax`` where ``qmax`` times it would
+        overflow.
+    """
+    require_extension('clip_to_scale')
+    return torch.ops.mmdaq.clip_to_scale(clip, data_max, qmax)
+
+
+def clip_to_scale_reference(clip: Tensor, data_max: Tensor, qmax: int) -> Tensor:
+    """Plain-PyTorch twin of :func:`clip_to_scale` (any shapes that broadcast)."""
+    valid = torch.isfinite(data_max) & torch.isfinite(clip) & (clip >= 0)
+    scale = clip / qmax
+    # qmax * scale may round up past the float32 maximum when clip is within an ulp of it.
+    scale = torch.where(torch.isinf(scale * qmax), torch.nextafter(scale, torch.zeros_like(scale)),
+                        scale)
+    return torch.where(valid, scale, torch.full_like(scale, float('nan')))

@@ -1,18 +1,22 @@
 """``mmdaq::grad_channel_stats``: DAQ's per-channel gradient statistics, compiled kernel.
 
-The plain-PyTorch reference is
-:func:`mmdaq.quantization.distribution.gradient_statistics_reference`, which
-:func:`mmdaq.quantization.distribution.gradient_statistics` falls back to where the kernel
-is not built or the tensor is not on the CPU.
+The plain-PyTorch reference is the quantization math itself,
+:func:`mmdaq.quantization.distribution.gradient_statistics_reference` (and, for the clip
+ratio, :func:`mmdaq.quantization.histogram_clip.clip_from_histograms`), which
+:func:`mmdaq.quantization.distribution.gradient_statistics` falls back to where
+:func:`grad_channel_stats_applies` says no.
 """
 from typing import Tuple
 
 import torch
 from torch import Tensor
 
-from .extension import register_fake_if_built, require_extension
+from .extension import compiled_op_available, register_fake_if_built, require_extension
 
 Stats = Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
+
+#: Most histogram bins the CUDA kernel keeps in shared memory.
+CUDA_MAX_BINS = 4096
 
 
 @register_fake_if_built('mmdaq::grad_channel_stats')
@@ -52,3 +56,9 @@ def grad_channel_stats(g: Tensor, dim: int, num_bins: int = 0, alpha: float = 3.
     """
     require_extension('grad_channel_stats')
     return torch.ops.mmdaq.grad_channel_stats(g, dim, num_bins, alpha, max_code, return_hist)
+
+
+def grad_channel_stats_applies(g: Tensor, num_bins: int) -> bool:
+    """Whether :func:`grad_channel_stats` is built for ``g``'s device and takes ``num_bins``."""
+    return g.dim() > 0 and compiled_op_available('grad_channel_stats', g.device) and (
+        g.device.type != 'cuda' or num_bins <= CUDA_MAX_BINS)

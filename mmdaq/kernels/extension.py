@@ -1,4 +1,4 @@
-"""Loading of the compiled kernels ``mmdaq._ext``.
+"""Loading of the compiled kernels ``mmdaq._ext``, and which of their ops exist per device.
 
 Importing mmdaq never requires the extension: the pure-PyTorch reference paths
 work without it. The first call of a compiled kernel raises
@@ -7,7 +7,7 @@ build it.
 """
 import importlib
 from types import ModuleType
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -76,3 +76,34 @@ def register_fake_if_built(op_name: str):
             torch.library.register_fake(op_name)(fn)
         return fn
     return decorator
+
+
+_COMPILED_OPS: Dict[Tuple[str, Optional[str]], bool] = {}
+_KERNEL_DEVICE_TYPES = {'cpu': 'CPU', 'cuda': 'CUDA'}
+
+
+def compiled_op_available(name: str, device: Optional[torch.device] = None) -> bool:
+    """Whether ``torch.ops.mmdaq.<name>`` exists (registered by importing mmdaq._ext if built).
+
+    Args:
+        name (str): Op name in the ``mmdaq`` namespace.
+        device (torch.device, optional): Also require a kernel for this device's type (the
+            extension built without CUDA has CPU kernels only). Defaults to None.
+
+    The answer is cached per op and device type: it cannot change once the extension is loaded
+    or not.
+    """
+    key = (name, None if device is None else torch.device(device).type)
+    if key not in _COMPILED_OPS:
+        _try_load()
+        try:
+            getattr(torch.ops.mmdaq, name)
+            found = True
+        except (AttributeError, RuntimeError):
+            found = False
+        if found and key[1] is not None:
+            dispatch_key = _KERNEL_DEVICE_TYPES.get(key[1])
+            found = dispatch_key is not None and \
+                torch._C._dispatch_has_kernel_for_dispatch_key(f'mmdaq::{name}', dispatch_key)
+        _COMPILED_OPS[key] = found
+    return _COMPILED_OPS[key]

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from mmdaq.ops.extension import require_extension
+from mmdaq.kernels import require_extension
 
 pytestmark = pytest.mark.needs_ext
 

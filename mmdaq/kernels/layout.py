@@ -5,13 +5,12 @@ layout.
 Torch's strided copy moves one byte at a time when it turns an NC* int8 tensor into
 channels last; the compiled kernel does it in vectorized 16 x 16 blocks. Used by im2col
 (whose columns have the channels innermost) and, shifted to uint8, by oneDNN's convolution
-(:mod:`.onednn_conv`).
+(:mod:`mmdaq.ops.onednn_conv`).
 """
 import torch
 from torch import Tensor
 
-from ..quantization.quantize import compiled_op_available
-from .extension import register_fake_if_built
+from .extension import compiled_op_available, register_fake_if_built
 
 #: Added to a code to make it oneDNN's unsigned activation (its zero point).
 UINT8_ZERO_POINT = 128

@@ -62,7 +62,7 @@ def test_bad_arguments_are_clear_errors():
 def test_fake_gives_shapes_for_tracing():
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from mmdaq.ops import grad_channel_stats
+    from mmdaq.kernels import grad_channel_stats
     with FakeTensorMode():
         out = grad_channel_stats(torch.empty(2, 5, 3, 3), 1, 16)
         lean = grad_channel_stats(torch.empty(2, 5, 3, 3), 1, 16, return_hist=False)

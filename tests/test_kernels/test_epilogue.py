@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from mmdaq.ops.epilogue import channels_first_epilogue, int32_to_channels_first_reference
+from mmdaq.kernels import channels_first_epilogue, int32_to_channels_first_reference
 
 
 @pytest.mark.needs_ext
