@@ -115,6 +115,10 @@ class QuantScheme:
         self.collect_stats = False
         self.last_stats: Dict[str, Tensor] = {}
         self.last_grad_weight_scale: Optional[Tensor] = None
+        #: Set by the fidelity guard: the next backward also measures its error against float
+        #: GEMMs into ``last_error`` (``{'grad_input': Tensor[], 'grad_weight': Tensor[]}``).
+        self.measure_error = False
+        self.last_error: Dict[str, Tensor] = {}
         self._calls = 0
         self._backward_seen = False
         self._register_op_handle()
@@ -429,15 +433,12 @@ class UI8Scheme(QuantScheme):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if (self.weight_bits, self.input_bits, self.grad_bits) != (8, 8, 8):
-            raise ValueError(f'weight_bits, input_bits and grad_bits of ui8 must be 8 (its clip '
-                             f'search is for INT8), but got {self.weight_bits}, '
-                             f'{self.input_bits}, {self.grad_bits}')
         if isinstance(self.update_interval, bool) or not isinstance(self.update_interval, int) \
                 or self.update_interval < 1:
             raise ValueError(f'update_interval must be an int >= 1, but got '
                              f'{self.update_interval!r}')
-        self.dsgc = DSGCConfig(num_candidates=self.num_candidates)
+        # The direction-sensitive search quantizes its candidates at the gradient's width.
+        self.dsgc = DSGCConfig(num_candidates=self.num_candidates, num_bits=self.grad_bits)
         dclrs_factor(0.0, self.alpha, self.beta)  # validates alpha and beta
         self.clip_ratios: Dict[int, Tensor] = {}  # call slot -> clip / max|g|, Tensor[1]
         self.distances: Dict[int, Tensor] = {}  # call slot -> cosine distance, Tensor[1]
@@ -461,7 +462,7 @@ class UI8Scheme(QuantScheme):
 
     def quantize_grad_for_input(self, g: Tensor, slot: int = 0) -> QuantResult:
         return quantize(g, clip=self._clip(g, slot)[0], rounding=self.grad_rounding,
-                        generator=self._generator(g))
+                        generator=self._generator(g), num_bits=self.grad_bits)
 
     def quantize_grad_for_weight(self, g: Tensor, dim: int = 1, slot: int = 0) -> QuantResult:
         q, scale = self.quantize_grad_for_input(g, slot)

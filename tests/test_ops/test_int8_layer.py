@@ -347,5 +347,13 @@ def test_sub_8_bit_codes_equal_float_reference(method, bits):
 def test_bit_widths_are_checked():
     with pytest.raises(ValueError, match=r'grad_bits must be an int in \[2, 8\], but got 9'):
         build_scheme('daq', grad_bits=9)
-    with pytest.raises(ValueError, match='of ui8 must be 8 .*but got 8, 8, 4'):
-        build_scheme('ui8', grad_bits=4)
+    with pytest.raises(ValueError, match=r'input_bits must be an int in \[2, 8\], but got 1'):
+        build_scheme('ui8', input_bits=1)
+
+
+def test_ui8_searches_its_clip_at_its_gradient_width():
+    scheme = build_scheme('ui8', grad_bits=4)
+    assert scheme.dsgc.num_bits == 4
+    g = torch.randn(4, 8, 5, 5, generator=torch.Generator().manual_seed(0))
+    q, _ = scheme.quantize_grad_for_input(g)
+    assert q.abs().max() <= 7
