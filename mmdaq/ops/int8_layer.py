@@ -14,11 +14,11 @@ channel c of G_Y, so the scale factors out of the sum exactly. G_X sums over
 C_out, so its copy of G_Y has one scale for the whole tensor. Only the int8 codes
 of X (not the float X) are saved for backward, with the weight parameter itself
 (quantized again in backward, the same codes). Bias, BN, activations and the
-optimizer stay in float. :func:`int8_conv` / :func:`int8_linear` run the passes as the
-custom ops of :mod:`.int8_conv_op` (autograd included), which ``torch.compile`` traces whole.
+optimizer stay in float. The custom ops of :mod:`.int8_conv_op` (``int8_conv`` /
+``int8_linear``, autograd included) run these passes, and ``torch.compile`` traces them whole.
 """
 import os
-from typing import Callable, NamedTuple, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -27,9 +27,10 @@ from torch import Tensor
 from ..kernels import channels_first_epilogue, int32_to_weight
 from ..quantization.schemes import QuantScheme
 from .conv_autotune import cpu_conv_mode, fastest, shape_bucket
+from .grad_error import int8_grad_errors
+from .geometry import LINEAR_GEOMETRY, ConvGeometry  # noqa: F401 (LINEAR_GEOMETRY: tests)
 from .grouped_matmul import grouped_int8_matmul
 from .im2col import channels_inner_to_weight, channels_inner_weight, col2im, im2col, weight_columns
-from .int8_conv_op import int8_conv_op
 from .onednn_conv import int8_conv_onednn, onednn_conv_supported
 from .phase_grad_input import phase_grad_input_supported, phase_int8_grad_input, transposed_weight
 from .pointwise_conv import (is_pointwise, pointwise_int8_conv, pointwise_int8_grad_input,
@@ -39,18 +40,6 @@ from .triton_conv import (conv2d_int8_supported, conv2d_wgrad_int8_supported, in
 
 #: Use the Triton implicit-GEMM kernels for 2-D convolutions on CUDA (``MMDAQ_TRITON=0``: off).
 USE_TRITON = os.environ.get('MMDAQ_TRITON', '1') != '0'
-
-
-class ConvGeometry(NamedTuple):
-    """Static arguments of a convolution; all empty tuples for a Linear layer."""
-    kernel: Tuple[int, ...]
-    stride: Tuple[int, ...]
-    padding: Tuple[int, ...]
-    dilation: Tuple[int, ...]
-    groups: int = 1
-
-
-LINEAR_GEOMETRY = ConvGeometry((), (), (), (), 1)
 
 
 def _grouped(t: Tensor, groups: int) -> Tensor:
@@ -285,50 +274,9 @@ def int8_conv_backward_pass(grad_y: Tensor, x_q: Tensor, weight: Tensor, s_x: Te
                             geo.dilation, geo.groups)
     if need_b:
         grad_b = grad_y.sum(dim=[d for d in range(grad_y.dim()) if d != 1]) * factor
+    if scheme.measure_error:  # the fidelity guard's probe of this layer (grad_error.py)
+        scheme.measure_error = False
+        scheme.last_error = int8_grad_errors(grad_y, x_q, s_x, weight, geo, grad_x,
+                                             None if grad_w is None else grad_w / factor)
     return grad_x, grad_w, grad_b
 
-
-def int8_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantScheme,
-              geo: ConvGeometry, slot: int = 0) -> Tensor:
-    """INT8 convolution (1-3 spatial dims) with the scheme's quantizers.
-
-    Args:
-        x (Tensor[N, C_in, *S]): Input.
-        weight (Tensor[C_out, C_in/G, *k]): Weight.
-        bias (Tensor[C_out], optional): Bias (float).
-        scheme (QuantScheme): Quantizers and their state.
-        geo (ConvGeometry): Convolution arguments.
-        slot (int): Call slot of stateful schemes (see ``QuantScheme.next_call_slot``).
-
-    Returns:
-        Tensor[N, C_out, *O].
-    """
-    return int8_conv_op(x, weight, bias, scheme, geo, slot)
-
-
-def int8_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantScheme,
-                slot: int = 0) -> Tensor:
-    """INT8 linear layer on the last dim.
-
-    Args:
-        x (Tensor[*, C_in]): Input.
-        weight (Tensor[C_out, C_in]): Weight.
-        bias (Tensor[C_out], optional): Bias.
-
-    Returns:
-        Tensor[*, C_out].
-    """
-    return linear_as_conv(int8_conv, x, weight, bias, scheme, slot)
-
-
-def linear_as_conv(conv: Callable[..., Tensor], x: Tensor, weight: Tensor,
-                   bias: Optional[Tensor], scheme: QuantScheme, slot: int = 0) -> Tensor:
-    """A linear layer on the last dim of ``x`` (Tensor[*, C_in]) run by a layer function
-    ``conv(x2d, weight, bias, scheme, geo, slot)`` as a convolution without spatial dims.
-
-    Returns:
-        Tensor[*, C_out].
-    """
-    lead = x.shape[:-1]
-    y = conv(x.reshape(-1, x.shape[-1]), weight, bias, scheme, LINEAR_GEOMETRY, slot)
-    return y.reshape(lead + (weight.shape[0], ))

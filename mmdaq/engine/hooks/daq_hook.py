@@ -12,6 +12,7 @@ from torch import nn
 
 from ...cnn import convert_modules, daq_layers
 from ...quantization.schemes import build_scheme
+from ..fidelity_guard import FidelityGuard
 
 #: Final prediction layers of the stock mmdet / mmaction2 heads, kept in FP32 by default.
 DEFAULT_FP32_HEADS = (
@@ -23,6 +24,7 @@ DEFAULT_FP32_HEADS = (
 LAYER_TYPES = {'Conv2d': nn.Conv2d, 'Conv3d': nn.Conv3d, 'Linear': nn.Linear}
 
 CKPT_KEY = 'daq_state'
+GUARD_KEY = 'daq_guard_state'
 
 
 def _import_callable(path: str) -> Callable:
@@ -66,6 +68,12 @@ class DAQHook(Hook):
         warmup_iters (int): Iterations trained in FP32 before INT8 switches on. Defaults to 0.
         stats_interval (int): Iterations between logged quantization statistics; 0 turns
             them off. Defaults to 50.
+        guard (dict, optional): Turns on the per-layer fidelity guard with these options of
+            :class:`~mmdaq.engine.fidelity_guard.FidelityGuard` (``interval``, ``threshold``,
+            ``patience``), e.g. ``dict(interval=50, threshold=0.1)``: every ``interval``
+            iterations one INT8 layer's G_W / G_X error against float GEMMs is logged
+            (``train/daq/guard_*``), and a layer above ``threshold`` in ``patience`` probes in a
+            row moves to 8 bits or FP32, with a log line naming it. Defaults to None (off).
         **options: Options of the method (e.g. ``a=0.8``, ``clip_interval=1`` for 'daq';
             ``forward='fp32'`` or ``weight_scale='per_channel'`` for the INT8 methods).
     """
@@ -77,7 +85,7 @@ class DAQHook(Hook):
                  include: Sequence[str] = (), exclude: Sequence[str] = (),
                  keep_first_conv: bool = True, keep_heads_fp32: bool = True,
                  filter_fn: Union[str, Callable, None] = None, warmup_iters: int = 0,
-                 stats_interval: int = 50, **options) -> None:
+                 stats_interval: int = 50, guard: Optional[dict] = None, **options) -> None:
         build_scheme(method, **options)  # unknown method or option: error naming it
         unknown = sorted(set(layer_types) - set(LAYER_TYPES))
         if unknown or isinstance(layer_types, str):
@@ -98,6 +106,10 @@ class DAQHook(Hook):
         self.stats_interval = stats_interval
         self.report = None
         self._pending_state: Optional[Dict] = None
+        if guard is not None and not isinstance(guard, dict):
+            raise ValueError(f'guard must be a dict of FidelityGuard options or None, but got '
+                             f'{guard!r}')
+        self.guard = None if guard is None else FidelityGuard(**guard)
 
     # -- conversion ----------------------------------------------------------------------
     @staticmethod
@@ -148,10 +160,13 @@ class DAQHook(Hook):
         enabled = runner.iter >= self.warmup_iters
         collect = bool(self.stats_interval) and self.every_n_train_iters(
             runner, self.stats_interval)
-        for layer in layers.values():
-            layer.quant_enabled = enabled
+        fp32 = self.guard.fp32_layers if self.guard else ()
+        for name, layer in layers.items():
+            layer.quant_enabled = enabled and name not in fp32
             layer.quant_scheme.collect_stats = collect and enabled
             layer.quant_scheme.last_stats = {}
+        if self.guard and enabled:
+            self.guard.before_iter(runner.iter, layers)
         if self.warmup_iters and runner.iter == self.warmup_iters:
             print_log(f'DAQHook: FP32 warm-up done, INT8 from iteration {runner.iter + 1}',
                       logger='current')
@@ -160,6 +175,20 @@ class DAQHook(Hook):
         layers = daq_layers(self._unwrap(runner))
         self._sync_clip_state(layers)
         self._log_statistics(runner, layers)
+        if self.guard:
+            self._log_probe(runner, self.guard.after_iter(layers))
+
+    @staticmethod
+    def _log_probe(runner, probe) -> None:
+        if probe is None or not probe.errors:
+            return
+        for key, value in probe.errors.items():
+            runner.message_hub.update_scalar(f'train/daq/guard_{key}_error', value)
+        if probe.action:
+            errors = ', '.join(f'{k} {v:.3g}' for k, v in probe.errors.items())
+            print_log(f'DAQHook guard: layer {probe.layer} moved to {probe.action}: relative '
+                      f'gradient error {errors} above the threshold in the last probes',
+                      logger='current', level=30)
 
     @staticmethod
     def _sync_clip_state(layers: Dict[str, nn.Module]) -> None:
@@ -201,10 +230,15 @@ class DAQHook(Hook):
             name: layer.quant_scheme.state_dict()
             for name, layer in daq_layers(self._unwrap(runner)).items()
         }
+        if self.guard:
+            checkpoint[GUARD_KEY] = self.guard.state_dict()
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         state = checkpoint.get(CKPT_KEY)
         layers = daq_layers(self._unwrap(runner))
+        if self.guard and GUARD_KEY in checkpoint:
+            self.guard.load_state_dict(checkpoint[GUARD_KEY])
+            self.guard.apply(layers)
         if state is None:
             # Only a resumed run expects clip state (load_from starts fresh); mmengine offers
             # no public flag for that, so read runner._resume as mmengine's own EMAHook does.
