@@ -57,18 +57,23 @@ class OpRecord(NamedTuple):
 
     ``name`` is the op without its overload unless the overload is not ``default``
     (``'aten.mm'``, ``'aten.mul.Tensor'``); ``depth`` is 0 for ops called by the traced code and
-    1 or more inside a Python custom op of mmdaq (whose own record has ``is_python_op``).
+    1 or more inside a Python custom op of mmdaq (whose own record has ``is_python_op``);
+    ``aliases`` is True when every output shares memory with an input (``x.to(x.dtype)``,
+    ``x.contiguous()`` of a contiguous ``x``: no kernel ran).
     """
     name: str
     inputs: Tuple[TensorMeta, ...]
     outputs: Tuple[TensorMeta, ...]
     depth: int
     is_python_op: bool
+    aliases: bool = False
 
     @property
     def launches_kernel(self) -> bool:
-        """False for Python custom ops (their inner ops launch) and view / empty ops."""
-        return not self.is_python_op and _base_name(self.name) not in NO_KERNEL_OPS
+        """False for Python custom ops (their inner ops launch), view / empty ops and ops that
+        returned their input."""
+        return not (self.is_python_op or self.aliases
+                    or _base_name(self.name) in NO_KERNEL_OPS)
 
     @property
     def is_sync(self) -> bool:
@@ -142,7 +147,8 @@ class OpTrace(TorchDispatchMode):
                 self._depth -= 1
         else:
             out = func(*args, **kwargs)
-        self.records[index] = self.records[index]._replace(outputs=_metas(out))
+        self.records[index] = self.records[index]._replace(outputs=_metas(out),
+                                                           aliases=_aliases(out, (args, kwargs)))
         return out
 
     # -- summaries ------------------------------------------------------------------------
@@ -160,6 +166,24 @@ class OpTrace(TorchDispatchMode):
         for r in self.kernels():
             counts[r.name] = counts.get(r.name, 0) + 1
         return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _storages(tree: Any) -> set:
+    leaves, _ = tree_flatten(tree)
+    pointers = set()
+    for t in leaves:
+        if isinstance(t, torch.Tensor) and t.device.type != 'meta' and t.numel():
+            try:
+                pointers.add(t.untyped_storage().data_ptr())
+            except NotImplementedError:  # opaque tensors (oneDNN's packed weights)
+                pointers.add(id(t))
+    return pointers
+
+
+def _aliases(out: Any, inputs: Any) -> bool:
+    """True if ``out`` has tensors and all of them share storage with the inputs."""
+    produced = _storages(out)
+    return bool(produced) and produced <= _storages(inputs)
 
 
 def _first_tensor(args, kwargs) -> Optional[torch.Tensor]:

@@ -21,12 +21,16 @@ def test_records_ops_syncs_and_bytes():
     assert (mul.bytes_read, mul.bytes_written) == (4 * 8 * 4, 4 * 8 * 4)
 
 
-def test_views_and_empties_launch_no_kernel():
+def test_views_empties_and_no_op_conversions_launch_no_kernel():
     x = torch.ones(4, 8)
     with OpTrace() as trace:
         x.view(8, 4).t().contiguous()
         torch.empty(3)
-    assert [r.name for r in trace.kernels()] == ['aten.clone']  # contiguous of a transpose
+        x.to(torch.float32)  # returns x
+        x.contiguous()
+        x.to(torch.float64)
+    names = [r.name for r in trace.kernels()]
+    assert names == ['aten.clone', 'aten._to_copy']  # contiguous of a transpose; a real cast
 
 
 def test_descends_into_the_python_ops_of_mmdaq():

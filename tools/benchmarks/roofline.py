@@ -1,0 +1,169 @@
+"""Predict conv forward + backward times (FP32, BF16, DAQ) on H100 / H200 from bytes and launches.
+
+For every distinct convolution of ResNet-50 (batch x 3 x size x size) it models (see
+``mmdaq/analysis/roofline.py``): FP32 and BF16 autocast as cuDNN's three kernels, DAQ as the
+kernels its layer really dispatches (traced on this CPU with ``OpTrace``, the GEMM path:
+``MMDAQ_CPU_CONV=gemm``, closest to the generic CUDA chain) and DAQ as the fused eight-kernel
+design (also against BF16, eager and both replayed as CUDA graphs). It prints per shape the
+predicted ratios, then the medians, and, with ``--measured`` (a ``bench_layers.py --json`` file
+of a GPU run), the measured ratios beside the predictions and how far apart they are::
+
+    python tools/benchmarks/roofline.py --batch 64 \\
+        --measured docs/benchmarks/h100_2026-11-25/bench_layers_cuda.json
+    python tools/benchmarks/roofline.py --batch 8 --limit 3 --per-op   # quick, with op tables
+
+Nothing here runs on a GPU: the figures are predictions and are printed as such.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+import mmdaq  # noqa: E402
+from mmdaq.analysis.benchmark import resnet50_conv_shapes  # noqa: E402
+from mmdaq.analysis.op_trace import OpTrace  # noqa: E402
+from mmdaq.analysis.roofline import (DEVICES, conv_dims, daq_fused_kernels,  # noqa: E402
+                                     dense_kernels, predict, summarize_ratios, traced_kernels)
+from mmdaq.ops.conv_autotune import cpu_conv_kernel  # noqa: E402
+
+
+def trace_daq_layer(shape, seed: int = 0) -> OpTrace:
+    """The ops of one DAQ conv forward + backward (after two warm-up steps) on this CPU."""
+    torch.manual_seed(seed)
+    conv = mmdaq.convert_model(shape.build(), method='daq')
+    x = torch.randn(shape.input_shape, requires_grad=True)
+    with cpu_conv_kernel('gemm'):
+        for _ in range(2):
+            y = conv(x)
+            y.backward(torch.ones_like(y))
+        y = conv(x)
+        grad = torch.randn_like(y)
+        with OpTrace() as trace:
+            y = conv(x)
+            y.backward(grad)
+    return trace
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(['git', '-C', ROOT, 'describe', '--always', '--dirty'],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return 'unknown'
+
+
+def measured_ratios(path: str) -> dict:
+    """label -> {'bf16': FP32 / BF16, 'daq': FP32 / DAQ, 'fp32_s': FP32 seconds} of a GPU run."""
+    with open(path) as f:
+        run = json.load(f)
+    return {layer['label']: dict(bf16=layer['speedup']['bf16']['fwd_bwd'],
+                                 daq=layer['speedup']['daq']['fwd_bwd'],
+                                 fp32_s=layer['fp32']['fwd_bwd'])
+            for layer in run['layers']}, run
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--batch', type=int, default=64)
+    parser.add_argument('--size', type=int, default=224)
+    parser.add_argument('--devices', nargs='+', default=sorted(DEVICES), choices=sorted(DEVICES))
+    parser.add_argument('--limit', type=int, default=0, help='only the first N shapes')
+    parser.add_argument('--measured', help='bench_layers.py --json of a GPU run to compare with')
+    parser.add_argument('--per-op', action='store_true', help='print the traced DAQ kernels')
+    parser.add_argument('--json', help='write the predictions here')
+    args = parser.parse_args(argv)
+    shapes = resnet50_conv_shapes(args.batch, args.size)
+    if args.limit:
+        shapes = shapes[:args.limit]
+    measured, run = measured_ratios(args.measured) if args.measured else ({}, None)
+    print(f'roofline: predictions for {", ".join(DEVICES[d].name for d in args.devices)}; '
+          f'DAQ traced on this CPU ({torch.backends.cpu.get_cpu_capability()}, '
+          f'torch {torch.__version__}); commit {commit()}; {time.strftime("%Y-%m-%d %H:%M")}')
+    arguments = ' '.join(sys.argv[1:] if argv is None else argv)
+    print(f'command: python tools/benchmarks/roofline.py {arguments}')
+    if run:
+        print(f'measured: {args.measured} ({run["device"]}, torch {run["torch"]})')
+    rows = []
+    for shape, count in shapes:
+        s = shape
+        label = (f'{"x".join(map(str, s.input_shape))} -> {s.out_channels} '
+                 f'k{"x".join(map(str, s.kernel))} s{s.stride[0]}')
+        dims = conv_dims(s.input_shape, s.out_channels, s.kernel, s.stride, s.padding,
+                         s.dilation, s.groups)
+        trace = trace_daq_layer(s)
+        traced = traced_kernels(trace.records)
+        row = dict(label=label, count=count, traced_launches=len(traced),
+                   traced_syncs=len(trace.syncs()), devices={})
+        for key in args.devices:
+            dev = DEVICES[key]
+            fp32 = predict(dense_kernels(dims, 'fp32'), dev)
+            bf16 = predict(dense_kernels(dims, 'bf16'), dev)
+            bf16_graph = predict(dense_kernels(dims, 'bf16'), dev, graph=True)
+            fused = predict(daq_fused_kernels(dims), dev)
+            fused_graph = predict(daq_fused_kernels(dims), dev, graph=True)
+            row['devices'][key] = dict(
+                fp32_s=fp32.seconds, bf16=fp32.seconds / bf16.seconds,
+                daq_traced=fp32.seconds / predict(traced, dev).seconds,
+                daq_fused=fp32.seconds / fused.seconds,
+                daq_fused_vs_bf16=bf16.seconds / fused.seconds,
+                daq_fused_vs_bf16_graph=bf16_graph.seconds / fused_graph.seconds)
+        rows.append(row)
+        if args.per_op:
+            print(f'\n{label}: {len(traced)} kernels traced')
+            for k in traced:
+                print(f'  {k.name:<36} {k.nbytes / 1e6:9.2f} MB {k.flops / 1e9:9.2f} GFLOP')
+    for key in args.devices:
+        print(f'\n{DEVICES[key].name} (predicted; ratios = FP32 time / other time; traced: the '
+              'kernels DAQ dispatches now, eager)')
+        header = (f'{"conv":<34}{"fp32 ms":>9}{"bf16 x":>8}{"daq now x":>10}{"fused x":>9}'
+                  f'{"/bf16":>7}{"/bf16 graph":>12}{"launches":>9}')
+        if measured:
+            header += f'{"meas bf16":>10}{"meas daq":>10}'
+        print(header)
+        for row in rows:
+            p = row['devices'][key]
+            line = (f'{row["label"]:<34}{p["fp32_s"] * 1e3:>9.2f}{p["bf16"]:>8.2f}'
+                    f'{p["daq_traced"]:>10.2f}{p["daq_fused"]:>9.2f}'
+                    f'{p["daq_fused_vs_bf16"]:>7.2f}{p["daq_fused_vs_bf16_graph"]:>12.2f}'
+                    f'{row["traced_launches"]:>9d}')
+            m = measured.get(row['label'])
+            if m:
+                line += f'{m["bf16"]:>10.2f}{m["daq"]:>10.2f}'
+            print(line)
+        summary = {k: summarize_ratios([r['devices'][key][k] for r in rows])['median']
+                   for k in ('bf16', 'daq_traced', 'daq_fused', 'daq_fused_vs_bf16',
+                             'daq_fused_vs_bf16_graph')}
+        print('medians: ' + ', '.join(f'{k} {v:.2f}x' for k, v in summary.items()))
+        matched = [(r, measured[r['label']]) for r in rows if r['label'] in measured]
+        if matched:
+            for what, pkey in (('bf16', 'bf16'), ('daq', 'daq_traced')):
+                errors = [r['devices'][key][pkey] / m[what] for r, m in matched]
+                s = summarize_ratios(errors)
+                print(f'predicted / measured {what} ratio over {len(matched)} shapes: median '
+                      f'{s["median"]:.2f}, geometric mean {s["geomean"]:.2f}')
+            errors = [r['devices'][key]['fp32_s'] / m['fp32_s'] for r, m in matched]
+            s = summarize_ratios(errors)
+            print(f'predicted / measured FP32 time: median {s["median"]:.2f}, geometric mean '
+                  f'{s["geomean"]:.2f}')
+    launches = sorted(r['traced_launches'] for r in rows)
+    print(f'\ntraced DAQ kernels per conv fwd+bwd: {launches[0]}-{launches[-1]} '
+          f'(median {launches[len(launches) // 2]}); fused design: '
+          f'{len(daq_fused_kernels(conv_dims((1, 1, 1, 1), 1, (1, 1), (1, 1), (0, 0), (1, 1))))};'
+          f' host syncs traced: {sum(r["traced_syncs"] for r in rows)}')
+    if args.json:
+        os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
+        with open(args.json, 'w') as f:
+            json.dump(dict(args=vars(args), commit=commit(), rows=rows), f, indent=1)
+    return dict(rows=rows)
+
+
+if __name__ == '__main__':
+    main()
