@@ -79,20 +79,29 @@ def bench_layers(args, device: torch.device) -> list:
         x = torch.randn(shape.input_shape, device=device)
         row = dict(shape=shape._asdict(), count=count, label=shape.label())
         modules = {label: prepare(base, precision) for label, precision, _ in columns}
+        inputs = {label: x for label, _, _ in columns}
+        if args.channels_last:  # the float baselines in the layout cuDNN / oneDNN prefer
+            for label, precision, _ in columns:
+                if precision != 'daq' and x.dim() in (4, 5):
+                    layout = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+                    modules[label] = modules[label].to(memory_format=layout)
+                    inputs[label] = x.contiguous(memory_format=layout)
         reset_autotune()
         # Repetitions interleaved over the columns, so that a busy machine slows all alike.
         samples = {label: [] for label, _, _ in columns}
         for rep in range(args.reps):
             for label, precision, kernel in columns:
                 with _kernel_context(kernel):
-                    samples[label].append(time_layer(modules[label], x, precision, reps=1,
+                    samples[label].append(time_layer(modules[label], inputs[label], precision,
+                                                     reps=1,
                                                      warmup=args.warmup if rep == 0 else 0))
         row['auto_chose'] = _chosen_kernels()
         for label, precision, kernel in columns:
             row[label] = {k: statistics.median(t[k] for t in samples[label])
                           for k in ('fwd', 'bwd', 'fwd_bwd')}
             with _kernel_context(kernel):
-                row[label]['saved_bytes'] = saved_activation_bytes(modules[label], x, precision)
+                row[label]['saved_bytes'] = saved_activation_bytes(modules[label], inputs[label],
+                                                                   precision)
         fp32 = row['fp32']
         row['speedup'] = {p: {k: fp32[k] / row[p][k] if row[p][k] > 0 else float('nan')
                               for k in ('fwd', 'bwd', 'fwd_bwd')} for p in ['bf16'] + daq_labels}
@@ -195,6 +204,9 @@ def main(argv=None) -> dict:
                         help='let FP32 matmuls/convs use TF32 on CUDA (off by default: FP32 is '
                         'the IEEE float32 baseline)')
     parser.add_argument('--e2e-reps', type=int, default=3)
+    parser.add_argument('--channels-last', action='store_true',
+                        help='run the FP32 and BF16 layers channels last (DAQ takes the same '
+                        'NCHW input as before); on CUDA cudnn.benchmark is on either way')
     parser.add_argument('--daq-kernels', nargs='+', choices=MODES, default=['auto'],
                         help='CPU INT8 convolution kernels to time DAQ with, side by side '
                         '(MMDAQ_CPU_CONV; default: auto, the per-shape measured choice)')
@@ -208,12 +220,14 @@ def main(argv=None) -> dict:
     if device.type == 'cuda':
         torch.backends.cuda.matmul.allow_tf32 = args.tf32
         torch.backends.cudnn.allow_tf32 = args.tf32
+        torch.backends.cudnn.benchmark = True  # the fastest cuDNN kernel per shape: fair peers
     tf32 = ''
     if device.type == 'cuda':
         from mmdaq.ops.int8_layer import USE_TRITON
         from mmdaq.ops.triton_conv import triton_available
         conv = 'Triton implicit GEMM' if USE_TRITON and triton_available() else 'im2col + GEMM'
-        tf32 = f'; TF32 {"on" if args.tf32 else "off"}; 2-D INT8 conv: {conv}'
+        tf32 = (f'; TF32 {"on" if args.tf32 else "off"}; cudnn.benchmark on; 2-D INT8 conv: '
+                f'{conv}')
     print(f'bench_layers: {device_description(device)}; torch {torch.__version__}; INT8 GEMM '
           f'backend {resolve_backend(device)}{tf32}; {time.strftime("%Y-%m-%d %H:%M")}',
           flush=True)

@@ -31,20 +31,21 @@ timeout 60 $PY tools/benchmarks/check_error_paths.py 2>&1 | tee -a "$OUT/summary
 
 stage tests
 timeout 60 $PY -m pytest -q -p no:cacheprovider tests/test_ops/test_cuda_kernels.py \
-  tests/test_ops/test_triton_conv.py \
+  tests/test_ops/test_triton_conv.py tests/test_ops/test_cuda_step.py \
   > "$OUT/pytest_cuda.log" 2>&1
 echo "pytest (CUDA kernels) rc=$?" | tee -a "$OUT/summary.txt"
 grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/pytest_cuda.log" | tail -12 | tee -a "$OUT/summary.txt"
 timeout 100 $PY -m pytest -q -p no:cacheprovider --continue-on-collection-errors \
   tests/test_ops tests/test_quantization tests/test_analysis/test_benchmark.py \
   --deselect tests/test_ops/test_cuda_kernels.py --deselect tests/test_ops/test_triton_conv.py \
+  --deselect tests/test_ops/test_cuda_step.py \
   ${PYTEST_DESELECT:-} > "$OUT/pytest.log" 2>&1
 echo "pytest rc=$?" | tee -a "$OUT/summary.txt"
 grep -E "^(FAILED|ERROR)|passed|failed|Fatal|test_.*\.py\", line" "$OUT/pytest.log" | tail -12 \
   | tee -a "$OUT/summary.txt"
 
 stage layers
-timeout 120 $PY tools/benchmarks/bench_layers.py --reps 10 --warmup 3 \
+timeout 120 $PY tools/benchmarks/bench_layers.py --reps 10 --warmup 3 --channels-last \
   --json "$OUT/bench_layers_cuda.json" > "$OUT/bench_layers.log" 2>&1
 echo "bench_layers rc=$?" | tee -a "$OUT/summary.txt"
 tail -4 "$OUT/bench_layers.log" | tee -a "$OUT/summary.txt"
@@ -71,4 +72,9 @@ stage profile
     --kernel 1 --rows 25; } > "$OUT/profile.log" 2>&1
 echo "profile rc=$?" | tee -a "$OUT/summary.txt"
 fi
+stage "roofline vs this run"  # the model's predictions beside what was just measured
+timeout 90 $PY tools/benchmarks/roofline.py --batch 64 --devices h100 h200 \
+  --measured "$OUT/bench_layers_cuda.json" --json "$OUT/roofline.json" > "$OUT/roofline.log" 2>&1
+echo "roofline rc=$?" | tee -a "$OUT/summary.txt"
+grep -E "^medians|^predicted" "$OUT/roofline.log" | tee -a "$OUT/summary.txt"
 stage done
