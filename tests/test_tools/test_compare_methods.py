@@ -157,8 +157,10 @@ def test_finetune_runs_the_finetune_twins():
     assert fp32.endswith('_finetune.py') and daq.endswith('_finetune.py')
     assert osp.isfile(osp.join(root, fp32)) and osp.isfile(osp.join(root, daq))
     assert options == ['custom_hooks.0.method=per_tensor']
+    assert compare_methods.method_run('detection', 'ui8', finetune=True) == (
+        daq, ['custom_hooks.0.method=ui8'])
     with pytest.raises(SystemExit, match='--finetune-from runs fp32 and the hook methods'):
-        compare_methods.method_run('detection', 'ui8', finetune=True)
+        compare_methods.method_run('detection', 'shiftquant', finetune=True)
 
 
 def test_finetune_passes_the_checkpoint_and_pairs_with_fp32(tmp_path, monkeypatch):

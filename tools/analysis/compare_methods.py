@@ -46,6 +46,8 @@ from demo import DEMOS, final_metric, generate_data, train  # noqa: E402
 
 #: The hook methods that run from DAQ's demo config with ``custom_hooks.0.method`` switched.
 HOOK_METHODS = ('daq', 'per_channel', 'per_tensor')
+#: With --finetune-from, UI8 runs the same way (its own demo config trains from scratch).
+FINETUNE_HOOK_METHODS = HOOK_METHODS + ('ui8', )
 #: File-name stems of the demo configs per task, as in configs/<method>/.
 CONFIG_STEMS = {'detection': 'faster_rcnn_r50_fpn_{}_synthetic_shapes.py',
                 'video': 'tsn_r18_{}_synthetic_clips.py'}
@@ -55,9 +57,10 @@ def method_run(task: str, method: str, finetune: bool = False) -> tuple:
     """(config path, extra cfg-options) of ``method`` on ``task``'s demo (its ``_finetune``
     twin with ``finetune``)."""
     configs = DEMOS[task]['finetune_configs' if finetune else 'configs']
+    hook_methods = FINETUNE_HOOK_METHODS if finetune else HOOK_METHODS
     name, _, options = method.partition(':')
-    if options and name not in HOOK_METHODS:
-        raise SystemExit(f'[compare] options after ":" are for the hook methods {HOOK_METHODS}, '
+    if options and name not in hook_methods:
+        raise SystemExit(f'[compare] options after ":" are for the hook methods {hook_methods}, '
                          f'but got {method!r}')
     hook_options = []
     for item in filter(None, options.split(',')):
@@ -68,11 +71,11 @@ def method_run(task: str, method: str, finetune: bool = False) -> tuple:
         hook_options.append(f'custom_hooks.0.{key}={value}')
     if method == 'fp32':
         return configs['fp32'], []
-    if name in HOOK_METHODS:
+    if name in hook_methods:
         return configs['daq'], [f'custom_hooks.0.method={name}'] + hook_options
     if finetune:
         raise SystemExit(f'[compare] --finetune-from runs fp32 and the hook methods '
-                         f'{HOOK_METHODS} (with options), not {method!r}')
+                         f'{hook_methods} (with options), not {method!r}')
     bits = re.fullmatch(r'shiftquant([2-8])', method)
     if bits:  # ShiftQuant's config at another bit-width for W, X and G_Y
         config, _ = method_run(task, 'shiftquant')
