@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..cnn.daq_layers import LAYER_FUNCTIONS, _explicit_padding
-from ..ops.int8_layer import LINEAR_GEOMETRY, ConvGeometry
+from ..ops.geometry import LINEAR_GEOMETRY, ConvGeometry
 from ..quantization import channel_major, magnitude_weighted_error, max_code
 from ..quantization.schemes import QuantScheme
 

@@ -12,7 +12,8 @@ from typing import Any, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..ops.int8_layer import ConvGeometry, int8_conv, int8_linear
+from ..ops.geometry import ConvGeometry
+from ..ops.int8_conv_op import int8_conv, int8_linear
 from ..ops.shift_layer import shift_conv, shift_linear
 from ..quantization.schemes import QuantScheme, build_scheme
 

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..ops.int8_layer import ConvGeometry
+from ..ops.geometry import ConvGeometry
 from ..ops.lowbit_conv import lowbit_int_conv, lowbit_int_linear
 from ..quantization.lowbit import FP_BITS, check_bits, quantize_activation, quantize_weight
 from .convert import ConversionReport, _compile, daq_class_for

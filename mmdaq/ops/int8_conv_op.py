@@ -1,7 +1,8 @@
 """The INT8 layer as two ``torch.library`` custom ops, so ``torch.compile`` has no graph break.
 
 ``mmdaq::int8_conv`` (forward) and ``mmdaq::int8_conv_backward`` run the passes of
-:mod:`.int8_layer`; an autograd formula connects them. The scheme's Python state (clip ratios,
+:mod:`.int8_layer`; an autograd formula connects them, and :func:`int8_conv` /
+:func:`int8_linear` are the public functions of the layer. The scheme's Python state (clip ratios,
 call counters, statistics) changes inside the ops, out of the tracer's sight: traced as an
 autograd.Function, those mutations were graph breaks (``Mutating a variable from outside the
 scope of this HOP``). The scheme travels as its int handle
@@ -13,14 +14,14 @@ import torch
 from torch import Tensor
 
 from ..quantization.scheme_handles import scheme_from_handle
+from ..quantization.schemes import QuantScheme
+from .geometry import ConvGeometry, linear_as_conv
 from .im2col import conv_output_size
-
-_Geometry = Tuple[List[int], List[int], List[int], List[int], int]
+from .int8_layer import int8_conv_backward_pass, int8_conv_forward_pass
 
 
 def _geometry(kernel: List[int], stride: List[int], padding: List[int], dilation: List[int],
-              groups: int):
-    from .int8_layer import ConvGeometry
+              groups: int) -> ConvGeometry:
     return ConvGeometry(tuple(kernel), tuple(stride), tuple(padding), tuple(dilation), groups)
 
 
@@ -28,7 +29,6 @@ def _geometry(kernel: List[int], stride: List[int], padding: List[int], dilation
 def _int8_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: int,
                kernel: List[int], stride: List[int], padding: List[int], dilation: List[int],
                groups: int, slot: int) -> Tuple[Tensor, Tensor, Tensor]:
-    from .int8_layer import int8_conv_forward_pass
     return int8_conv_forward_pass(x, weight, bias, scheme_from_handle(scheme),
                                   _geometry(kernel, stride, padding, dilation, groups))
 
@@ -45,7 +45,6 @@ def _int8_conv_backward(grad_y: Tensor, x_q: Tensor, weight: Tensor, s_x: Tensor
                         kernel: List[int], stride: List[int], padding: List[int],
                         dilation: List[int], groups: int, slot: int, need_x: bool,
                         need_w: bool, need_b: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    from .int8_layer import int8_conv_backward_pass
     grads = int8_conv_backward_pass(grad_y, x_q, weight, s_x, scheme_from_handle(scheme),
                                     _geometry(kernel, stride, padding, dilation, groups), slot,
                                     need_x, need_w, need_b)
@@ -75,7 +74,7 @@ def _backward(ctx, grad_y, _grad_x_q, _grad_s_x):
     x_q, weight, s_x = ctx.saved_tensors
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
     need_b = need_b and ctx.has_bias
-    grad_x, grad_w, grad_b = torch.ops.mmdaq.int8_conv_backward(
+    grad_x, grad_w, grad_b = _int8_conv_backward(
         grad_y, x_q, weight, s_x, *ctx.args, need_x, need_w, need_b)
     return (grad_x.to(ctx.x_dtype) if need_x else None,
             grad_w.to(ctx.w_dtype) if need_w else None,
@@ -85,10 +84,27 @@ def _backward(ctx, grad_y, _grad_x_q, _grad_s_x):
 _int8_conv.register_autograd(_backward, setup_context=_setup_context)
 
 
-def int8_conv_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme, geo,
-                 slot: int = 0) -> Tensor:
-    """``y = conv(x, w) + b`` through ``mmdaq::int8_conv`` (see :func:`.int8_layer.int8_conv`)."""
-    y, _, _ = torch.ops.mmdaq.int8_conv(x, weight, bias, scheme.op_handle, list(geo.kernel),
-                                        list(geo.stride), list(geo.padding),
-                                        list(geo.dilation), geo.groups, slot)
+def int8_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantScheme,
+              geo: ConvGeometry, slot: int = 0) -> Tensor:
+    """INT8 convolution (1-3 spatial dims) with the scheme's quantizers, as ``mmdaq::int8_conv``.
+
+    Args:
+        x (Tensor[N, C_in, *S]): Input.
+        weight (Tensor[C_out, C_in/G, *k]): Weight.
+        bias (Tensor[C_out], optional): Bias (float).
+        scheme (QuantScheme): Quantizers and their state.
+        geo (ConvGeometry): Convolution arguments.
+        slot (int): Call slot of stateful schemes (see ``QuantScheme.next_call_slot``).
+
+    Returns:
+        Tensor[N, C_out, *O].
+    """
+    y, _, _ = _int8_conv(x, weight, bias, scheme.op_handle, list(geo.kernel), list(geo.stride),
+                         list(geo.padding), list(geo.dilation), geo.groups, slot)
     return y
+
+
+def int8_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantScheme,
+                slot: int = 0) -> Tensor:
+    """:func:`int8_conv` as a Linear layer on the last dim: Tensor[*, C_in] -> Tensor[*, C_out]."""
+    return linear_as_conv(int8_conv, x, weight, bias, scheme, slot=slot)

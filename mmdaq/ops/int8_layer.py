@@ -27,8 +27,8 @@ from torch import Tensor
 from ..kernels import channels_first_epilogue, int32_to_weight
 from ..quantization.schemes import QuantScheme
 from .conv_autotune import cpu_conv_mode, fastest, shape_bucket
+from .geometry import LINEAR_GEOMETRY, ConvGeometry  # noqa: F401 (tests import both from here)
 from .grad_error import int8_grad_errors
-from .geometry import LINEAR_GEOMETRY, ConvGeometry  # noqa: F401 (LINEAR_GEOMETRY: tests)
 from .grouped_matmul import grouped_int8_matmul
 from .im2col import channels_inner_to_weight, channels_inner_weight, col2im, im2col, weight_columns
 from .onednn_conv import int8_conv_onednn, onednn_conv_supported
@@ -279,4 +279,3 @@ def int8_conv_backward_pass(grad_y: Tensor, x_q: Tensor, weight: Tensor, s_x: Te
         scheme.last_error = int8_grad_errors(grad_y, x_q, s_x, weight, geo, grad_x,
                                              None if grad_w is None else grad_w / factor)
     return grad_x, grad_w, grad_b
-

@@ -19,7 +19,8 @@ from torch import Tensor
 
 from ..kernels import channels_first_epilogue
 from ..quantization.lowbit import activation_codes, weight_codes
-from .int8_layer import LINEAR_GEOMETRY, ConvGeometry, int8_conv_forward
+from .geometry import LINEAR_GEOMETRY, ConvGeometry
+from .int8_layer import int8_conv_forward
 
 
 class LowBitIntConvFunction(torch.autograd.Function):

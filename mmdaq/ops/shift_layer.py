@@ -26,9 +26,9 @@ from torch import Tensor
 
 from ..quantization.schemes import QuantScheme
 from ..quantization.shift_quant import pow2_scales
+from .geometry import ConvGeometry, linear_as_conv
 from .im2col import channels_inner_to_weight, channels_inner_weight, col2im, im2col
-from .int8_layer import (ConvGeometry, channels_last_2d, linear_as_conv, transposed_geometry,
-                         transposed_weight)
+from .int8_layer import channels_last_2d, transposed_geometry, transposed_weight
 from .shift_matmul import shift_matmul
 
 
@@ -200,4 +200,4 @@ def shift_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: Quan
     Returns:
         Tensor[*, C_out].
     """
-    return linear_as_conv(shift_conv, x, weight, bias, scheme, slot)
+    return linear_as_conv(shift_conv, x, weight, bias, scheme, slot=slot)

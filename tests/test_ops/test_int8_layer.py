@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmdaq.ops.int8_layer import ConvGeometry, int8_conv, int8_linear
+from mmdaq.ops.geometry import LINEAR_GEOMETRY, ConvGeometry
+from mmdaq.ops.int8_conv_op import int8_conv, int8_linear
 from mmdaq.quantization import dequantize
 from mmdaq.quantization.schemes import build_scheme
 from mmdaq.testing import sqnr
@@ -224,7 +225,7 @@ def test_grad_weight_1x1_long_reduction_cannot_overflow():
 
 
 def test_grad_weight_of_a_linear_layer():
-    from mmdaq.ops.int8_layer import LINEAR_GEOMETRY, int8_conv_grad_weight
+    from mmdaq.ops.int8_layer import int8_conv_grad_weight
     gen = torch.Generator().manual_seed(5)
     x_q = torch.randint(-127, 128, (7, 5), generator=gen, dtype=torch.int8)
     g_q = torch.randint(-127, 128, (7, 3), generator=gen, dtype=torch.int8)

@@ -8,7 +8,9 @@ import torch.nn.functional as F
 
 from mmdaq.kernels import is_extension_available
 from mmdaq.ops import conv_autotune
-from mmdaq.ops.int8_layer import ConvGeometry, int8_conv, scaled_int8_conv
+from mmdaq.ops.geometry import ConvGeometry
+from mmdaq.ops.int8_conv_op import int8_conv
+from mmdaq.ops.int8_layer import scaled_int8_conv
 from mmdaq.ops.int8_matmul import MAX_CHUNK_K
 from mmdaq.ops.onednn_conv import int8_conv_onednn, onednn_conv_available, onednn_conv_supported
 from mmdaq.quantization.schemes import build_scheme

@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from mmdaq.ops.conv_autotune import cpu_conv_kernel
-from mmdaq.ops.int8_layer import ConvGeometry, scaled_int8_conv
+from mmdaq.ops.geometry import ConvGeometry
+from mmdaq.ops.int8_layer import scaled_int8_conv
 from mmdaq.ops.onednn_conv import onednn_conv_available
 from mmdaq.ops.phase_grad_input import phase_grad_input_supported, phase_int8_grad_input
 

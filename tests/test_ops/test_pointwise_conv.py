@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from mmdaq.kernels import channels_first_epilogue
+from mmdaq.ops.geometry import ConvGeometry
 from mmdaq.ops.im2col import col2im
-from mmdaq.ops.int8_layer import (ConvGeometry, channels_last_2d, int8_conv_forward,
-                                  int8_conv_grad_input)
+from mmdaq.ops.int8_layer import channels_last_2d, int8_conv_forward, int8_conv_grad_input
 from mmdaq.ops.int8_matmul import MAX_CHUNK_K, int8_matmul
 from mmdaq.ops.pointwise_conv import (pointwise_int8_conv, pointwise_int8_grad_input,
                                       pointwise_supported)

@@ -8,7 +8,8 @@ from torch import nn
 
 from mmdaq import convert_model
 from mmdaq.cnn import L1BatchNorm2d
-from mmdaq.ops.int8_layer import ConvGeometry, int8_conv
+from mmdaq.ops.geometry import ConvGeometry
+from mmdaq.ops.int8_conv_op import int8_conv
 from mmdaq.ops.shift_layer import shift_conv, shift_linear
 from mmdaq.quantization.schemes import build_scheme
 from mmdaq.testing import sqnr

@@ -16,7 +16,8 @@ pytest.importorskip('triton')
 
 from mmdaq.kernels import int32_to_channels_first_reference  # noqa: E402
 from mmdaq.ops import triton_conv  # noqa: E402
-from mmdaq.ops.int8_layer import ConvGeometry, int8_conv_forward  # noqa: E402
+from mmdaq.ops.geometry import ConvGeometry  # noqa: E402
+from mmdaq.ops.int8_layer import int8_conv_forward  # noqa: E402
 
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
 

@@ -82,7 +82,8 @@ def test_ui8_scheme_quantizes_once_for_both_gemms_and_updates_periodically():
 
 
 def test_ui8_layer_scales_the_weight_gradient_by_the_factor():
-    from mmdaq.ops.int8_layer import ConvGeometry, int8_conv
+    from mmdaq.ops.geometry import ConvGeometry
+    from mmdaq.ops.int8_conv_op import int8_conv
     gen = torch.Generator().manual_seed(4)
     x = torch.randn(2, 4, 6, 6, generator=gen)
     w = torch.randn(8, 4, 3, 3, generator=gen)

@@ -8,7 +8,7 @@ from torch.nn import functional as F
 
 from mmdaq.cnn import (LowBitConfig, LowBitConv2d, LowBitLinear, convert_lowbit, lowbit_layers,
                        set_precision)
-from mmdaq.ops.int8_layer import ConvGeometry
+from mmdaq.ops.geometry import ConvGeometry
 from mmdaq.ops.lowbit_conv import lowbit_conv_reference, lowbit_int_conv, lowbit_int_linear
 from mmdaq.quantization.lowbit import (activation_codes, check_bits, normalize_weight,
                                        quantize_activation, quantize_weight, uniform_quantize,
