@@ -1,10 +1,11 @@
 """``mmdaq::quantize_int8`` (and its stochastic and pair forms): float32 -> INT8 codes for
 given step(s); ``mmdaq::clip_to_scale``: the step of a clip. Compiled kernels.
 
-The plain-PyTorch references :func:`quantize_int8_reference` and
+The plain-PyTorch references :func:`quantize_int8_reference` (the one eager quantizer, which
+:mod:`mmdaq.quantization` also runs where the kernels do not apply) and
 :func:`clip_to_scale_reference` are what the kernels are tested against, bit-exactly.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -44,17 +45,39 @@ def quantize_int8(x: Tensor, scale: Tensor, dim: int = 0) -> Tensor:
     return torch.ops.mmdaq.quantize_int8(x, scale, dim)
 
 
-def quantize_int8_reference(x: Tensor, scale: Tensor, dim: int = 0) -> Tensor:
-    """Plain-PyTorch twin of :func:`quantize_int8` (same arguments, same result)."""
+def quantize_int8_reference(x: Tensor, scale: Tensor, dim: int = 0, *, qmax: int = 127,
+                            u: Optional[Tensor] = None) -> Tensor:
+    """The plain-PyTorch quantizer: :func:`quantize_int8` (``u`` None) and
+    :func:`quantize_int8_stochastic` (given its uniform numbers ``u``), at any width.
+
+    ``v = clamp(x / scale, -qmax, qmax)``; the code is ``round(v)`` (half to even), or
+    ``floor(v) + (u < v - floor(v))`` with ``u`` given.
+
+    Args:
+        x (Tensor[...], float32): Values to quantize.
+        scale (Tensor[] or Tensor[x.shape[dim]], float32): Step per tensor or per channel.
+        dim (int): Channel dim for a per-channel scale. Defaults to 0.
+        qmax (int): Largest code (keyword-only). Defaults to 127.
+        u (Tensor[...], float32, optional): Uniform numbers in [0, 1), one per element of
+            ``x``, for stochastic rounding (keyword-only). Defaults to None (nearest).
+
+    Returns:
+        Tensor[...], int8: Codes in ``[-qmax, qmax]``; 0 where the scale is 0 or not finite,
+        or x is not finite.
+    """
     dim = _check_args(x, scale, dim)
     if scale.numel() != 1:
         shape = [1] * x.dim()
         shape[dim] = -1
         scale = scale.reshape(shape)  # broadcast along dim: [1, .., C, .., 1]
-    valid = (scale > 0) & torch.isfinite(x)
-    codes = torch.round(x / torch.where(scale > 0, scale, torch.ones_like(scale)))
-    codes = torch.where(valid, codes.clamp(-127, 127), torch.zeros_like(codes))
-    return codes.to(torch.int8)
+    usable = scale > 0  # False for zero and NaN steps
+    v = (x / torch.where(usable, scale, 1.0)).clamp_(-qmax, qmax)
+    if u is None:
+        v = torch.round(v)
+    else:
+        floor = torch.floor(v)
+        v = floor + (u.reshape(x.shape) < v - floor).to(torch.float32)
+    return torch.where(usable & torch.isfinite(x), v, 0.0).to(torch.int8)
 
 
 @register_fake_if_built('mmdaq::quantize_int8_pair')
@@ -80,12 +103,6 @@ def quantize_int8_pair(x: Tensor, scale: Tensor, dim: int,
     """
     require_extension('quantize_int8_pair')
     return torch.ops.mmdaq.quantize_int8_pair(x, scale, dim, tensor_scale)
-
-
-def quantize_int8_pair_reference(x: Tensor, scale: Tensor, dim: int,
-                                 tensor_scale: Tensor) -> Tuple[Tensor, Tensor]:
-    """Plain-PyTorch twin of :func:`quantize_int8_pair`."""
-    return quantize_int8_reference(x, scale, dim), quantize_int8_reference(x, tensor_scale)
 
 
 @register_fake_if_built('mmdaq::quantize_int8_stochastic')
@@ -127,20 +144,6 @@ def philox_uniform(like: Tensor, seed: int, offset: int) -> Tensor:
     """The uniform numbers in [0, 1) that :func:`quantize_int8_stochastic` draws for ``like``."""
     require_extension('philox_uniform')
     return torch.ops.mmdaq.philox_uniform(like, seed, offset)
-
-
-def quantize_int8_stochastic_reference(x: Tensor, scale: Tensor, dim: int, u: Tensor) -> Tensor:
-    """Plain-PyTorch twin of :func:`quantize_int8_stochastic`, given the uniform numbers ``u``."""
-    dim = _check_args(x, scale, dim)
-    if scale.numel() != 1:
-        shape = [1] * x.dim()
-        shape[dim] = -1
-        scale = scale.reshape(shape)
-    valid = (scale > 0) & torch.isfinite(x)
-    v = (x / torch.where(scale > 0, scale, torch.ones_like(scale))).clamp(-127, 127)
-    floor = torch.floor(v)
-    codes = floor + (u.reshape(x.shape) < v - floor).float()
-    return torch.where(valid, codes, torch.zeros_like(codes)).to(torch.int8)
 
 
 def quantize_int8_applies(x: Tensor) -> bool:

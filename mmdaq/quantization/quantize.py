@@ -46,7 +46,8 @@ import torch
 from torch import Tensor
 
 from ..kernels import (clip_to_scale, clip_to_scale_reference, compiled_op_available, quantize_int8,
-                       quantize_int8_applies, quantize_int8_pair, quantize_int8_stochastic)
+                       quantize_int8_applies, quantize_int8_pair, quantize_int8_reference,
+                       quantize_int8_stochastic)
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _ROUNDING_MODES = ('nearest', 'stochastic')
@@ -147,7 +148,6 @@ def quantize(x: Tensor,
         data_max = _as_data_max(data_max, x, dim)
     clip = data_max if clip is None else _as_clip(clip, data_max)
     scale = _scale_from_clip(clip, data_max, qmax)  # [] or [C]
-    scale_b = _broadcast_channels(scale, x.dim(), dim)
     if qmax == 127 and quantize_int8_applies(x):
         # The same codes from one fused pass of the compiled kernel (tested bit-exact); for
         # stochastic rounding the noise is a Philox stream keyed by two numbers drawn from
@@ -157,7 +157,9 @@ def quantize(x: Tensor,
         seed, offset = _philox_key(generator)
         codes = quantize_int8_stochastic(x, scale, 0 if dim is None else dim, seed, offset)
         return codes, scale
-    return codes_from_scale(x, scale_b, qmax, rounding, generator), scale
+    u = None if rounding == 'nearest' else torch.rand(
+        x.shape, generator=generator, dtype=torch.float32, device=x.device)
+    return quantize_int8_reference(x, scale, 0 if dim is None else dim, qmax=qmax, u=u), scale
 
 
 def quantize_per_channel_and_tensor(x: Tensor, clip: Clip, dim: int, *, data_max: Tensor,
@@ -194,33 +196,6 @@ def quantize_per_channel_and_tensor(x: Tensor, clip: Clip, dim: int, *, data_max
     scale_t = _scale_from_clip(tensor_max, tensor_max, qmax)
     q_c, q_t = quantize_int8_pair(x, scale_c, dim, scale_t)
     return (q_c, scale_c), (q_t, scale_t)
-
-
-def codes_from_scale(x: Tensor, scale: Tensor, qmax: int, rounding: str = 'nearest',
-                     generator: Optional[torch.Generator] = None) -> Tensor:
-    """Integer codes ``round(x / scale)`` in ``[-qmax, qmax]``, in eager PyTorch.
-
-    Args:
-        x (Tensor[...], float32): Values.
-        scale (Tensor, float32): Steps broadcastable to ``x``; codes are 0 where a step is 0 or
-            NaN.
-        qmax (int): Largest code.
-        rounding (str): ``'nearest'`` (half to even) or ``'stochastic'`` (``floor(v) + (u <
-            v - floor(v))``, ``u`` uniform from ``generator``). Defaults to ``'nearest'``.
-        generator (torch.Generator, optional): Noise source of stochastic rounding.
-
-    Returns:
-        Tensor[...], int8.
-    """
-    usable = scale > 0  # False for zero and NaN scales
-    v = (x / torch.where(usable, scale, 1.0)).clamp_(-qmax, qmax)
-    if rounding == 'nearest':
-        v = torch.round(v)
-    else:
-        u = torch.rand(v.shape, generator=generator, dtype=torch.float32, device=v.device)
-        floor = torch.floor(v)
-        v = floor + (u < v - floor).to(torch.float32)
-    return torch.where(usable, v, 0.0).to(torch.int8)
 
 
 def dequantize(q: Tensor, scale: Union[float, Tensor], dim: Optional[int] = None) -> Tensor:

@@ -26,7 +26,8 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from .quantize import _as_float32, _normalize_dim, abs_max, codes_from_scale, max_code
+from ..kernels import quantize_int8_reference
+from .quantize import _as_float32, _normalize_dim, abs_max, max_code
 
 _ROUNDINGS = ('nearest', 'stochastic')
 
@@ -124,10 +125,9 @@ def shift_quantize(x: Tensor,
     top = m.amax() if m.numel() else m.new_zeros(())
     base = top / qmax if finite else torch.full_like(top, float('nan'))
     e = slice_shifts(torch.where(torch.isfinite(m), m, 0.0), num_groups)  # [C]
-    shape = [1] * x.dim()
-    shape[dim] = -1
-    scale = pow2_scales(base, e).view(shape)  # [1, .., C, .., 1]
-    codes = codes_from_scale(x, scale, qmax, rounding, generator)
+    u = None if rounding == 'nearest' else torch.rand(
+        x.shape, generator=generator, dtype=torch.float32, device=x.device)
+    codes = quantize_int8_reference(x, pow2_scales(base, e), dim, qmax=qmax, u=u)
     return ShiftQuantResult(codes, base, e, dim)
 
 
