@@ -13,7 +13,7 @@ from typing import Callable, Dict, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..cnn import convert_model
+from ..cnn import convert_model, first_conv
 
 #: name -> final prediction layers kept in FP32 (regexes), as DAQHook's DEFAULT_FP32_HEADS.
 _FP32_HEADS = {
@@ -24,13 +24,9 @@ _FP32_HEADS = {
 TORCHVISION_MODELS = tuple(_FP32_HEADS)
 
 
-def _first_conv(model: nn.Module) -> str:
-    return next(name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Conv3d)))
-
-
 def convert_like_daq_hook(model: nn.Module, name: str, **options) -> nn.Module:
     """Convert ``model`` to DAQ with the first conv and the prediction layers kept in FP32."""
-    exclude = ('^' + re.escape(_first_conv(model)) + '$', ) + _FP32_HEADS[name]
+    exclude = ('^' + re.escape(first_conv(model)) + '$', ) + _FP32_HEADS[name]
     return convert_model(model, exclude=exclude, **options)
 
 

@@ -1,4 +1,10 @@
-"""Swap the float Conv2d/Conv3d/Linear layers of a model for DAQ layers, in place."""
+"""Swap the float Conv2d/Conv3d/Linear layers of a model for quantized layers, in place.
+
+One entry point for every method of :data:`mmdaq.quantization.schemes.SCHEMES`: a
+:class:`~mmdaq.quantization.schemes.QuantScheme` method gets the DAQ layers
+(:mod:`.daq_layers`), ``'zhuang_w4a4'`` (:class:`~mmdaq.quantization.lowbit.LowBitConfig`) the
+low-bit layers of Zhuang et al. (:mod:`.lowbit_layers`).
+"""
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -6,8 +12,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
 from torch import nn
 
+from ..quantization.lowbit import LowBitConfig
 from ..quantization.schemes import build_scheme
 from .daq_layers import DAQConv2d, DAQConv3d, DAQLayerMixin, DAQLinear, _explicit_padding
+from .lowbit_layers import LOWBIT_CLASSES, LowBitLayerMixin
 
 FilterFn = Callable[[nn.Module, str], bool]
 
@@ -30,7 +38,8 @@ class ConversionReport:
     """What :func:`convert_modules` did.
 
     Attributes:
-        converted (list[str]): Qualified names now running INT8.
+        converted (list[str]): Qualified names now running quantized (INT8 for the DAQ
+            methods).
         skipped (dict[str, str]): Conv/Linear layers left in float, with the reason.
     """
     converted: List[str] = field(default_factory=list)
@@ -53,10 +62,13 @@ def daq_class_for(module: nn.Module) -> Tuple[Optional[Type[nn.Module]], str]:
 
     Exact ``nn.Conv2d``/``nn.Conv3d``/``nn.Linear`` and the subclasses in
     :data:`SAFE_SUBCLASSES` are replaceable; other subclasses only if they override
-    neither ``forward`` nor ``_conv_forward`` (their math is the base class's).
+    neither ``forward`` nor ``_conv_forward`` (their math is the base class's). The DAQ class
+    also names the low-bit class (:data:`~.lowbit_layers.LOWBIT_CLASSES`).
     """
     if isinstance(module, DAQLayerMixin):
         return None, 'already a DAQ layer'
+    if isinstance(module, LowBitLayerMixin):
+        return None, 'already a low-bit layer'
     if isinstance(module, nn.modules.lazy.LazyModuleMixin):
         return None, 'lazy layer not initialised yet'
     for base, daq_cls in DAQ_CLASSES.items():
@@ -77,13 +89,25 @@ def daq_class_for(module: nn.Module) -> Tuple[Optional[Type[nn.Module]], str]:
     return None, 'not a Conv2d/Conv3d/Linear'
 
 
-def _compile(patterns: Sequence[str], what: str) -> List[re.Pattern]:
+def compile_patterns(patterns: Sequence[str], what: str) -> List[re.Pattern]:
+    """Regexes from a user option ``what`` (one string or a sequence); a bad one raises."""
     if isinstance(patterns, str):
         patterns = (patterns, )
     try:
         return [re.compile(p) for p in patterns]
     except re.error as e:
         raise ValueError(f'{what} must be regular expressions, but got {list(patterns)}: {e}')
+
+
+def _swap_function(method: str, options: Dict[str, Any]) -> Callable[[nn.Module, type], nn.Module]:
+    """``swap(module, daq_cls)``: the layer of ``method`` replacing ``module`` (same Parameters).
+
+    Builds the method's options once, so an unknown method or option raises here.
+    """
+    config = build_scheme(method, **options)
+    if isinstance(config, LowBitConfig):  # each layer copies the config in from_float
+        return lambda module, daq_cls: LOWBIT_CLASSES[daq_cls].from_float(module, config)
+    return lambda module, daq_cls: daq_cls.from_float(module, method, **options)
 
 
 def convert_modules(model: nn.Module, method: str = 'daq', *, filter_fn: Optional[FilterFn] = None,
@@ -94,8 +118,9 @@ def convert_modules(model: nn.Module, method: str = 'daq', *, filter_fn: Optiona
     Arguments as :func:`convert_model`. Patterns match with ``re.search`` on qualified
     names; a pattern that matches no Conv/Linear layer triggers a warning.
     """
-    build_scheme(method, **options)  # validate method and options before touching the model
-    includes, excludes = _compile(include, 'include'), _compile(exclude, 'exclude')
+    swap = _swap_function(method, options)  # validates method and options before any change
+    includes = compile_patterns(include, 'include')
+    excludes = compile_patterns(exclude, 'exclude')
     used = set()
     report = ConversionReport()
     swapped: Dict[int, nn.Module] = {}  # a module shared under two names is swapped once
@@ -120,7 +145,7 @@ def convert_modules(model: nn.Module, method: str = 'daq', *, filter_fn: Optiona
             if daq_cls is None:
                 report.skipped[name] = reason
                 continue
-            new = swapped[id(module)] = daq_cls.from_float(module, method, **options)
+            new = swapped[id(module)] = swap(module, daq_cls)
         parent_name, _, child = name.rpartition('.')
         setattr(model.get_submodule(parent_name), child, new)
         report.converted.append(name)
@@ -144,7 +169,8 @@ def convert_model(model: nn.Module, method: str = 'daq', *, filter_fn: Optional[
         model (nn.Module): The model. If it is itself a convertible layer, a new DAQ
             layer sharing its Parameters is returned instead.
         method (str): A name of :data:`mmdaq.quantization.schemes.SCHEMES`: 'daq' (the
-            paper), 'per_channel', 'per_tensor', 'ui8' or 'shiftquant'. Defaults to 'daq'.
+            paper), 'per_channel', 'per_tensor', 'ui8', 'shiftquant' (DAQ layers) or
+            'zhuang_w4a4' (Zhuang et al.'s low-bit layers). Defaults to 'daq'.
         filter_fn (Callable[[nn.Module, str], bool], optional): Keep a layer in float
             when it returns False for ``(module, qualified_name)``. Defaults to None.
         include (Sequence[str]): Regexes; if given, only matching names are converted.
@@ -163,8 +189,7 @@ def convert_model(model: nn.Module, method: str = 'daq', *, filter_fn: Optional[
     """
     daq_cls, _ = daq_class_for(model)
     if daq_cls is not None and (filter_fn is None or filter_fn(model, '')):
-        build_scheme(method, **options)
-        return daq_cls.from_float(model, method, **options)
+        return _swap_function(method, options)(model, daq_cls)
     convert_modules(model, method, filter_fn=filter_fn, include=include, exclude=exclude,
                     **options)
     return model

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from ..ops.geometry import ConvGeometry
 from ..ops.int8_conv_op import int8_conv, int8_linear
 from ..ops.shift_layer import shift_conv, shift_linear
-from ..quantization.schemes import QuantScheme, build_scheme
+from ..quantization.schemes import SCHEMES, QuantScheme, build_scheme
 
 # What a torch module carries besides Parameters that a swap must keep.
 #: scheme.dataflow -> (conv function, linear function) running that scheme's GEMMs.
@@ -45,7 +45,12 @@ class DAQLayerMixin:
     quant_enabled: bool
 
     def _init_quantization(self, method: str, options: dict) -> None:
-        self.quant_scheme = build_scheme(method, **options)
+        scheme = build_scheme(method, **options)
+        if not isinstance(scheme, QuantScheme):
+            ours = sorted(n for n, cls in SCHEMES.items() if issubclass(cls, QuantScheme))
+            raise ValueError(f'method of a DAQ layer must be one of {ours}, but got {method!r}, '
+                             f'which has layers of its own: convert_model builds them')
+        self.quant_scheme = scheme
         self.quant_enabled = True
 
     @classmethod

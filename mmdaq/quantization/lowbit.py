@@ -21,8 +21,12 @@ low-bit weights and activations.
 ``bits = 32`` (:data:`FP_BITS`) means "not quantized": both quantizers return their input
 unchanged, so a network at 32 bits is exactly the float network.
 """
+import dataclasses
+
 import torch
 from torch import Tensor
+
+from .schemes import register_scheme
 
 #: The bit width that means full precision (identity quantizers).
 FP_BITS = 32
@@ -159,3 +163,42 @@ def _int8_levels(bits: int, name: str) -> int:
     if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 7:
         raise ValueError(f'{name} must be an int in [1, 7] for int8 codes, but got {bits!r}')
     return 2**bits - 1
+
+
+@dataclasses.dataclass
+class LowBitConfig:
+    """Precision of one low-bit layer: the options of method ``'zhuang_w4a4'``.
+
+    Args:
+        bits_w (int): Weight bit width k, 1-16, or 32 for float weights. Defaults to 4.
+        bits_a (int): Activation bit width, 1-16, or 32 for float inputs. Defaults to 4.
+        quantize_weights (bool): Quantize the weights. Defaults to True.
+        quantize_activations (bool): Quantize the layer input (False: the first stage of
+            two-stage optimisation). Defaults to True.
+        integer_gemm (bool): Run the forward as an exact int8 GEMM when both operands are
+            quantized to <= 7 bits; False always uses the float path. Defaults to True.
+        scale_weights (bool): Multiply the k-bit weights (in [-1, 1]) by ``max|w|`` (no
+            gradient), so a layer keeps the float layer's output scale. Not in the paper, whose
+            layers are all followed by BN (which undoes any scale); needed where no BN follows
+            (FPN, RPN and RoI heads of detectors). Defaults to False.
+    """
+    bits_w: int = 4
+    bits_a: int = 4
+    quantize_weights: bool = True
+    quantize_activations: bool = True
+    integer_gemm: bool = True
+    scale_weights: bool = False
+
+    name = 'zhuang_w4a4'
+
+    def __post_init__(self) -> None:
+        check_bits(self.bits_w, 'bits_w')
+        check_bits(self.bits_a, 'bits_a')
+        for name in ('quantize_weights', 'quantize_activations', 'integer_gemm',
+                     'scale_weights'):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f'{name} must be a bool, but got {getattr(self, name)!r}')
+
+
+#: Zhuang et al.'s layers are method 'zhuang_w4a4' of ``convert_model`` (bits by option).
+register_scheme(LowBitConfig.name)(LowBitConfig)

@@ -21,15 +21,19 @@ every method. Methods are selected by name (:data:`SCHEMES`, :func:`build_scheme
                (:mod:`.direction_sensitive`)
 ``shiftquant`` sub-8-bit codes with power-of-two group scales along each GEMM's reduction
                axis, run by the ShiftMM layer path (:mod:`.shift_scheme`)
+``zhuang_w4a4`` Zhuang et al.'s k-bit weights and activations with float gradients: not a
+               scheme of the DAQ layers but the options of their own low-bit layers
+               (:class:`~.lowbit.LowBitConfig`), which ``convert_model`` picks by this name
 =============  =====================================================================
 
-Other methods subclass :class:`QuantScheme` and register with :func:`register_scheme`.
+Other methods subclass :class:`QuantScheme` and register with :func:`register_scheme`: this is
+the one registry of methods.
 Scheme state (e.g. DAQ's clip of the previous iteration) is kept out of the module's
 ``state_dict``; :meth:`QuantScheme.state_dict` exposes it for the training hook to
 checkpoint separately.
 """
 import dataclasses
-from typing import Any, Callable, Dict, Optional, Tuple, Type
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -500,12 +504,14 @@ class UI8Scheme(QuantScheme):
         self._updates = dict(state.get('updates', {}))
 
 
-SCHEMES: Dict[str, Type[QuantScheme]] = {}
+#: method name -> the class of its options and state: a :class:`QuantScheme` (DAQ layers) or
+#: :class:`~.lowbit.LowBitConfig` (Zhuang et al.'s low-bit layers).
+SCHEMES: Dict[str, type] = {}
 
 
-def register_scheme(name: str) -> Callable[[Type[QuantScheme]], Type[QuantScheme]]:
-    """Class decorator adding a :class:`QuantScheme` subclass to :data:`SCHEMES`."""
-    def decorator(cls: Type[QuantScheme]) -> Type[QuantScheme]:
+def register_scheme(name: str) -> Callable[[type], type]:
+    """Class decorator adding a method's options class (a dataclass) to :data:`SCHEMES`."""
+    def decorator(cls: type) -> type:
         if name in SCHEMES:
             raise ValueError(f'scheme name must be new, but {name!r} is taken by '
                              f'{SCHEMES[name].__name__}')
@@ -523,8 +529,9 @@ def scheme_options(method: str) -> Tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(_scheme_class(method)))
 
 
-def build_scheme(method: str = 'daq', **options: Any) -> QuantScheme:
-    """A new scheme of ``method`` with ``options``; unknown options raise, naming them.
+def build_scheme(method: str = 'daq', **options: Any) -> Any:
+    """A new scheme of ``method`` with ``options`` (a :class:`QuantScheme`, or the
+    :class:`~.lowbit.LowBitConfig` of ``'zhuang_w4a4'``); unknown options raise, naming them.
 
     Examples:
         >>> build_scheme('daq', a=0.5).a
@@ -538,7 +545,7 @@ def build_scheme(method: str = 'daq', **options: Any) -> QuantScheme:
     return cls(**options)
 
 
-def _scheme_class(method: str) -> Type[QuantScheme]:
+def _scheme_class(method: str) -> type:
     if method not in SCHEMES:
         raise ValueError(f'method must be one of {sorted(SCHEMES)}, but got {method!r}')
     return SCHEMES[method]

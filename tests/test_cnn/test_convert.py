@@ -159,3 +159,30 @@ def test_deepcopy_keeps_scheme_state_separate():
     twin = copy.deepcopy(model)
     assert twin.stem.quant_scheme is not model.stem.quant_scheme
     assert torch.equal(twin.stem.quant_scheme.prev_clip, model.stem.quant_scheme.prev_clip)
+
+
+def test_zhuang_method_converts_to_low_bit_layers_through_the_same_entry_point():
+    from mmdaq.cnn import LowBitConv2d, LowBitConv3d, LowBitLayerMixin, LowBitLinear
+    model = _Net()
+    params = dict(model.named_parameters())
+    keys = list(model.state_dict())
+    report = convert_modules(model, 'zhuang_w4a4', exclude=[r'^stem$'], bits_w=3, bits_a=5)
+    assert report.skipped == {'stem': 'matched by exclude'}
+    assert type(model.body[0]) is LowBitConv2d and type(model.video) is LowBitConv3d
+    assert type(model.head) is LowBitLinear and not daq_layers(model)
+    assert all(p is params[n] for n, p in model.named_parameters())
+    assert list(model.state_dict()) == keys
+    assert (model.head.lowbit.bits_w, model.head.lowbit.bits_a) == (3, 5)
+    assert model.head.lowbit is not model.video.lowbit  # each layer owns its config
+    again = convert_modules(model, 'zhuang_w4a4', exclude=[r'^stem$'])
+    assert not again.converted and again.skipped['head'] == 'already a low-bit layer'
+    layer = convert_model(nn.Linear(4, 2), method='zhuang_w4a4')  # a layer itself
+    assert isinstance(layer, LowBitLayerMixin) and layer.lowbit.bits_w == 4
+    with pytest.raises(TypeError, match=r"options of method 'zhuang_w4a4' must be among"):
+        convert_model(_Net(), method='zhuang_w4a4', a=0.8)
+
+
+def test_daq_layers_take_only_daq_methods():
+    with pytest.raises(ValueError, match=r"method of a DAQ layer must be one of \[.*'daq'.*\], "
+                       r"but got 'zhuang_w4a4', which has layers of its own"):
+        DAQConv2d(3, 8, 3, method='zhuang_w4a4')

@@ -17,7 +17,7 @@ from mmengine.logging import MessageHub  # noqa: E402
 from mmengine.model import BaseModel  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mmdaq.cnn import LowBitLayerMixin, convert_lowbit, lowbit_layers  # noqa: E402
+from mmdaq.cnn import LowBitLayerMixin, convert_model, lowbit_layers  # noqa: E402
 from mmdaq.engine import (JointDistillationModel, ProgressiveQuantHook,  # noqa: E402
                           StochasticPrecisionHook, ZhuangQuantHook, hint_loss)
 
@@ -152,7 +152,7 @@ def test_progressive_chain_and_two_stage_schedule(tmp_path):
 
 def test_progressive_hook_stage_keeps_weights_bit_identical():
     model = ToyNet()
-    convert_lowbit(model, bits_w=4, bits_a=4)
+    convert_model(model, method='zhuang_w4a4', bits_w=4, bits_a=4)
     hook = ProgressiveQuantHook(activation_begin=2, by_epoch=False)
     runner = SimpleNamespace(model=model, epoch=0, iter=1, max_epochs=1, max_iters=4,
                              message_hub=MessageHub.get_instance('zhuang_pq'))
@@ -253,7 +253,7 @@ def test_stochastic_precision_blocks_and_errors():
     model.backbone.layer1 = nn.Sequential(nn.Sequential(nn.Conv2d(2, 2, 1), nn.Conv2d(2, 2, 1)),
                                           nn.Sequential(nn.Conv2d(2, 2, 1)))
     model.neck = nn.Conv2d(2, 2, 1)
-    convert_lowbit(model)
+    convert_model(model, method='zhuang_w4a4')
     hook = StochasticPrecisionHook(milestones=(1, 2, 3), granularity='block')
     units = hook.group_units(model)
     assert [len(u) for u in units] == [2, 1, 1]  # layer1.0 (2 convs), layer1.1, neck

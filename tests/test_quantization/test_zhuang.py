@@ -6,11 +6,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mmdaq.cnn import (LowBitConfig, LowBitConv2d, LowBitLinear, convert_lowbit, lowbit_layers,
+from mmdaq.cnn import (LowBitConv2d, LowBitLinear, convert_model, convert_modules, lowbit_layers,
                        set_precision)
 from mmdaq.ops.geometry import ConvGeometry
 from mmdaq.ops.lowbit_conv import lowbit_conv_reference, lowbit_int_conv, lowbit_int_linear
-from mmdaq.quantization.lowbit import (activation_codes, check_bits, normalize_weight,
+from mmdaq.quantization.lowbit import (LowBitConfig, activation_codes, check_bits, normalize_weight,
                                        quantize_activation, quantize_weight, uniform_quantize,
                                        weight_codes)
 
@@ -141,15 +141,16 @@ def test_conversion_keeps_parameters_and_state_dict_keys():
     model = _net()
     params = list(model.parameters())
     keys = list(model.state_dict())
-    report = convert_lowbit(model, exclude=[r'^0$'], weights_only=[r'^5$'], bits_w=2, bits_a=2)
+    report = convert_modules(model, 'zhuang_w4a4', exclude=[r'^0$'], bits_w=2, bits_a=2)
     assert report.converted == ['2', '5'] and report.skipped == {'0': 'matched by exclude'}
+    model[5].input_quantizable = False  # ZhuangQuantHook's weights_only (tested there)
     assert all(a is b for a, b in zip(params, model.parameters()))
     assert list(model.state_dict()) == keys
     assert isinstance(model[5], LowBitLinear) and not model[5].input_quantizable
     assert model[2].lowbit is not model[5].lowbit  # each layer owns its config
     assert 'W2A2' in repr(model[2]) and 'W2A32' in repr(model[5])
     with pytest.raises(TypeError, match=r"unknown \['bits'\]"):
-        convert_lowbit(_net(), bits=4)
+        convert_model(_net(), method='zhuang_w4a4', bits=4)
     with pytest.raises(ValueError, match='quantize_weights must be a bool'):
         LowBitConfig(quantize_weights=1)
 
@@ -157,7 +158,7 @@ def test_conversion_keeps_parameters_and_state_dict_keys():
 def test_32_bits_equals_the_float_model_and_two_stage_keeps_activations_float():
     ref = _net()
     model = copy.deepcopy(ref)
-    convert_lowbit(model, bits_w=32, bits_a=32)
+    convert_model(model, method='zhuang_w4a4', bits_w=32, bits_a=32)
     x = torch.rand(2, 3, 6, 6)
     assert torch.equal(model(x), ref(x))
     set_precision(model, bits_w=4, bits_a=4, quantize_activations=False)  # TS stage 1
@@ -173,7 +174,7 @@ def test_32_bits_equals_the_float_model_and_two_stage_keeps_activations_float():
 
 def test_fp_this_iter_applies_in_training_only():
     model = _net()
-    convert_lowbit(model, bits_w=2, bits_a=2)
+    convert_model(model, method='zhuang_w4a4', bits_w=2, bits_a=2)
     ref = copy.deepcopy(model)
     for layer in lowbit_layers(model).values():
         layer.fp_this_iter = True

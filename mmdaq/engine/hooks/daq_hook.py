@@ -1,6 +1,4 @@
 """DAQHook: turn a model's Conv/Linear layers into INT8 DAQ layers inside an mmengine run."""
-import importlib
-import re
 from typing import Callable, Dict, Optional, Sequence, Union
 
 import torch
@@ -10,30 +8,12 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 from torch import nn
 
-from ...cnn import convert_modules, daq_layers
+from ...cnn import LayerSelection, daq_layers
 from ...quantization.schemes import build_scheme
 from ..fidelity_guard import FidelityGuard
 
-#: Final prediction layers of the stock mmdet / mmaction2 heads, kept in FP32 by default.
-DEFAULT_FP32_HEADS = (
-    r'(^|\.)(rpn_cls|rpn_reg|fc_cls|fc_reg|retina_cls|retina_reg|conv_cls|conv_reg|'
-    r'conv_centerness|conv_logits|fcos_cls|fcos_reg)$',
-    r'(^|\.)cls_head\.fc2$',  # X3D's head: fc1 (hidden) -> fc2 (logits)
-)
-
-LAYER_TYPES = {'Conv2d': nn.Conv2d, 'Conv3d': nn.Conv3d, 'Linear': nn.Linear}
-
 CKPT_KEY = 'daq_state'
 GUARD_KEY = 'daq_guard_state'
-
-
-def _import_callable(path: str) -> Callable:
-    module, _, name = path.rpartition('.')
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise ValueError(f'filter_fn must be an importable "module.function" path, but got '
-                         f'{path!r} ({e})')
 
 
 @HOOKS.register_module()
@@ -47,9 +27,9 @@ class DAQHook(Hook):
     the layers is saved under ``checkpoint['daq_state']`` and restored on resume.
 
     By default the first conv of the model (the stem, which sees raw pixels) and the final
-    prediction layers of the heads (:data:`DEFAULT_FP32_HEADS`) stay in FP32, as in the paper
-    and the INT8-training work it builds on: they are cheap, and their inputs/outputs (pixels,
-    logits, box deltas) are the most sensitive to quantization.
+    prediction layers of the heads (:data:`~mmdaq.cnn.layer_selection.DEFAULT_FP32_HEADS`) stay
+    in FP32, as in the paper and the INT8-training work it builds on: they are cheap, and their
+    inputs/outputs (pixels, logits, box deltas) are the most sensitive to quantization.
 
     Args:
         method (str): A name of :data:`mmdaq.quantization.schemes.SCHEMES`: 'daq' (the
@@ -87,21 +67,12 @@ class DAQHook(Hook):
                  filter_fn: Union[str, Callable, None] = None, warmup_iters: int = 0,
                  stats_interval: int = 50, guard: Optional[dict] = None, **options) -> None:
         build_scheme(method, **options)  # unknown method or option: error naming it
-        unknown = sorted(set(layer_types) - set(LAYER_TYPES))
-        if unknown or isinstance(layer_types, str):
-            raise ValueError(f'layer_types must be a list from {sorted(LAYER_TYPES)}, but got '
-                             f'{layer_types!r}')
+        self.selection = LayerSelection(layer_types, include, exclude, keep_first_conv,
+                                        keep_heads_fp32, filter_fn)
         for name, value in (('warmup_iters', warmup_iters), ('stats_interval', stats_interval)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f'{name} must be an int >= 0, but got {value!r}')
         self.method, self.options = method, options
-        self.layer_types = tuple(LAYER_TYPES[t] for t in layer_types)
-        self.include = tuple([include] if isinstance(include, str) else include)
-        self.exclude = tuple([exclude] if isinstance(exclude, str) else exclude)
-        self.head_patterns = tuple(re.compile(p) for p in DEFAULT_FP32_HEADS) \
-            if keep_heads_fp32 else ()
-        self.keep_first_conv = keep_first_conv
-        self.filter_fn = _import_callable(filter_fn) if isinstance(filter_fn, str) else filter_fn
         self.warmup_iters = warmup_iters
         self.stats_interval = stats_interval
         self.report = None
@@ -116,33 +87,9 @@ class DAQHook(Hook):
     def _unwrap(runner) -> nn.Module:
         return runner.model.module if is_model_wrapper(runner.model) else runner.model
 
-    def _first_conv(self, model: nn.Module) -> Optional[str]:
-        for name, module in model.named_modules():
-            if isinstance(module, (nn.Conv2d, nn.Conv3d)):
-                return name
-        return None
-
     def convert(self, model: nn.Module):
         """Convert ``model`` in place with this hook's selection; returns the report."""
-        first = self._first_conv(model) if self.keep_first_conv else None
-        reasons = {}  # why select() said no, for the report
-
-        def select(module: nn.Module, name: str) -> bool:
-            if not isinstance(module, self.layer_types):
-                reasons[name] = 'layer type not selected'
-            elif name == first:
-                reasons[name] = 'first conv (stem) kept in FP32'
-            elif any(p.search(name) for p in self.head_patterns):
-                reasons[name] = 'final prediction layer kept in FP32'
-            elif self.filter_fn is not None and not self.filter_fn(module, name):
-                reasons[name] = 'rejected by filter_fn'
-            return name not in reasons
-
-        # Only the user's patterns are checked for matching nothing, not the default heads.
-        report = convert_modules(model, self.method, filter_fn=select, include=self.include,
-                                 exclude=self.exclude, **self.options)
-        report.skipped.update({n: reasons[n] for n in report.skipped if n in reasons})
-        return report
+        return self.selection.convert(model, self.method, **self.options)
 
     def before_run(self, runner) -> None:
         model = self._unwrap(runner)

@@ -17,6 +17,7 @@ low-bit model only.
 import bisect
 import dataclasses
 import re
+import warnings
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -26,11 +27,11 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 from torch import nn
 
-from ...cnn import convert_lowbit, lowbit_layers, set_precision
-from ...cnn.lowbit_layers import LowBitConfig
-from ...quantization.lowbit import check_bits
+from ...cnn import LayerSelection, first_conv, is_prediction_head, lowbit_layers, set_precision
+from ...cnn.convert import compile_patterns
+from ...cnn.layer_selection import LAYER_TYPES
+from ...quantization.lowbit import LowBitConfig, check_bits
 from ..joint_distillation import JointDistillationModel
-from .daq_hook import DEFAULT_FP32_HEADS, LAYER_TYPES
 
 LAYER_POLICIES = ('fp32', 'weights', 'full')
 
@@ -80,8 +81,9 @@ class ZhuangQuantHook(Hook):
             BN (:class:`~mmdaq.cnn.LowBitConfig`; not in the paper). Defaults to False.
         first_layer (str): The model's first conv: 'fp32' (kept float) or 'weights' (k-bit
             weights, float input). Defaults to 'fp32'.
-        last_layer (str): The final prediction layers (:data:`DEFAULT_FP32_HEADS`): 'fp32',
-            'weights' or 'full'. Defaults to 'fp32'.
+        last_layer (str): The final prediction layers
+            (:data:`~mmdaq.cnn.layer_selection.DEFAULT_FP32_HEADS`): 'fp32', 'weights' or
+            'full'. Defaults to 'fp32'.
         weights_only (Sequence[str]): Regexes of layers whose *input* stays float whatever the
             stage: inputs that are not ReLU outputs, which the [0, 1] clip would zero where
             negative (FPN output convs, an RPN conv, a first RoI FC). Defaults to ().
@@ -106,16 +108,11 @@ class ZhuangQuantHook(Hook):
         if last_layer not in LAYER_POLICIES:
             raise ValueError(f'last_layer must be one of {LAYER_POLICIES}, but got '
                              f'{last_layer!r}')
-        unknown = sorted(set(layer_types) - set(LAYER_TYPES))
-        if unknown or isinstance(layer_types, str):
-            raise ValueError(f'layer_types must be a list from {sorted(LAYER_TYPES)}, but got '
-                             f'{layer_types!r}')
+        self.selection = LayerSelection(layer_types, include, exclude,
+                                        keep_first_conv=first_layer == 'fp32',
+                                        keep_heads=last_layer == 'fp32')
         self.first_layer, self.last_layer = first_layer, last_layer
-        self.layer_types = tuple(LAYER_TYPES[t] for t in layer_types)
-        self.weights_only = tuple([weights_only] if isinstance(weights_only, str)
-                                  else weights_only)
-        self.include = tuple([include] if isinstance(include, str) else include)
-        self.exclude = tuple([exclude] if isinstance(exclude, str) else exclude)
+        self.weights_only = compile_patterns(weights_only, 'weights_only')
         self.report = None
 
     @staticmethod
@@ -125,29 +122,18 @@ class ZhuangQuantHook(Hook):
 
     def convert(self, model: nn.Module):
         """Convert ``model`` in place with this hook's policies; returns the report."""
-        first = next((n for n, m in model.named_modules()
-                      if isinstance(m, (nn.Conv2d, nn.Conv3d))), None)
-        heads = [re.compile(p) for p in DEFAULT_FP32_HEADS]
-        reasons: Dict[str, str] = {}
-
-        def select(module: nn.Module, name: str) -> bool:
-            if not isinstance(module, self.layer_types):
-                reasons[name] = 'layer type not selected'
-            elif name == first and self.first_layer == 'fp32':
-                reasons[name] = 'first conv kept in FP32'
-            elif self.last_layer == 'fp32' and any(p.search(name) for p in heads):
-                reasons[name] = 'final prediction layer kept in FP32'
-            return name not in reasons
-
-        # Only the user's patterns are checked for matching nothing, not the default heads.
-        report = convert_lowbit(model, filter_fn=select, include=self.include,
-                                exclude=self.exclude, weights_only=self.weights_only,
-                                **dataclasses.asdict(self.config))
-        report.skipped.update({n: reasons[n] for n in report.skipped if n in reasons})
+        report = self.selection.convert(model, LowBitConfig.name,
+                                        **dataclasses.asdict(self.config))
+        first = first_conv(model)
         for name, layer in lowbit_layers(model).items():
-            if name == first or (self.last_layer == 'weights' and
-                                 any(p.search(name) for p in heads)):
-                layer.input_quantizable = False  # pixels / the head's policy: float input
+            if name == first or any(p.search(name) for p in self.weights_only) or (
+                    self.last_layer == 'weights' and is_prediction_head(name)):
+                layer.input_quantizable = False  # pixels, weights_only, the head's policy
+        layers = [n for n, m in model.named_modules() if isinstance(m, tuple(LAYER_TYPES.values()))]
+        unused = [p.pattern for p in self.weights_only if not any(p.search(n) for n in layers)]
+        if unused:
+            warnings.warn(f'weights_only patterns {unused} match no Conv2d/Conv3d/Linear layer '
+                          f'of {type(model).__name__}; check their spelling', stacklevel=2)
         return report
 
     def before_run(self, runner) -> None:
