@@ -1,9 +1,10 @@
 """Magnitude-aware Clipping Strategy (MCS) of DAQ, its objective and a numeric reference solver.
 
+* :func:`max_clip`: abs-max clipping, the baseline rule.
 * :class:`MCSConfig`, :func:`magnitude_aware_clip` (and :func:`mcs_clip_from_stats`, the same
   rule from precomputed statistics): the paper's clip per channel, ``s_t = |g|max_t`` for a
-  bell-shaped channel and ``s_t = (1 - k A) s_{t-1} + A |g|max_t`` for an inverted-T one;
-  registered as the clip strategy ``'mcs'``.
+  bell-shaped channel and ``s_t = (1 - k A) s_{t-1} + A |g|max_t`` for an inverted-T one (DAQ's
+  ``long_tail_rule='ema'``).
 * :func:`magnitude_weighted_error`: the objective on data, the actual quantization error
   weighted by ``exp(alpha |g| / |g|max)``.
 * :func:`solve_optimal_clip`: the clip per channel that minimises it, a reference for MCS.
@@ -13,14 +14,40 @@ update rule from it and compares MCS with the reference on data.
 """
 import dataclasses
 import math
-from typing import Optional, Tuple, Union
+from typing import Dict, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from .clip_strategies import ClipResult, register_clip_strategy
 from .distribution import _check_channel_major, channel_statistics, check_threshold
 from .quantize import abs_max, fake_quantize, max_code
+
+
+class ClipResult(NamedTuple):
+    """A clip per row of a channel-major tensor, with the rule's diagnostics.
+
+    Attributes:
+        clip (Tensor[C], float32): Clipping value per row; 0 for all-zero rows, NaN for rows
+            holding NaN/Inf.
+        info (dict[str, Tensor]): Diagnostics of the rule, e.g.
+            ``{'cosine_distance': Tensor[C]}`` for direction-sensitive clipping.
+    """
+    clip: Tensor
+    info: Dict[str, Tensor]
+
+
+def max_clip(g_cm: Tensor) -> Tensor:
+    """Abs-max clipping: ``s_c = max |g_c|`` (no saturation), the baseline rule.
+
+    Args:
+        g_cm (Tensor[C, M], float32/float16/bfloat16): Channel-major data; per-tensor rules use
+            one row, ``g.reshape(1, -1)``.
+
+    Returns:
+        Tensor[C], float32: Abs-max per row; 0 for all-zero rows, NaN for rows with NaN/Inf.
+    """
+    g_max = abs_max(_check_channel_major(g_cm), dim=0)  # [C]
+    return torch.where(torch.isfinite(g_max), g_max, torch.full_like(g_max, float('nan')))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,13 +161,6 @@ def _check_prev_clip(prev_clip: Tensor, g_max: Tensor) -> Tensor:
         raise ValueError(f'prev_clip must be None or a tensor of shape {list(g_max.shape)} (one '
                          f'clip per channel), but got {got}')
     return prev_clip.to(device=g_max.device, dtype=torch.float32)
-
-
-@register_clip_strategy('mcs', config_cls=MCSConfig)
-def _mcs_strategy(g_cm: Tensor, prev_clip: Optional[Tensor], config: MCSConfig) -> ClipResult:
-    """Registry adapter of :func:`magnitude_aware_clip`."""
-    clip, is_gaussian = magnitude_aware_clip(g_cm, prev_clip, config)
-    return ClipResult(clip, {'is_gaussian': is_gaussian})
 
 
 def magnitude_weighted_error(g: Tensor,

@@ -22,7 +22,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .clip_strategies import ClipResult, register_clip_strategy
+from .clipping import ClipResult
 from .distribution import _check_channel_major
 from .quantize import abs_max, fake_quantize
 
@@ -95,12 +95,6 @@ def direction_sensitive_clip(g_cm: Tensor, config: Optional[DSGCConfig] = None) 
     nan = torch.full_like(clip, float('nan'))
     return ClipResult(torch.where(finite, clip, nan),
                       {'cosine_distance': torch.where(finite, dist, nan)})
-
-
-@register_clip_strategy('direction_sensitive', config_cls=DSGCConfig)
-def _dsgc_strategy(g_cm: Tensor, prev_clip: Optional[Tensor], config: DSGCConfig) -> ClipResult:
-    """Registry adapter of :func:`direction_sensitive_clip` (stateless)."""
-    return direction_sensitive_clip(g_cm, config)
 
 
 def dclrs_factor(distance: float, alpha: float = 20.0, beta: float = 0.1) -> float:

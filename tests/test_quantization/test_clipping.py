@@ -1,10 +1,11 @@
-"""Tests of mmdaq.quantization.clipping: MCS update rule, config, objective, reference solver."""
+"""Tests of mmdaq.quantization.clipping: abs-max clip, MCS update rule, config, objective,
+reference solver."""
 import math
 
 import pytest
 import torch
 
-from mmdaq.quantization import (MCSConfig, magnitude_aware_clip, magnitude_weighted_error,
+from mmdaq.quantization import (MCSConfig, magnitude_aware_clip, magnitude_weighted_error, max_clip,
                                 solve_optimal_clip)
 from mmdaq.testing import DEVICES, laplace, spike_and_slab
 
@@ -18,6 +19,17 @@ def _gen(seed: int) -> torch.Generator:
 
 def _inverted_t(abs_max: float) -> torch.Tensor:
     return SHAPES[:1] * (abs_max / 10)  # [1, 8]
+
+
+def test_max_clip_policy_and_per_tensor_use():
+    g = torch.randn(3, 5, generator=torch.Generator().manual_seed(0))
+    g[1] = 0
+    g[2, 0] = float('inf')
+    clip = max_clip(g)
+    assert clip[0] == g[0].abs().max() and clip[1] == 0 and torch.isnan(clip[2])
+    per_tensor = max_clip(SHAPES.reshape(1, -1))  # one row = one clip for the whole tensor
+    assert per_tensor.shape == (1, ) and per_tensor.item() == 10.0
+    assert torch.equal(max_clip(SHAPES), torch.tensor([10.0, 4.0]))
 
 
 def test_config_defaults_are_the_papers():
