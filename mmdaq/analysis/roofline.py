@@ -27,9 +27,11 @@ from .op_trace import OpRecord, matmul_flops
 class DeviceModel(NamedTuple):
     """Peak rates of one GPU (dense, per second) and the cost of one launch.
 
-    ``efficiency`` scales every peak (GEMMs and copies reach a fraction of the datasheet);
-    ``launch_s`` is the host time per kernel launch in eager PyTorch, ``graph_launch_s`` per
-    kernel of a replayed CUDA graph.
+    The efficiencies scale the peaks (GEMMs and copies reach a fraction of the datasheet):
+    ``efficiency`` the bandwidth and, unless given per math type in ``gemm_efficiency``
+    (e.g. ``{'bf16': 0.2}``, fitted to a measured run), the compute peaks. ``launch_s`` is the
+    host time per kernel launch in eager PyTorch, ``graph_launch_s`` per kernel of a replayed
+    CUDA graph.
     """
     name: str
     fp32_flops: float
@@ -39,10 +41,12 @@ class DeviceModel(NamedTuple):
     efficiency: float = 0.7
     launch_s: float = 10e-6
     graph_launch_s: float = 2e-6
+    gemm_efficiency: Tuple[Tuple[str, float], ...] = ()
 
     def peak(self, dtype: str) -> float:
+        efficiency = dict(self.gemm_efficiency).get(dtype, self.efficiency)
         return {'fp32': self.fp32_flops, 'bf16': self.bf16_flops,
-                'int8': self.int8_ops}[dtype] * self.efficiency
+                'int8': self.int8_ops}[dtype] * efficiency
 
     def kernel_seconds(self, flops: float, nbytes: float, dtype: str) -> float:
         return max(flops / self.peak(dtype), nbytes / (self.bandwidth * self.efficiency))

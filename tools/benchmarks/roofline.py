@@ -70,6 +70,43 @@ def measured_ratios(path: str) -> dict:
             for layer in run['layers']}, run
 
 
+def fit_to_measured(dev, rows, models, measured) -> dict:
+    """Refit the device model to a measured run and predict the fused design with it.
+
+    FP32's and BF16's GEMM efficiencies become the medians of (time at the datasheet peak /
+    measured time); the current DAQ chain's host cost per kernel the median of measured time /
+    kernels (an upper bound: the chain is host-bound when that dominates). The fused design is
+    then predicted with its INT8 GEMMs at BF16's fitted share of their peak (the same tensor
+    cores), with the model's own launch costs.
+    """
+    ideal = dev._replace(efficiency=1.0, launch_s=0.0, graph_launch_s=0.0)
+    fp32_eff, bf16_eff, host = [], [], []
+    for row, (dims, traced) in zip(rows, models):
+        m = measured.get(row['label'])
+        if not m:
+            continue
+        fp32_eff.append(predict(dense_kernels(dims, 'fp32'), ideal).device_s / m['fp32_s'])
+        bf16_eff.append(predict(dense_kernels(dims, 'bf16'), ideal).device_s /
+                        (m['fp32_s'] / m['bf16']))
+        host.append(m['fp32_s'] / m['daq'] / len(traced))
+    fit = dict(fp32=summarize_ratios(fp32_eff)['median'],
+               bf16=summarize_ratios(bf16_eff)['median'], host_s=summarize_ratios(host)['median'])
+    fitted = dev._replace(gemm_efficiency=(('fp32', fit['fp32']), ('bf16', fit['bf16']),
+                                           ('int8', fit['bf16'])))
+    ratios = {'eager': [], 'graph': []}
+    for row, (dims, _) in zip(rows, models):
+        for mode, graph in (('eager', False), ('graph', True)):
+            bf16 = predict(dense_kernels(dims, 'bf16'), fitted, graph=graph).seconds
+            ratios[mode].append(bf16 / predict(daq_fused_kernels(dims), fitted,
+                                               graph=graph).seconds)
+    print(f'fitted to the measured run: FP32 GEMMs at {100 * fit["fp32"]:.0f}% of peak, BF16 at '
+          f'{100 * fit["bf16"]:.0f}%; the current DAQ chain spends up to {1e6 * fit["host_s"]:.0f}'
+          f' us per kernel. With INT8 at BF16\'s share of its peak, the fused design is predicted '
+          f'{summarize_ratios(ratios["eager"])["median"]:.2f}x BF16 (median, eager) and '
+          f'{summarize_ratios(ratios["graph"])["median"]:.2f}x (CUDA graphs)')
+    return fit
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--batch', type=int, default=64)
@@ -91,15 +128,14 @@ def main(argv=None) -> dict:
     print(f'command: python tools/benchmarks/roofline.py {arguments}')
     if run:
         print(f'measured: {args.measured} ({run["device"]}, torch {run["torch"]})')
-    rows = []
+    rows, models = [], []  # models: (dims, traced kernels) per row, for the fit
     for shape, count in shapes:
-        s = shape
-        label = (f'{"x".join(map(str, s.input_shape))} -> {s.out_channels} '
-                 f'k{"x".join(map(str, s.kernel))} s{s.stride[0]}')
+        s, label = shape, shape.label()
         dims = conv_dims(s.input_shape, s.out_channels, s.kernel, s.stride, s.padding,
                          s.dilation, s.groups)
         trace = trace_daq_layer(s)
         traced = traced_kernels(trace.records)
+        models.append((dims, traced))
         row = dict(label=label, count=count, traced_launches=len(traced),
                    traced_syncs=len(trace.syncs()), devices={})
         for key in args.devices:
@@ -153,6 +189,7 @@ def main(argv=None) -> dict:
             s = summarize_ratios(errors)
             print(f'predicted / measured FP32 time: median {s["median"]:.2f}, geometric mean '
                   f'{s["geomean"]:.2f}')
+            fit_to_measured(DEVICES[key], rows, models, measured)
     launches = sorted(r['traced_launches'] for r in rows)
     print(f'\ntraced DAQ kernels per conv fwd+bwd: {launches[0]}-{launches[-1]} '
           f'(median {launches[len(launches) // 2]}); fused design: '
