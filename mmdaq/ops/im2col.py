@@ -7,6 +7,7 @@ views (``Tensor.unfold``), so it works on the int8 codes directly and copies onc
 input gradient from the column gradient.
 """
 import itertools
+import math
 from typing import Sequence, Tuple
 
 import torch
@@ -57,7 +58,7 @@ def im2col(x: Tensor, kernel: Sequence[int], stride: Sequence[int], padding: Seq
     x = x.reshape(x.shape[:1 + nd] + (groups, c // groups) + x.shape[2 + nd:])
     # [N, O.., G, Cg, k..] -> [N, O.., G, k.., Cg] -> [N*L, C*K]
     perm = tuple(range(2 + nd)) + tuple(range(3 + nd, 3 + 2 * nd)) + (2 + nd, )
-    return x.permute(perm).reshape(n * _prod(out_size), c * _prod(kernel)), out_size
+    return x.permute(perm).reshape(n * math.prod(out_size), c * math.prod(kernel)), out_size
 
 
 def channels_inner_weight(w: Tensor, groups: int) -> Tensor:
@@ -131,10 +132,3 @@ def col2im(cols: Tensor, input_shape: Sequence[int], kernel: Sequence[int],
         padded[target] += cols[(Ellipsis, ) + offset]
     crop = (slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in zip(padding, size))
     return padded[crop]
-
-
-def _prod(values: Sequence[int]) -> int:
-    out = 1
-    for v in values:
-        out *= v
-    return out

@@ -7,6 +7,7 @@ positions of X. Only CPU and ``groups == 1`` (a GEMM per sample and group would 
 reductions of at most 2**17 products (one exact int32 GEMM). The floats are the GEMM path's,
 bit for bit (tested): the same integer sums, scaled and offset by the same two roundings.
 """
+import math
 from typing import Optional
 
 import torch
@@ -36,9 +37,7 @@ MIN_POSITIONS = 128
 def pointwise_pays(x_q: Tensor, geo) -> bool:
     """Whether the GEMMs per sample of :func:`pointwise_int8_conv` are the faster choice: a
     sample's output has at least :data:`MIN_POSITIONS` positions (each GEMM is that wide)."""
-    positions = 1
-    for s, st in zip(x_q.shape[2:], geo.stride):
-        positions *= -(-s // st)
+    positions = math.prod(-(-s // st) for s, st in zip(x_q.shape[2:], geo.stride))  # ceil(S/st)
     return positions >= MIN_POSITIONS
 
 

@@ -19,6 +19,7 @@ repeats over the kernel positions. For stride 1 the input gradient is a convolut
 codes (as in :mod:`.int8_layer`); otherwise the column gradient is folded back with col2im.
 Only the int8 codes of X (and their shifts) are saved for backward, with the weight parameter.
 """
+import math
 from typing import Optional
 
 import torch
@@ -77,7 +78,7 @@ def shift_conv_gemm(codes: Tensor, channel_shift: Tensor, w_codes: Tensor,
     """
     cols, out_size = im2col(codes, geo.kernel, geo.stride, geo.padding, geo.dilation,
                             geo.groups)  # [NL, C*K], (G, k, Cg) order
-    col_shift = channel_columns(channel_shift, geo.groups, _volume(geo.kernel))  # [G, K*Cg]
+    col_shift = channel_columns(channel_shift, geo.groups, math.prod(geo.kernel))  # [G, K*Cg]
     w_g = channels_inner_weight(w_codes, geo.groups)  # [G, Cout_g, K*Cg]
     acc = _cat([shift_matmul(c, w_g[g].t(), col_shift[g], out_dtype=torch.float32)
                 for g, c in enumerate(_split(cols, geo.groups, 1))], dim=1)  # [NL, C_out]
@@ -117,7 +118,7 @@ class ShiftConvFunction(torch.autograd.Function):
     def backward(ctx, grad_y: Tensor):
         x_codes, x_base, x_shifts, weight = ctx.saved_tensors
         scheme, geo = ctx.scheme, ctx.geo
-        groups, kv = geo.groups, _volume(geo.kernel)
+        groups, kv = geo.groups, math.prod(geo.kernel)
         w_r = scheme.quantize_weight(weight)  # the forward's codes (deterministic)
         scheme.note_backward()
         grad_y = grad_y.float()
@@ -160,28 +161,10 @@ class ShiftConvFunction(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None, None
 
 
-def _volume(kernel) -> int:
-    out = 1
-    for k in kernel:
-        out *= k
-    return out
-
-
 def shift_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantScheme,
                geo: ConvGeometry, slot: int = 0) -> Tensor:
-    """ShiftQuant convolution (1-3 spatial dims).
-
-    Args:
-        x (Tensor[N, C_in, *S]): Input.
-        weight (Tensor[C_out, C_in/G, *k]): Weight.
-        bias (Tensor[C_out], optional): Bias (float).
-        scheme (QuantScheme): A scheme with ``dataflow == 'shift'``.
-        geo (ConvGeometry): Convolution arguments.
-        slot (int): Call slot (see ``QuantScheme.next_call_slot``). Defaults to 0.
-
-    Returns:
-        Tensor[N, C_out, *O].
-    """
+    """ShiftQuant convolution (1-3 spatial dims): arguments and result as
+    :func:`~.int8_conv_op.int8_conv`, for a scheme with ``dataflow == 'shift'``."""
     if scheme.dataflow != 'shift':
         raise ValueError(f"shift_conv needs a scheme with dataflow 'shift', but got "
                          f'{scheme.name!r} ({scheme.dataflow!r}); use int8_conv')
@@ -190,14 +173,5 @@ def shift_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantS
 
 def shift_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantScheme,
                  slot: int = 0) -> Tensor:
-    """ShiftQuant linear layer on the last dim.
-
-    Args:
-        x (Tensor[*, C_in]): Input.
-        weight (Tensor[C_out, C_in]): Weight.
-        bias (Tensor[C_out], optional): Bias.
-
-    Returns:
-        Tensor[*, C_out].
-    """
+    """:func:`shift_conv` as a Linear layer on the last dim: Tensor[*, C_in] -> Tensor[*, C_out]."""
     return linear_as_conv(shift_conv, x, weight, bias, scheme, slot=slot)
