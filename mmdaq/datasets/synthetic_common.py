@@ -5,7 +5,7 @@ OpenMMLab stack.
 """
 import json
 import os
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Callable, Dict, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -33,6 +33,33 @@ def check_image_ext(image_ext: str) -> str:
     if image_ext not in ('.jpg', '.png'):
         raise ValueError(f"image_ext must be '.jpg' or '.png', but got {image_ext!r}")
     return image_ext
+
+
+def check_split_args(num_train: Any, num_val: Any, seed: Any,
+                     image_ext: Any) -> Tuple[int, int, int, str]:
+    """The arguments every generator takes, checked: split sizes >= 1, seed >= 0, extension."""
+    return (check_int('num_train', num_train, 1), check_int('num_val', num_val, 1),
+            check_int('seed', seed, 0), check_image_ext(image_ext))
+
+
+def generate_splits(out_dir: str, params: Dict[str, Any], splits: Dict[str, int],
+                    split_complete: Callable[[str, int], bool],
+                    write_split: Callable[[str, int], Any], overwrite: bool) -> bool:
+    """Reuse the dataset in ``out_dir`` or (re)write it; whether it was written.
+
+    It is reused if every split is complete (``split_complete(split, count)``) and the manifest
+    matches ``params``; else every split is written (``write_split(split, count)``, into an
+    existing ``out_dir``) and the manifest last, so an interrupted run never matches.
+    """
+    if not overwrite and all(split_complete(s, n) for s, n in splits.items()) \
+            and manifest_matches(out_dir, params):
+        return False
+    os.makedirs(out_dir, exist_ok=True)
+    remove_manifest(out_dir)
+    for split, count in splits.items():
+        write_split(split, count)
+    write_manifest(out_dir, params)
+    return True
 
 
 def item_rng(seed: int, split: str, index: int) -> np.random.Generator:

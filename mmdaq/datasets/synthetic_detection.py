@@ -30,9 +30,9 @@ from typing import Any, Dict, List, Tuple
 import cv2
 import numpy as np
 
-from .synthetic_common import (add_noise, check_image_ext, check_int, check_size,
-                               contrasting_colour, item_rng, manifest_matches, random_background,
-                               remove_manifest, write_image, write_manifest)
+from .synthetic_common import (add_noise, check_int, check_size, check_split_args,
+                               contrasting_colour, generate_splits, item_rng, random_background,
+                               write_image)
 
 SHAPE_CLASSES = ('rectangle', 'outlined_rectangle', 'ellipse', 'triangle', 'cross')
 SHAPE_PALETTE = [(220, 20, 60), (0, 130, 200), (60, 180, 75), (245, 130, 48), (145, 30, 180)]
@@ -218,12 +218,9 @@ def generate_detection_dataset(out_dir: str, num_train: int = 1000, num_val: int
         >>> info['classes'][:2], info['val']['num_images']
         (('rectangle', 'outlined_rectangle'), 1)
     """
-    num_train = check_int('num_train', num_train, 1)
-    num_val = check_int('num_val', num_val, 1)
+    num_train, num_val, seed, image_ext = check_split_args(num_train, num_val, seed, image_ext)
     image_size = check_size('image_size', image_size, 32)
-    seed = check_int('seed', seed, 0)
     max_objects = check_int('max_objects', max_objects, 1)
-    image_ext = check_image_ext(image_ext)
     if not 0.0 < min_visible <= 1.0:
         raise ValueError(f'min_visible must be in (0, 1], but got {min_visible!r}')
     params = dict(kind='detection', version=GENERATOR_VERSION, num_train=num_train,
@@ -237,16 +234,16 @@ def generate_detection_dataset(out_dir: str, num_train: int = 1000, num_val: int
     for split, num_images in splits.items():
         info[split] = dict(ann_file=os.path.join(out_dir, 'annotations', f'instances_{split}.json'),
                            img_dir=os.path.join(out_dir, split), num_images=num_images)
-    complete = all(
-        os.path.isfile(info[split]['ann_file']) and os.path.isdir(info[split]['img_dir'])
-        and len(os.listdir(info[split]['img_dir'])) == num_images
-        for split, num_images in splits.items())
-    if not overwrite and complete and manifest_matches(out_dir, params):
-        return dict(info, generated=False)
-    os.makedirs(os.path.join(out_dir, 'annotations'), exist_ok=True)
-    remove_manifest(out_dir)
-    render_kwargs = dict(image_size=image_size, max_objects=max_objects, min_visible=min_visible)
-    for split, num_images in splits.items():
+
+    def split_complete(split: str, num_images: int) -> bool:
+        img_dir = info[split]['img_dir']
+        return (os.path.isfile(info[split]['ann_file']) and os.path.isdir(img_dir)
+                and len(os.listdir(img_dir)) == num_images)
+
+    def write_split(split: str, num_images: int) -> None:
+        os.makedirs(os.path.join(out_dir, 'annotations'), exist_ok=True)
         _write_split(out_dir, split, num_images, seed, image_ext, render_kwargs)
-    write_manifest(out_dir, params)
-    return dict(info, generated=True)
+
+    render_kwargs = dict(image_size=image_size, max_objects=max_objects, min_visible=min_visible)
+    generated = generate_splits(out_dir, params, splits, split_complete, write_split, overwrite)
+    return dict(info, generated=generated)

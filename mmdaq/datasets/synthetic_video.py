@@ -29,9 +29,9 @@ from typing import Any, Dict, Tuple
 import cv2
 import numpy as np
 
-from .synthetic_common import (add_noise, check_image_ext, check_int, check_size,
-                               contrasting_colour, item_rng, manifest_matches, random_background,
-                               remove_manifest, write_image, write_manifest)
+from .synthetic_common import (add_noise, check_int, check_size, check_split_args,
+                               contrasting_colour, generate_splits, item_rng, random_background,
+                               write_image)
 
 SHAPES = ('circle', 'square')
 MOTIONS = ('horizontal', 'vertical', 'zoom')
@@ -191,13 +191,10 @@ def generate_video_dataset(out_dir: str, num_train: int = 1200, num_val: int = 1
         >>> len(info['classes']), info['filename_tmpl']
         (6, 'img_{:05}.jpg')
     """
-    num_train = check_int('num_train', num_train, 1)
-    num_val = check_int('num_val', num_val, 1)
+    num_train, num_val, seed, image_ext = check_split_args(num_train, num_val, seed, image_ext)
     num_frames = check_int('num_frames', num_frames, 1)
     frame_size = check_size('frame_size', frame_size, 16)
-    seed = check_int('seed', seed, 0)
     trail = check_int('trail', trail, 0)
-    image_ext = check_image_ext(image_ext)
     params = dict(kind='video', version=GENERATOR_VERSION, num_train=num_train, num_val=num_val,
                   num_frames=num_frames, frame_size=list(frame_size), seed=seed, trail=trail,
                   image_ext=image_ext, classes=list(VIDEO_CLASSES))
@@ -213,13 +210,9 @@ def generate_video_dataset(out_dir: str, num_train: int = 1200, num_val: int = 1
         return (os.path.isfile(info[split]['ann_file']) and os.path.isdir(split_dir)
                 and len(os.listdir(split_dir)) == num_clips)
 
-    if (not overwrite and all(split_complete(s, n) for s, n in splits.items())
-            and manifest_matches(out_dir, params)):
-        return dict(info, generated=False)
-    os.makedirs(out_dir, exist_ok=True)
-    remove_manifest(out_dir)
-    render_kwargs = dict(num_frames=num_frames, frame_size=frame_size, trail=trail)
-    for split, num_clips in splits.items():
+    def write_split(split: str, num_clips: int) -> None:
         _write_split(out_dir, split, num_clips, seed, image_ext, render_kwargs)
-    write_manifest(out_dir, params)
-    return dict(info, generated=True)
+
+    render_kwargs = dict(num_frames=num_frames, frame_size=frame_size, trail=trail)
+    generated = generate_splits(out_dir, params, splits, split_complete, write_split, overwrite)
+    return dict(info, generated=generated)
