@@ -1,5 +1,5 @@
 """The static arguments of a convolution, and a Linear layer as a convolution without them."""
-from typing import Any, Callable, NamedTuple, Optional, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 from torch import Tensor
 
@@ -11,6 +11,17 @@ class ConvGeometry(NamedTuple):
     padding: Tuple[int, ...]
     dilation: Tuple[int, ...]
     groups: int = 1
+
+    def op_args(self) -> Tuple[List[int], List[int], List[int], List[int], int]:
+        """``(kernel, stride, padding, dilation, groups)`` as custom-op arguments (int lists)."""
+        return (list(self.kernel), list(self.stride), list(self.padding), list(self.dilation),
+                self.groups)
+
+    @classmethod
+    def from_op_args(cls, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
+                     dilation: Sequence[int], groups: int) -> 'ConvGeometry':
+        """Inverse of :meth:`op_args`."""
+        return cls(tuple(kernel), tuple(stride), tuple(padding), tuple(dilation), groups)
 
 
 LINEAR_GEOMETRY = ConvGeometry((), (), (), (), 1)

@@ -35,8 +35,8 @@ from .onednn_conv import int8_conv_onednn, onednn_conv_supported
 from .phase_grad_input import phase_grad_input_supported, phase_int8_grad_input, transposed_weight
 from .pointwise_conv import (is_pointwise, pointwise_int8_conv, pointwise_int8_grad_input,
                              pointwise_pays, pointwise_supported)
-from .triton_conv import (conv2d_int8_supported, conv2d_wgrad_int8_supported, int8_conv2d_triton,
-                          int8_conv2d_wgrad_triton)
+from .triton_conv import conv2d_int8_supported, conv2d_wgrad_int8_supported
+from .triton_conv_op import triton_int8_conv2d, triton_int8_conv2d_wgrad
 
 #: Use the Triton implicit-GEMM kernels for 2-D convolutions on CUDA (``MMDAQ_TRITON=0``: off).
 USE_TRITON = os.environ.get('MMDAQ_TRITON', '1') != '0'
@@ -182,8 +182,7 @@ def scaled_int8_conv(x_q: Tensor, w_q: Tensor, scale: Tensor, bias: Optional[Ten
                                        (x_q.shape[0], w_q.shape[0]) + out_size)
     use_triton = x_q.is_cuda and USE_TRITON
     if use_triton and conv2d_int8_supported(x_q, geo.kernel, x_q.shape[1], geo.groups):
-        return int8_conv2d_triton(x_q, w_q, scale, bias, geo.stride, geo.padding,
-                                  geo.dilation)[0]
+        return triton_int8_conv2d(x_q, w_q, scale, bias, geo.stride, geo.padding, geo.dilation)
 
     def gemm() -> Tensor:
         if pointwise_supported(x_q, w_q, geo) and pointwise_pays(x_q, geo):
@@ -221,7 +220,7 @@ def _scaled_weight_gradient(acc: Tensor, scale: Tensor, weight_shape) -> Tensor:
     return int32_to_weight(acc, scale, weight_shape)
 
 
-def int8_conv_backward_pass(grad_y: Tensor, x_q: Tensor, weight: Tensor, s_x: Tensor,
+def int8_conv_backward_pass(grad_y: Tensor, x_q: Tensor, s_x: Tensor, weight: Tensor,
                             scheme: QuantScheme, geo: ConvGeometry, slot: int, need_x: bool,
                             need_w: bool, need_b: bool
                             ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
@@ -251,7 +250,7 @@ def int8_conv_backward_pass(grad_y: Tensor, x_q: Tensor, weight: Tensor, s_x: Te
         scale = s_gw * (s_x * factor)
         use_triton = x_q.is_cuda and USE_TRITON
         if use_triton and conv2d_wgrad_int8_supported(x_q, geo.kernel, geo.groups):
-            grad_w = int8_conv2d_wgrad_triton(g_q, x_q, geo.kernel, scale, geo.stride,
+            grad_w = triton_int8_conv2d_wgrad(g_q, x_q, geo.kernel, scale, geo.stride,
                                               geo.padding, geo.dilation)  # [C_out, K*Cg]
             grad_w = channels_inner_to_weight(grad_w.float(), w_q.shape).contiguous()
         else:

@@ -1,4 +1,4 @@
-"""Autograd function of the ShiftQuant convolution / linear layer (three ShiftMM GEMMs).
+"""The ShiftQuant convolution / linear layer (three ShiftMM GEMMs) and its custom ops.
 
 The layer of a scheme with ``dataflow = 'shift'`` (:class:`~mmdaq.quantization.ShiftQuantScheme`).
 With L output positions, K the kernel volume, and every operand grouped along the reduction
@@ -18,9 +18,11 @@ result. Each column of ``cols(X)`` belongs to one input channel, so the per-chan
 repeats over the kernel positions. For stride 1 the input gradient is a convolution of the G_Y
 codes (as in :mod:`.int8_layer`); otherwise the column gradient is folded back with col2im.
 Only the int8 codes of X (and their shifts) are saved for backward, with the weight parameter.
+The passes run as the custom ops ``mmdaq::shift_conv`` and ``mmdaq::shift_conv_backward``,
+defined by :mod:`.layer_op` as the INT8 layer's are, so ``torch.compile`` traces them whole.
 """
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -30,6 +32,7 @@ from ..quantization.shift_quant import pow2_scales
 from .geometry import ConvGeometry, linear_as_conv
 from .im2col import channels_inner_to_weight, channels_inner_weight, col2im, im2col
 from .int8_layer import channels_last_2d, transposed_geometry, transposed_weight
+from .layer_op import define_layer_ops
 from .shift_matmul import shift_matmul
 
 
@@ -94,71 +97,74 @@ def _channels_first(acc: Tensor, out_shape) -> Tensor:
     return acc.clone(memory_format=torch.contiguous_format)
 
 
-class ShiftConvFunction(torch.autograd.Function):
-    """``y = conv(x, w) + b`` with ShiftMM GEMMs in forward and backward (see module doc)."""
+def shift_conv_forward_pass(x: Tensor, weight: Tensor, bias: Optional[Tensor],
+                            scheme: QuantScheme, geo: ConvGeometry
+                            ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Forward of the ShiftQuant layer: ``(y, x_codes, x_base_scale, x_shifts)``, the last three
+    saved for backward."""
+    x_r = scheme.quantize_input(x)  # shifts per C_in
+    w_r = scheme.quantize_weight(weight)  # shifts per C_out
+    top_x, shift_x = _top_and_shift(x_r.shifts)  # [C_in]
+    acc, out_size = shift_conv_gemm(x_r.codes, shift_x, w_r.codes, geo)  # [NL, C_out]
+    y = acc.mul_(x_r.base_scale * 2.0**-top_x * w_r.scales)  # [C_out] per column
+    if bias is not None:
+        y = y.add_(bias.float())
+    y = _channels_first(y, (x.shape[0], weight.shape[0]) + out_size)
+    return y.to(x.dtype), x_r.codes, x_r.base_scale, x_r.shifts
 
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantScheme,
-                geo: ConvGeometry, slot: int = 0) -> Tensor:
-        x_r = scheme.quantize_input(x)  # shifts per C_in
-        w_r = scheme.quantize_weight(weight)  # shifts per C_out
-        top_x, shift_x = _top_and_shift(x_r.shifts)  # [C_in]
-        acc, out_size = shift_conv_gemm(x_r.codes, shift_x, w_r.codes, geo)  # [NL, C_out]
-        y = acc.mul_(x_r.base_scale * 2.0**-top_x * w_r.scales)  # [C_out] per column
-        if bias is not None:
-            y = y.add_(bias.float())
-        y = _channels_first(y, (x.shape[0], weight.shape[0]) + out_size)
-        ctx.save_for_backward(x_r.codes, x_r.base_scale, x_r.shifts, weight)
-        ctx.scheme, ctx.geo, ctx.slot = scheme, geo, slot
-        ctx.has_bias = bias is not None
-        ctx.x_dtype, ctx.w_dtype = x.dtype, weight.dtype
-        return y.to(x.dtype)
 
-    @staticmethod
-    def backward(ctx, grad_y: Tensor):
-        x_codes, x_base, x_shifts, weight = ctx.saved_tensors
-        scheme, geo = ctx.scheme, ctx.geo
-        groups, kv = geo.groups, math.prod(geo.kernel)
-        w_r = scheme.quantize_weight(weight)  # the forward's codes (deterministic)
-        scheme.note_backward()
-        grad_y = grad_y.float()
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        for_w, for_x = scheme.quantize_grads(grad_y, dim=1, slot=ctx.slot, for_weight=need_w,
-                                             for_input=need_x)
-        grad_x = grad_w = grad_b = None
-        if need_w:  # reduction over N*L: G_Y is grouped per position
-            cols, _ = im2col(x_codes, geo.kernel, geo.stride, geo.padding, geo.dilation,
-                             groups)  # [NL, C_in*K]
-            top_r, shift_r = _top_and_shift(for_w.shifts)  # [NL]
-            col_scale = channel_columns(pow2_scales(x_base, x_shifts), groups, kv)  # [G, K*Cg]
-            row_scale = for_w.base_scale * 2.0**-top_r
-            pairs = zip(_split(for_w.codes, groups, 1), _split(cols, groups, 1))
-            parts = [shift_matmul(g_c.t(), c, shift_r, out_dtype=torch.float32)
-                     for g_c, c in pairs]  # [Cout_g, K*Cg] each
-            grad_w = _cat([p.mul_(row_scale * col_scale[g]) for g, p in enumerate(parts)],
-                          dim=0)  # [C_out, K*Cg]
-            grad_w = channels_inner_to_weight(grad_w, weight.shape).to(ctx.w_dtype).contiguous()
-        if need_x:  # reduction over C_out: G_Y and W are both grouped per output channel
-            top_g, shift_g = _top_and_shift(for_x.shifts)  # [C_out]
-            top_w, shift_w = _top_and_shift(w_r.shifts)  # [C_out]
-            scale = for_x.base_scale * w_r.base_scale * 2.0**-(top_g + top_w)
-            t_geo = transposed_geometry(geo)
-            if t_geo is not None:  # stride 1: a convolution of the G_Y codes, no col2im
-                acc, _ = shift_conv_gemm(for_x.codes, shift_g + shift_w,
-                                         transposed_weight(w_r.codes, groups), t_geo)
-                grad_x = _channels_first(acc.mul_(scale), x_codes.shape)
-            else:
-                g_rows = channels_last_2d(for_x.codes)  # [NL, C_out]
-                w_g = channels_inner_weight(w_r.codes, groups)  # [G, Cout_g, K*Cg]
-                shifts = _split(shift_g + shift_w, groups, 0)
-                cols = _cat([shift_matmul(g_c, w_g[g], shifts[g], out_dtype=torch.float32)
-                             for g, g_c in enumerate(_split(g_rows, groups, 1))], dim=1)
-                grad_x = col2im(cols.mul_(scale), x_codes.shape, geo.kernel, geo.stride,
-                                geo.padding, geo.dilation, groups)
-            grad_x = grad_x.to(ctx.x_dtype)
-        if ctx.has_bias and need_b:
-            grad_b = grad_y.sum(dim=[d for d in range(grad_y.dim()) if d != 1])
-        return grad_x, grad_w, grad_b, None, None, None
+def shift_conv_backward_pass(grad_y: Tensor, x_codes: Tensor, x_base: Tensor, x_shifts: Tensor,
+                             weight: Tensor, scheme: QuantScheme, geo: ConvGeometry, slot: int,
+                             need_x: bool, need_w: bool, need_b: bool
+                             ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+    """Backward of the ShiftQuant layer: ``(grad_x, grad_w, grad_b)`` (float32; None if not
+    needed). The weight is quantized again (the forward's codes: deterministic)."""
+    groups, kv = geo.groups, math.prod(geo.kernel)
+    w_r = scheme.quantize_weight(weight)
+    scheme.note_backward()
+    grad_y = grad_y.float()
+    for_w, for_x = scheme.quantize_grads(grad_y, dim=1, slot=slot, for_weight=need_w,
+                                         for_input=need_x)
+    grad_x = grad_w = grad_b = None
+    if need_w:  # reduction over N*L: G_Y is grouped per position
+        cols, _ = im2col(x_codes, geo.kernel, geo.stride, geo.padding, geo.dilation,
+                         groups)  # [NL, C_in*K]
+        top_r, shift_r = _top_and_shift(for_w.shifts)  # [NL]
+        col_scale = channel_columns(pow2_scales(x_base, x_shifts), groups, kv)  # [G, K*Cg]
+        row_scale = for_w.base_scale * 2.0**-top_r
+        pairs = zip(_split(for_w.codes, groups, 1), _split(cols, groups, 1))
+        parts = [shift_matmul(g_c.t(), c, shift_r, out_dtype=torch.float32)
+                 for g_c, c in pairs]  # [Cout_g, K*Cg] each
+        grad_w = _cat([p.mul_(row_scale * col_scale[g]) for g, p in enumerate(parts)],
+                      dim=0)  # [C_out, K*Cg]
+        grad_w = channels_inner_to_weight(grad_w, weight.shape).contiguous()
+    if need_x:  # reduction over C_out: G_Y and W are both grouped per output channel
+        top_g, shift_g = _top_and_shift(for_x.shifts)  # [C_out]
+        top_w, shift_w = _top_and_shift(w_r.shifts)  # [C_out]
+        scale = for_x.base_scale * w_r.base_scale * 2.0**-(top_g + top_w)
+        t_geo = transposed_geometry(geo)
+        if t_geo is not None:  # stride 1: a convolution of the G_Y codes, no col2im
+            acc, _ = shift_conv_gemm(for_x.codes, shift_g + shift_w,
+                                     transposed_weight(w_r.codes, groups), t_geo)
+            grad_x = _channels_first(acc.mul_(scale), x_codes.shape)
+        else:
+            g_rows = channels_last_2d(for_x.codes)  # [NL, C_out]
+            w_g = channels_inner_weight(w_r.codes, groups)  # [G, Cout_g, K*Cg]
+            shifts = _split(shift_g + shift_w, groups, 0)
+            cols = _cat([shift_matmul(g_c, w_g[g], shifts[g], out_dtype=torch.float32)
+                         for g, g_c in enumerate(_split(g_rows, groups, 1))], dim=1)
+            grad_x = col2im(cols.mul_(scale), x_codes.shape, geo.kernel, geo.stride,
+                            geo.padding, geo.dilation, groups)
+    if need_b:
+        grad_b = grad_y.sum(dim=[d for d in range(grad_y.dim()) if d != 1])
+    return grad_x, grad_w, grad_b
+
+
+_shift_conv = define_layer_ops(
+    'shift_conv', shift_conv_forward_pass, shift_conv_backward_pass,
+    ('Tensor x_codes', 'Tensor x_base', 'Tensor x_shifts'),
+    lambda x: (torch.empty_like(x, dtype=torch.int8), x.new_empty((), dtype=torch.float32),
+               x.new_empty(x.shape[1:2], dtype=torch.int64)))
 
 
 def shift_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantScheme,
@@ -168,7 +174,8 @@ def shift_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantS
     if scheme.dataflow != 'shift':
         raise ValueError(f"shift_conv needs a scheme with dataflow 'shift', but got "
                          f'{scheme.name!r} ({scheme.dataflow!r}); use int8_conv')
-    return ShiftConvFunction.apply(x, weight, bias, scheme, geo, slot)
+    y, _, _, _ = _shift_conv(x, weight, bias, scheme.op_handle, *geo.op_args(), slot)
+    return y
 
 
 def shift_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantScheme,

@@ -15,13 +15,15 @@ convolution of the G_Y codes with the flipped, transposed weight, see
 
 ``TRITON_INTERPRET=1`` runs it on CPU tensors (slowly): the tests compare it there with the
 reference path, bit for bit (integer accumulation; the epilogue rounds as
-:func:`mmdaq.kernels.int32_to_channels_first_reference` does).
+:func:`mmdaq.kernels.int32_to_channels_first_reference` does). The layers call these launchers
+through the custom ops of :mod:`.triton_conv_op` (CUDA kernels and fakes).
 """
 from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
+from .im2col import conv_output_size
 from .int8_matmul import MAX_CHUNK_K
 
 try:
@@ -162,7 +164,6 @@ def int8_conv2d_triton(x_q: Tensor, w_q: Tensor, scale: Tensor, bias: Optional[T
     Returns:
         tuple: out (Tensor[N, C_out, OH, OW], float32, contiguous) and (OH, OW).
     """
-    from .im2col import conv_output_size
     n, c, h, w = x_q.shape
     c_out, _, kh, kw = w_q.shape
     oh, ow = conv_output_size((h, w), (kh, kw), stride, padding, dilation)

@@ -19,9 +19,13 @@ inside (0, 1). Gradients themselves are not quantized: this is quantization-awar
 low-bit weights and activations.
 
 ``bits = 32`` (:data:`FP_BITS`) means "not quantized": both quantizers return their input
-unchanged, so a network at 32 bits is exactly the float network.
+unchanged, so a network at 32 bits is exactly the float network. The straight-through rounding
+and the activation quantizer are ``torch.library`` custom ops (``mmdaq::round_ste``,
+``mmdaq::activation_quantize``) with their autograd formulas. :class:`LowBitConfig` holds a
+layer's options: method ``'zhuang_w4a4'`` of ``convert_model``.
 """
 import dataclasses
+from typing import Tuple
 
 import torch
 from torch import Tensor
@@ -62,30 +66,47 @@ def uniform_quantize(z: Tensor, bits: int) -> Tensor:
     return torch.round(z * levels) / levels
 
 
-class _RoundSTE(torch.autograd.Function):
+@torch.library.custom_op('mmdaq::round_ste', mutates_args=())
+def _round_ste(z: Tensor, bits: int) -> Tensor:
     """``Q_k`` forward, identity backward (straight-through)."""
-
-    @staticmethod
-    def forward(ctx, z: Tensor, bits: int) -> Tensor:
-        return uniform_quantize(z, bits)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        return grad, None
+    return uniform_quantize(z, bits)
 
 
-class _ActivationQuantize(torch.autograd.Function):
-    """``Q_k(clip(x, 0, 1))`` forward; backward: the gradient where ``0 < x < 1``, else 0."""
+@_round_ste.register_fake
+def _round_ste_fake(z: Tensor, bits: int) -> Tensor:
+    return torch.empty_like(z)
 
-    @staticmethod
-    def forward(ctx, x: Tensor, bits: int) -> Tensor:
-        ctx.save_for_backward((x > 0) & (x < 1))  # bool mask, 1 byte per value
-        return uniform_quantize(x.clamp(0, 1), bits)
 
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        inside, = ctx.saved_tensors
-        return grad * inside, None
+def _round_ste_backward(ctx, grad: Tensor):
+    return grad, None
+
+
+_round_ste.register_autograd(_round_ste_backward)
+
+
+@torch.library.custom_op('mmdaq::activation_quantize', mutates_args=())
+def _activation_quantize(x: Tensor, bits: int) -> Tuple[Tensor, Tensor]:
+    """``(Q_k(clip(x, 0, 1)), 0 < x < 1)``: the codes' values and where the gradient passes
+    (a bool mask, 1 byte per value, kept for the backward)."""
+    return uniform_quantize(x.clamp(0, 1), bits), (x > 0) & (x < 1)
+
+
+@_activation_quantize.register_fake
+def _activation_quantize_fake(x: Tensor, bits: int) -> Tuple[Tensor, Tensor]:
+    return torch.empty_like(x), torch.empty_like(x, dtype=torch.bool)
+
+
+def _activation_quantize_setup(ctx, inputs, output) -> None:
+    ctx.save_for_backward(output[1])
+
+
+def _activation_quantize_backward(ctx, grad: Tensor, _grad_inside):
+    inside, = ctx.saved_tensors
+    return grad * inside, None
+
+
+_activation_quantize.register_autograd(_activation_quantize_backward,
+                                       setup_context=_activation_quantize_setup)
 
 
 def normalize_weight(w: Tensor) -> Tensor:
@@ -115,7 +136,7 @@ def quantize_weight(w: Tensor, bits: int) -> Tensor:
     """
     if check_bits(bits) == FP_BITS:
         return w
-    return 2 * _RoundSTE.apply(normalize_weight(w), bits) - 1
+    return 2 * _round_ste(normalize_weight(w), bits) - 1
 
 
 def quantize_activation(x: Tensor, bits: int) -> Tensor:
@@ -130,7 +151,7 @@ def quantize_activation(x: Tensor, bits: int) -> Tensor:
     """
     if check_bits(bits) == FP_BITS:
         return x
-    return _ActivationQuantize.apply(x, bits)
+    return _activation_quantize(x, bits)[0]
 
 
 def activation_codes(x_hat: Tensor, bits: int) -> Tensor:

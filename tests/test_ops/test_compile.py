@@ -1,11 +1,12 @@
-"""torch.compile of a network with DAQ layers: one graph (no breaks), same results as eager."""
+"""torch.compile of a network with quantized layers: one graph (no breaks), same results as
+eager, for the custom ops of every layer family (INT8, ShiftQuant, low-bit)."""
 import copy
 
 import pytest
 import torch
 from torch import nn
 
-from mmdaq.cnn import convert_model, daq_layers
+from mmdaq.cnn import convert_model, daq_layers, lowbit_layers
 
 
 def _net():
@@ -14,12 +15,13 @@ def _net():
                          nn.Linear(16 * 3 * 3, 5))
 
 
-@pytest.mark.parametrize('method', ['daq', 'per_tensor'])
-def test_compiled_daq_net_has_one_graph_and_matches_eager(method):
+@pytest.mark.parametrize('method, options', [('daq', {}), ('per_tensor', {}),
+                                             ('shiftquant', dict(seed=0)), ('zhuang_w4a4', {})])
+def test_compiled_daq_net_has_one_graph_and_matches_eager(method, options):
     torch.manual_seed(0)
-    eager = convert_model(_net(), method=method)
+    eager = convert_model(_net(), method=method, **options)
     compiled_model = copy.deepcopy(eager)
-    assert len(daq_layers(eager)) == 4
+    assert len(daq_layers(eager)) + len(lowbit_layers(eager)) == 4
     compiled = torch.compile(compiled_model, fullgraph=True, backend='aot_eager')
     opt_e = torch.optim.SGD(eager.parameters(), lr=0.1)
     opt_c = torch.optim.SGD(compiled_model.parameters(), lr=0.1)

@@ -126,3 +126,21 @@ def test_shiftquant_with_l1_norm_trains_a_small_net():
         losses.append(loss.item())
     assert all(math.isfinite(v) for v in losses)
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, losses
+
+
+@pytest.mark.parametrize('stride, groups, with_bias', [(1, 1, True), (2, 2, False)])
+def test_shift_conv_ops_pass_opcheck(stride, groups, with_bias):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 7, 7, generator=gen, requires_grad=True)
+    w = torch.randn(6, 4 // groups, 3, 3, generator=gen, requires_grad=True)
+    b = torch.randn(6, generator=gen, requires_grad=True) if with_bias else None
+    geo = ConvGeometry((3, 3), (stride, ) * 2, (1, 1), (1, 1), groups)
+    scheme = build_scheme('shiftquant', grad_rounding='nearest')  # deterministic
+    args = (x, w, b, scheme.op_handle, *geo.op_args(), 0)
+    torch.library.opcheck(torch.ops.mmdaq.shift_conv.default, args)
+    with torch.no_grad():  # the saved tensors, as the backward gets them
+        y, codes, base, shifts = torch.ops.mmdaq.shift_conv(*args)
+    grad_y = torch.randn(y.shape, generator=gen)
+    torch.library.opcheck(torch.ops.mmdaq.shift_conv_backward.default,
+                          (grad_y, codes, base, shifts, w.detach(), *args[3:], True, True,
+                           with_bias))

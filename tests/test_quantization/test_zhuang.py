@@ -8,7 +8,7 @@ from torch.nn import functional as F
 
 from mmdaq.cnn import (LowBitConv2d, LowBitLinear, convert_model, convert_modules, lowbit_layers,
                        set_precision)
-from mmdaq.ops.geometry import ConvGeometry
+from mmdaq.ops.geometry import LINEAR_GEOMETRY, ConvGeometry
 from mmdaq.ops.lowbit_conv import lowbit_conv_reference, lowbit_int_conv, lowbit_int_linear
 from mmdaq.quantization.lowbit import (LowBitConfig, activation_codes, check_bits, normalize_weight,
                                        quantize_activation, quantize_weight, uniform_quantize,
@@ -211,3 +211,30 @@ def test_scale_weights_keeps_the_float_output_scale_on_both_paths():
                                                                     integer_gemm=False))
     x = torch.rand(4, 6)
     torch.testing.assert_close(lin(x), fake(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('bits', [1, 4])
+def test_quantizer_ops_pass_opcheck(bits):
+    x = torch.randn(3, 5, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    torch.library.opcheck(torch.ops.mmdaq.round_ste.default, (x, bits))
+    torch.library.opcheck(torch.ops.mmdaq.activation_quantize.default, (x, bits))
+
+
+@pytest.mark.parametrize('geo, with_bias, w_scale', [
+    (ConvGeometry((3, 3), (1, 1), (1, 1), (1, 1), 1), True, None),
+    (ConvGeometry((3, 3), (2, 2), (1, 1), (1, 1), 2), False, 0.7),
+    (LINEAR_GEOMETRY, True, None),
+])
+def test_lowbit_int_conv_op_passes_opcheck(geo, with_bias, w_scale):
+    gen = torch.Generator().manual_seed(0)
+    bits_a, bits_w = 3, 2
+    shape_x, shape_w = ((2, 4, 6, 6), (6, 4 // geo.groups, 3, 3)) if geo.kernel else ((5, 4),
+                                                                                      (3, 4))
+    x_hat = torch.randint(0, 2**bits_a, shape_x, generator=gen) / (2**bits_a - 1)
+    w_code = 2 * torch.randint(0, 2**bits_w, shape_w, generator=gen) - (2**bits_w - 1)
+    w_hat = w_code / (2**bits_w - 1) * (w_scale or 1.0)
+    bias = torch.randn(shape_w[0], generator=gen).requires_grad_() if with_bias else None
+    scale = None if w_scale is None else torch.tensor(w_scale)
+    args = (x_hat.requires_grad_(), w_hat.requires_grad_(), bias, bits_a, bits_w,
+            *geo.op_args(), scale)
+    torch.library.opcheck(torch.ops.mmdaq.lowbit_int_conv.default, args)

@@ -1,0 +1,116 @@
+"""A quantized layer as a pair of ``torch.library`` custom ops, defined in one place.
+
+:func:`define_layer_ops` turns a layer's two passes (INT8: :mod:`.int8_layer`; ShiftQuant:
+:mod:`.shift_layer`) into the ops ``mmdaq::<name>`` and ``mmdaq::<name>_backward``, with fakes
+and the autograd formula that connects them::
+
+    forward   (x, weight, bias, scheme, kernel, stride, padding, dilation, groups, slot)
+                  -> (y, *saved)
+    backward  (grad_y, *saved, weight, scheme, kernel, stride, padding, dilation, groups, slot,
+               need_x, need_w, need_b) -> (grad_x, grad_w, grad_b)
+
+``saved`` are what the forward keeps of X (its codes and their scales); the weight is saved as
+the parameter itself and quantized again in the backward. The scheme travels as its int handle
+(:mod:`mmdaq.quantization.scheme_handles`) and its Python state (clips, counters, statistics)
+changes inside the ops, out of the tracer's sight: traced as an autograd.Function, those
+mutations were graph breaks (``Mutating a variable from outside the scope of this HOP``), as
+ops ``torch.compile`` traces a network of these layers as one graph.
+"""
+from typing import Callable, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from ..quantization.scheme_handles import scheme_from_handle
+from .geometry import ConvGeometry
+from .im2col import conv_output_size
+
+_GEOMETRY = 'int scheme, int[] kernel, int[] stride, int[] padding, int[] dilation, int groups, ' \
+    'int slot'
+
+#: ``saved_fake(x) -> tuple``: fakes of the saved tensors of a forward on ``x``.
+SavedFake = Callable[[Tensor], Tuple[Tensor, ...]]
+
+
+def define_layer_ops(name: str, forward_pass: Callable, backward_pass: Callable,
+                     saved: Sequence[str], saved_fake: SavedFake):
+    """Define ``mmdaq::<name>`` and ``mmdaq::<name>_backward`` (module doc) and return the
+    forward op.
+
+    Args:
+        name (str): Op name in the ``mmdaq`` namespace.
+        forward_pass (Callable): ``(x, weight, bias, scheme, geo) -> (y, *saved)``.
+        backward_pass (Callable): ``(grad_y, *saved, weight, scheme, geo, slot, need_x, need_w,
+            need_b) -> (grad_x, grad_w, grad_b)``, float32 or None where not needed.
+        saved (Sequence[str]): Schema names of the saved tensors, e.g. ``('Tensor x_q', ..)``.
+        saved_fake (SavedFake): Their fakes.
+
+    Returns:
+        The forward op (a ``torch.library.CustomOpDef``).
+    """
+    outputs = ', '.join(['Tensor'] * (1 + len(saved)))
+
+    def forward(x, weight, bias, scheme, kernel, stride, padding, dilation, groups, slot):
+        geo = ConvGeometry.from_op_args(kernel, stride, padding, dilation, groups)
+        return forward_pass(x, weight, bias, scheme_from_handle(scheme), geo)
+
+    def forward_fake(x, weight, bias, scheme, kernel, stride, padding, dilation, groups, slot):
+        out_size = conv_output_size(x.shape[2:], kernel, stride, padding, dilation)
+        y = x.new_empty((x.shape[0], weight.shape[0]) + tuple(out_size))
+        return (y, ) + saved_fake(x)
+
+    def backward(grad_y, *args):
+        *saved, weight, scheme, kernel, stride, padding, dilation, groups, slot = args[:-3]
+        geo = ConvGeometry.from_op_args(kernel, stride, padding, dilation, groups)
+        return backward_outputs(grad_y, backward_pass(grad_y, *saved, weight,
+                                                      scheme_from_handle(scheme), geo, slot,
+                                                      *args[-3:]))
+
+    def backward_fake(grad_y, x_codes, *args):
+        weight, (need_x, need_w, need_b) = args[len(saved) - 1], args[-3:]
+        f32 = dict(dtype=torch.float32)
+        return (x_codes.new_empty(x_codes.shape, **f32) if need_x else grad_y.new_empty(0),
+                weight.new_empty(weight.shape, **f32) if need_w else grad_y.new_empty(0),
+                weight.new_empty(weight.shape[:1], **f32) if need_b else grad_y.new_empty(0))
+
+    forward_op = torch.library.custom_op(
+        f'mmdaq::{name}', forward, mutates_args=(),
+        schema=f'(Tensor x, Tensor weight, Tensor? bias, {_GEOMETRY}) -> ({outputs})')
+    forward_op.register_fake(forward_fake)
+    backward_op = torch.library.custom_op(
+        f'mmdaq::{name}_backward', backward, mutates_args=(),
+        schema=f'(Tensor grad_y, {", ".join(saved)}, Tensor weight, {_GEOMETRY}, bool need_x, '
+        'bool need_w, bool need_b) -> (Tensor, Tensor, Tensor)')
+    backward_op.register_fake(backward_fake)
+    _register_autograd(forward_op, backward_op)
+    return forward_op
+
+
+def _register_autograd(forward_op, backward_op) -> None:
+    """Gradients in the dtypes of ``x`` and ``weight``; the bias gradient only with a bias."""
+
+    def setup_context(ctx, inputs, output) -> None:
+        x, weight, bias, *args = inputs  # args: scheme, kernel, .., groups, slot
+        ctx.save_for_backward(*output[1:], weight)
+        ctx.args = tuple(args)
+        ctx.has_bias = bias is not None
+        ctx.x_dtype, ctx.w_dtype = x.dtype, weight.dtype
+
+    def backward(ctx, grad_y: Tensor, *_grad_saved):
+        *saved, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        need_b = need_b and ctx.has_bias
+        grad_x, grad_w, grad_b = backward_op(grad_y, *saved, weight, *ctx.args, need_x, need_w,
+                                             need_b)
+        return (grad_x.to(ctx.x_dtype) if need_x else None,
+                grad_w.to(ctx.w_dtype) if need_w else None,
+                grad_b if need_b else None) + (None, ) * len(ctx.args)
+
+    forward_op.register_autograd(backward, setup_context=setup_context)
+
+
+def backward_outputs(grad_y: Tensor, grads: Sequence[Optional[Tensor]]) -> Tuple[Tensor, ...]:
+    """A backward pass's ``(grad_x, grad_w, grad_b)`` as op outputs: ops return tensors, not
+    None, so an empty tensor stands for "not needed"; and contiguous ones, as the fake says
+    (col2im's input gradient is a cropped view of its padded buffer)."""
+    return tuple(grad_y.new_empty(0) if g is None else g.contiguous() for g in grads)
