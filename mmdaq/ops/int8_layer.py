@@ -27,7 +27,7 @@ from torch import Tensor
 from ..kernels import channels_first_epilogue, int32_to_weight
 from ..quantization.schemes import QuantScheme
 from .conv_autotune import cpu_conv_mode, fastest, shape_bucket
-from .geometry import LINEAR_GEOMETRY, ConvGeometry  # noqa: F401 (tests import both from here)
+from .geometry import ConvGeometry
 from .grad_error import int8_grad_errors
 from .grouped_matmul import grouped_int8_matmul
 from .im2col import channels_inner_to_weight, channels_inner_weight, col2im, im2col, weight_columns

@@ -9,8 +9,8 @@ from torch import nn
 import mmdaq
 from mmdaq.cnn import daq_layers
 from mmdaq.engine.fidelity_guard import FidelityGuard
+from mmdaq.ops.geometry import LINEAR_GEOMETRY, ConvGeometry
 from mmdaq.ops.grad_error import float_grads, int8_grad_errors
-from mmdaq.ops.int8_layer import LINEAR_GEOMETRY, ConvGeometry
 
 
 def _errors(grad_bits, layer='conv'):
