@@ -45,8 +45,8 @@ DEMOS = {
                  'daq': 'configs/demo/tsn_r18_daq_synthetic_clips.py'},
         metric='acc/top1', label='top-1'),
 }
-PROGRESS = re.compile(r'(Epoch\((train|val)\)\s+\[\d+\]\[\s*\d+/\d+\].*?(eta: \S+)?\s+time|'
-                      r'coco/bbox_mAP:|acc/top1:|DAQHook)')
+PROGRESS = re.compile(r'((Epoch|Iter)\((train|val)\)\s+(\[\d+\])?\[\s*\d+/\d+\].*?(eta: \S+)?\s+'
+                      r'time|coco/bbox_mAP:|acc/top1:|DAQHook \()')
 
 
 def generate_data(kind: str, out: str) -> None:
