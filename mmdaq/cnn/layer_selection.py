@@ -106,3 +106,19 @@ class LayerSelection:
                                  exclude=self.exclude, **options)
         report.skipped.update({n: reasons[n] for n in report.skipped if n in reasons})
         return report
+
+
+def convert_unless_converted(model: nn.Module, owner: str,
+                             converted_layers: Callable[[nn.Module], Dict[str, nn.Module]],
+                             convert: Callable[[nn.Module], ConversionReport]
+                             ) -> Optional[ConversionReport]:
+    """``convert(model)`` for a hook's ``before_run``: None if ``converted_layers(model)`` finds
+    converted layers already (val / test after train in one process); a RuntimeError naming
+    ``owner`` if nothing could be converted."""
+    if converted_layers(model):
+        return None
+    report = convert(model)
+    if not report.converted:
+        raise RuntimeError(f'{owner} converted no layer of {type(model).__name__}: '
+                           f'{report.summary()}')
+    return report

@@ -9,6 +9,7 @@ from mmengine.registry import HOOKS
 from torch import nn
 
 from ...cnn import LayerSelection, daq_layers
+from ...cnn.layer_selection import convert_unless_converted
 from ...quantization.schemes import build_scheme
 from ..fidelity_guard import FidelityGuard
 
@@ -92,14 +93,11 @@ class DAQHook(Hook):
         return self.selection.convert(model, self.method, **self.options)
 
     def before_run(self, runner) -> None:
-        model = self._unwrap(runner)
-        if daq_layers(model):
-            return  # already converted (e.g. val/test after train in the same process)
-        self.report = self.convert(model)
-        if not self.report.converted:
-            raise RuntimeError(f'DAQHook converted no layer of {type(model).__name__}: '
-                               f'{self.report.summary()}')
-        print_log(f'DAQHook ({self.method}): {self.report.summary()}', logger='current')
+        report = convert_unless_converted(self._unwrap(runner), 'DAQHook', daq_layers,
+                                          self.convert)
+        if report is not None:
+            self.report = report
+            print_log(f'DAQHook ({self.method}): {report.summary()}', logger='current')
 
     # -- FP32 warm-up and statistics -----------------------------------------------------
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:

@@ -29,7 +29,7 @@ from torch import nn
 
 from ...cnn import LayerSelection, first_conv, is_prediction_head, lowbit_layers, set_precision
 from ...cnn.convert import compile_patterns
-from ...cnn.layer_selection import LAYER_TYPES
+from ...cnn.layer_selection import LAYER_TYPES, convert_unless_converted
 from ...quantization.lowbit import LowBitConfig, check_bits
 from ..joint_distillation import JointDistillationModel
 
@@ -138,12 +138,10 @@ class ZhuangQuantHook(Hook):
 
     def before_run(self, runner) -> None:
         model = self.target(_unwrap(runner))
-        if lowbit_layers(model):
-            return  # already converted (e.g. val/test after train in the same process)
-        self.report = self.convert(model)
-        if not self.report.converted:
-            raise RuntimeError(f'ZhuangQuantHook converted no layer of {type(model).__name__}: '
-                               f'{self.report.summary()}')
+        report = convert_unless_converted(model, 'ZhuangQuantHook', lowbit_layers, self.convert)
+        if report is None:
+            return
+        self.report = report
         weights_only = sum(not m.input_quantizable for m in lowbit_layers(model).values())
         cfg = self.config
         reasons = self.report.summary().splitlines()[1:]  # one line per reason kept in float
