@@ -1,4 +1,8 @@
 """Helpers shared by the test suite (and by users testing their own layers)."""
+import importlib.util
+import os.path as osp
+from types import ModuleType
+
 import pytest
 import torch
 from torch import Tensor
@@ -47,3 +51,14 @@ def mixed_channel_grad(shape, seed: int) -> Tensor:
         keep = torch.rand(g[:, 3].shape, generator=torch.Generator().manual_seed(seed + 2))
         g[:, 3] = torch.where(keep < 0.7, torch.where(keep < 0.1, -0.0, 0.0), g[:, 3])
     return g
+
+
+def load_tool(path: str) -> ModuleType:
+    """A script of the repository's ``tools/`` (e.g. ``'tools/benchmarks/roofline.py'``) loaded
+    as a module, so that tests call its ``main(argv)``; needs a checkout (editable install)."""
+    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    name = osp.splitext(osp.basename(path))[0] + '_tool'
+    spec = importlib.util.spec_from_file_location(name, osp.join(root, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,5 +1,4 @@
 """Gradient-distribution analysis: capture, classification, summary, figures and the tool."""
-import importlib.util
 import json
 import os.path as osp
 import struct
@@ -10,6 +9,7 @@ from torch import nn
 
 from mmdaq.analysis.grad_dist import analyse_gradients, daq_channel_choice, spread_evenly, summarise
 from mmdaq.quantization.schemes import DAQScheme
+from mmdaq.testing import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
@@ -132,14 +132,6 @@ def test_figures_are_real_pngs(tmp_path):
     assert _png_size(overview)[0] >= 600
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location(
-        'grad_dist_tool', osp.join(ROOT, 'tools/analysis/grad_dist.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_tool_on_the_video_demo_config(tmp_path, monkeypatch):
     pytest.importorskip('mmaction')
     pytest.importorskip('matplotlib')
@@ -147,9 +139,9 @@ def test_tool_on_the_video_demo_config(tmp_path, monkeypatch):
         pytest.skip('synthetic clips not generated (tools/data/generate_synthetic.py video)')
     monkeypatch.chdir(ROOT)  # the config's data paths are relative to the repository
     out = tmp_path / 'tsn'
-    summary = _tool().main(['configs/demo/tsn_r18_synthetic_clips.py', '--iters', '1',
-                            '--batch', '1', '--layers', r'layer4\.1\.conv|fc_cls', '--plot', '2',
-                            '--out', str(out)])
+    tool = load_tool('tools/analysis/grad_dist.py')
+    summary = tool.main(['configs/demo/tsn_r18_synthetic_clips.py', '--iters', '1', '--batch', '1',
+                         '--layers', r'layer4\.1\.conv|fc_cls', '--plot', '2', '--out', str(out)])
     with open(out / 'summary.json') as f:
         written = json.load(f)
     assert written == json.loads(json.dumps(summary))
@@ -168,7 +160,7 @@ def test_tool_on_the_video_demo_config(tmp_path, monkeypatch):
 
 
 def test_tool_rejects_bad_arguments(tmp_path, capsys):
-    tool = _tool()
+    tool = load_tool('tools/analysis/grad_dist.py')
     with pytest.raises(SystemExit):
         tool.parse_args(['cfg.py', '--checkpoint', str(tmp_path / 'missing.pth')])
     assert '--checkpoint must be an existing file' in capsys.readouterr().err

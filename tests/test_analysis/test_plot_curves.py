@@ -1,15 +1,12 @@
 """Training-curve reading, seed grouping, bands and tools/analysis/plot_curves.py."""
-import importlib.util
 import json
-import os.path as osp
 
 import numpy as np
 import pytest
 
 from mmdaq.analysis.curves import (Series, band, curve_bands, group_runs, load_scalars, match_key,
                                    run_label, smooth)
-
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from mmdaq.testing import load_tool
 
 
 def write_run(work_dir, losses, maps, timestamp='20261125_120000', iters_per_log=10):
@@ -121,10 +118,7 @@ def test_tool_draws_one_png_and_prints_the_last_values(tmp_path, capsys):
     paths = [str(write_run(tmp_path / f'daq_seed{s}', [1.0, 0.5 + 0.1 * s, 0.4, 0.3 + 0.1 * s],
                            [0.2, 0.3 + 0.1 * s])) for s in range(2)]
     paths.append(str(write_run(tmp_path / 'fp32', [1.0, 0.6, 0.4, 0.2], [0.3, 0.5])))
-    spec = importlib.util.spec_from_file_location(
-        'plot_curves', osp.join(ROOT, 'tools/analysis/plot_curves.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('tools/analysis/plot_curves.py')
     out = tmp_path / 'figs' / 'curves.png'
     bands = tool.main(paths + ['--out', str(out), '--title', 'demo'])
     assert sorted(bands) == ['bbox_mAP', 'loss']  # the default keys that were logged

@@ -1,25 +1,14 @@
 """tools/analysis/quant_error.py end to end on the smallest stock model input."""
-import importlib.util
-import os.path as osp
-
 import pytest
 
+from mmdaq.testing import load_tool
+
 pytest.importorskip('mmaction')
-
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location(
-        'quant_error', osp.join(ROOT, 'tools/analysis/quant_error.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _tiny_i3d_summary(monkeypatch, *methods):
     """The tool's summary of I3D on 32 px clips, two iterations."""
-    tool = _tool()
+    tool = load_tool('tools/analysis/quant_error.py')
     monkeypatch.setitem(tool.MODELS, 'i3d', (tool.MODELS['i3d'][0], dict(size=32, num_frames=8)))
     return tool.main(['--models', 'i3d', '--iters', '2', '--methods', *methods])['i3d']
 
@@ -40,7 +29,7 @@ def test_table_for_i3d(capsys, monkeypatch):
 
 def test_bad_method_spec_fails_early():
     with pytest.raises((TypeError, ValueError)):
-        _tool().parse_method('daq:no_such_option=1')
+        load_tool('tools/analysis/quant_error.py').parse_method('daq:no_such_option=1')
 
 
 def test_shiftquant_rows_show_no_clip_error(capsys, monkeypatch):

@@ -1,21 +1,11 @@
 """tools/benchmarks/roofline.py end to end on two tiny shapes, with a fake measured run."""
-import importlib.util
 import json
-import os.path as osp
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location(
-        'roofline_tool', osp.join(ROOT, 'tools', 'benchmarks', 'roofline.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from mmdaq.testing import load_tool
 
 
 def test_predicts_compares_and_fits(tmp_path, capsys):
-    tool = _tool()
+    tool = load_tool('tools/benchmarks/roofline.py')
     # A measured run naming the same two shapes (labels as bench_layers writes them).
     first = tool.main(['--batch', '1', '--size', '32', '--limit', '2', '--devices', 'h100'])
     labels = [row['label'] for row in first['rows']]
