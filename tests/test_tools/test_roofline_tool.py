@@ -9,7 +9,7 @@ def test_predicts_compares_and_fits(tmp_path, capsys):
     # A measured run naming the same two shapes (labels as bench_layers writes them).
     first = tool.main(['--batch', '1', '--size', '32', '--limit', '2', '--devices', 'h100'])
     labels = [row['label'] for row in first['rows']]
-    measured = dict(device='fake GPU', torch='x', layers=[
+    measured = dict(device='NVIDIA H100 (fake)', torch='x', layers=[
         dict(label=label, fp32=dict(fwd_bwd=1e-3),
              speedup=dict(bf16=dict(fwd_bwd=2.0), daq=dict(fwd_bwd=0.5))) for label in labels])
     path = tmp_path / 'measured.json'

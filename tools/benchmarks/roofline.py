@@ -189,7 +189,8 @@ def main(argv=None) -> dict:
             s = summarize_ratios(errors)
             print(f'predicted / measured FP32 time: median {s["median"]:.2f}, geometric mean '
                   f'{s["geomean"]:.2f}')
-            fit_to_measured(DEVICES[key], rows, models, measured)
+            if key.upper() in run['device'].upper():  # fit only the card that was measured
+                fit_to_measured(DEVICES[key], rows, models, measured)
     launches = sorted(r['traced_launches'] for r in rows)
     print(f'\ntraced DAQ kernels per conv fwd+bwd: {launches[0]}-{launches[-1]} '
           f'(median {launches[len(launches) // 2]}); fused design: '
