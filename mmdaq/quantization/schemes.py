@@ -249,16 +249,29 @@ class QuantScheme:
         return 1.0
 
     # -- state ----------------------------------------------------------------------------
+    #: Names of the scheme's per-slot tensor states (dicts call slot -> Tensor), which are
+    #: checkpointed with the update counters and averaged over ranks; none when stateless.
+    slot_states = ()
+
     def state_dict(self) -> Dict[str, Any]:
-        """Scheme state to checkpoint (tensors on CPU); empty for stateless schemes."""
-        return {}
+        """Scheme state to checkpoint (tensors on CPU); empty before the first update and for
+        stateless schemes."""
+        if not self.slot_states or not getattr(self, self.slot_states[0]):
+            return {}
+        state = {name: {k: v.detach().cpu() for k, v in getattr(self, name).items()}
+                 for name in self.slot_states}
+        return dict(state, updates=dict(self._updates))
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; an empty dict resets the state."""
+        for name in self.slot_states:
+            setattr(self, name, dict(state.get(name, {})))
+        if self.slot_states:
+            self._updates = dict(state.get('updates', {}))
 
     def rank_synced_state(self) -> Tuple[Dict[int, Tensor], ...]:
         """The per-slot tensor states that must be equal on every rank (averaged by DAQHook)."""
-        return ()
+        return tuple(getattr(self, name) for name in self.slot_states)
 
     def _generator(self, g: Tensor) -> Optional[torch.Generator]:
         if self.grad_rounding != 'stochastic' or self.seed is None:
@@ -322,6 +335,7 @@ class DAQScheme(QuantScheme):
 
     #: Histogram bins of the ``'objective'`` rule: the clip resolution is ``|g|max / 1024``.
     num_bins = 1024
+    slot_states = ('prev_clips', 'clip_ratios')
 
     name = 'daq'
 
@@ -388,21 +402,6 @@ class DAQScheme(QuantScheme):
             self.last_stats = {'clip_ratio': _clip_ratio(clip, g_max), 'is_gaussian': is_gaussian}
         return clip, g_max
 
-    def rank_synced_state(self) -> Tuple[Dict[int, Tensor], ...]:
-        return self.prev_clips, self.clip_ratios
-
-    def state_dict(self) -> Dict[str, Any]:
-        if not self.prev_clips:
-            return {}
-        return {'prev_clips': {k: v.detach().cpu() for k, v in self.prev_clips.items()},
-                'clip_ratios': {k: v.detach().cpu() for k, v in self.clip_ratios.items()},
-                'updates': dict(self._updates)}
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        self.prev_clips = dict(state.get('prev_clips', {}))
-        self.clip_ratios = dict(state.get('clip_ratios', {}))
-        self._updates = dict(state.get('updates', {}))
-
 
 @dataclasses.dataclass
 class UI8Scheme(QuantScheme):
@@ -434,6 +433,7 @@ class UI8Scheme(QuantScheme):
     lr_scaling: bool = True
 
     name = 'ui8'
+    slot_states = ('clip_ratios', 'distances')
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -487,21 +487,6 @@ class UI8Scheme(QuantScheme):
         if not self.lr_scaling or slot not in self.distances:
             return 1.0
         return dclrs_factor(float(self.distances[slot]), self.alpha, self.beta)
-
-    def rank_synced_state(self) -> Tuple[Dict[int, Tensor], ...]:
-        return self.clip_ratios, self.distances
-
-    def state_dict(self) -> Dict[str, Any]:
-        if not self.clip_ratios:
-            return {}
-        return {'clip_ratios': {k: v.detach().cpu() for k, v in self.clip_ratios.items()},
-                'distances': {k: v.detach().cpu() for k, v in self.distances.items()},
-                'updates': dict(self._updates)}
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        self.clip_ratios = dict(state.get('clip_ratios', {}))
-        self.distances = dict(state.get('distances', {}))
-        self._updates = dict(state.get('updates', {}))
 
 
 #: method name -> the class of its options and state: a :class:`QuantScheme` (DAQ layers) or
