@@ -2,8 +2,18 @@
 
 ``@pytest.mark.needs_ext``: the test needs the compiled kernels ``mmdaq._ext``.
 CUDA tests use ``mmdaq.testing.needs_cuda`` / ``DEVICES``.
+
+Without a GPU, mmdaq's Triton kernels run in Triton's interpreter on CPU tensors: the variable
+is set here, before any test module imports triton (a kernel compiled for the GPU backend
+cannot be called on CPU tensors).
 """
+import os
+import shutil
+
 import pytest
+
+if shutil.which('nvidia-smi') is None:
+    os.environ.setdefault('TRITON_INTERPRET', '1')
 
 
 def pytest_configure(config):

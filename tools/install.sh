@@ -19,6 +19,7 @@ VENV="${VENV:-$ROOT/.venv}"
 CACHE="${MMDAQ_CACHE:-$HOME/.cache/mmdaq}"
 MMCV_VERSION=2.1.0
 TORCH_VERSION=2.13.0
+TRITON_VERSION=3.9.0
 export MAX_JOBS="${MAX_JOBS:-$(nproc)}"
 
 say() { printf '[install %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -98,6 +99,12 @@ fi
 say "installing mmengine, mmdet, mmaction2 and test requirements"
 pipq install -q -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt" \
   "mmcv==$MMCV_VERSION" "torch==$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])')"
+# Triton: CUDA builds of torch bring the one they were built with (never replaced); with the CPU
+# build it runs mmdaq's Triton kernels in its interpreter, as the tests do (TRITON_INTERPRET=1).
+if ! "$PY" -c 'import triton' 2>/dev/null; then
+  say "installing triton (the Triton kernels' tests run in its interpreter on CPU)"
+  pipq install -q "triton==$TRITON_VERSION"
+fi
 # Checked from / so that the checkout itself (the current directory) does not count as installed.
 if [ "$(cd / && "$PY" -c 'import mmdaq, os; print(os.path.dirname(os.path.dirname(mmdaq.__file__)))' 2>/dev/null)" != "$ROOT" ]; then
   say "installing mmdaq (editable)"
