@@ -35,8 +35,9 @@ from .onednn_conv import int8_conv_onednn, onednn_conv_supported
 from .phase_grad_input import phase_grad_input_supported, phase_int8_grad_input, transposed_weight
 from .pointwise_conv import (is_pointwise, pointwise_int8_conv, pointwise_int8_grad_input,
                              pointwise_pays, pointwise_supported)
-from .triton_conv import conv2d_int8_supported, conv2d_wgrad_int8_supported
-from .triton_conv_op import triton_int8_conv2d, triton_int8_conv2d_wgrad
+from .triton_conv import (conv2d_dgrad_int8_supported, conv2d_int8_supported,
+                          conv2d_wgrad_int8_supported)
+from .triton_conv_op import triton_int8_conv2d, triton_int8_conv2d_dgrad, triton_int8_conv2d_wgrad
 
 #: Use the Triton implicit-GEMM kernels for 2-D convolutions on CUDA (``MMDAQ_TRITON=0``: off).
 USE_TRITON = os.environ.get('MMDAQ_TRITON', '1') != '0'
@@ -251,22 +252,26 @@ def int8_conv_backward_pass(grad_y: Tensor, x_q: Tensor, s_x: Tensor, weight: Te
         use_triton = x_q.is_cuda and USE_TRITON
         if use_triton and conv2d_wgrad_int8_supported(x_q, geo.kernel, geo.groups):
             grad_w = triton_int8_conv2d_wgrad(g_q, x_q, geo.kernel, scale, geo.stride,
-                                              geo.padding, geo.dilation)  # [C_out, K*Cg]
-            grad_w = channels_inner_to_weight(grad_w.float(), w_q.shape).contiguous()
+                                              geo.padding, geo.dilation)  # weight layout
         else:
             grad_w = _scaled_weight_gradient(int8_conv_grad_weight(x_q, g_q, geo), scale,
                                              w_q.shape)
     if need_x:
         g_q, s_g = for_x  # g_q: [N, C_out, *O]
         t_geo = transposed_geometry(geo)
-        if pointwise_supported(g_q, w_q, geo) and t_geo is None:  # strided 1x1: no col2im
+        use_triton = g_q.is_cuda and USE_TRITON
+        if use_triton and conv2d_dgrad_int8_supported(g_q, geo.kernel, geo.groups):
+            # any stride and dilation in one implicit GEMM, no columns or col2im
+            grad_x = triton_int8_conv2d_dgrad(g_q, w_q, s_g * s_w, x_q.shape, geo.stride,
+                                              geo.padding, geo.dilation)
+        elif pointwise_supported(g_q, w_q, geo) and t_geo is None:  # strided 1x1: no col2im
             grad_x = pointwise_int8_grad_input(g_q, w_q, s_g * s_w, x_q.shape, geo)
         elif t_geo is not None:  # stride 1: a convolution of the int8 G_Y codes
             grad_x = scaled_int8_conv(g_q, transposed_weight(w_q, geo.groups), s_g * s_w, None,
                                       t_geo)
         elif g_q.device.type == 'cpu' and phase_grad_input_supported(geo):  # strided
             grad_x = phase_int8_grad_input(g_q, w_q, s_g * s_w, x_q.shape, geo, scaled_int8_conv)
-        else:  # dilated and strided (or on CUDA, not yet measured there): columns and col2im
+        else:  # dilated and strided (and CUDA without Triton): columns and col2im
             cols = int8_conv_grad_input(channels_last_2d(g_q), w_q, geo)
             cols = cols * (s_g * s_w)
             grad_x = col2im(cols, x_q.shape, geo.kernel, geo.stride, geo.padding,

@@ -1,22 +1,24 @@
-"""Implicit-GEMM INT8 convolution in Triton (CUDA): no im2col, epilogue fused.
+"""Implicit-GEMM INT8 convolutions in Triton (CUDA): no im2col, no col2im, epilogues fused.
 
-The kernel reads the int8 codes of X in channels-last order straight from memory, gathers each
-(kernel position, channel block) tile of the virtual column matrix inside the kernel (zero
-padding by masking), accumulates ``tl.dot`` products in int32 and writes the scaled (and
-biased) float32 output in NC* layout: one launch for the whole forward GEMM, without the
-copies around ``torch._int_mm`` (im2col of the int8 input, transposes, padding) and the many
-small launches of the GEMM path.
+Three kernels, one launch each (plus one small reduction for a split weight gradient):
 
-:func:`int8_conv2d_wgrad_triton` computes the weight gradient the same way (columns gathered
-in the kernel, the long reduction over positions split over programs, int32 blocks added in
-float64). The forward kernel also computes the input gradient of a stride-1 convolution (a
-convolution of the G_Y codes with the flipped, transposed weight, see
-:func:`.int8_layer.transposed_geometry`).
+- :func:`int8_conv2d_triton`, the forward: reads the int8 codes of X channels last, gathers each
+  (kernel position, channel block) tile of the virtual column matrix inside the kernel (zero
+  padding by masking), accumulates ``tl.dot`` products in int32 and writes ``* scale (+ bias)``
+  in NCHW float32.
+- :func:`int8_conv2d_dgrad_triton`, the input gradient for any stride, padding and dilation: a
+  transposed convolution of the G_Y codes, computed per input position (each input position
+  gathers the output positions its kernel taps reach), so there are no columns to fold back.
+- :func:`int8_conv2d_wgrad_triton`, the weight gradient: the long reduction over the positions
+  is split over programs, int32 blocks are flushed into float64 before they could overflow, and
+  the result is written scaled per channel in the weight's layout.
 
-``TRITON_INTERPRET=1`` runs it on CPU tensors (slowly): the tests compare it there with the
-reference path, bit for bit (integer accumulation; the epilogue rounds as
-:func:`mmdaq.kernels.int32_to_channels_first_reference` does). The layers call these launchers
-through the custom ops of :mod:`.triton_conv_op` (CUDA kernels and fakes).
+Every sum is exact (integers; float64 only holds integers below 2**53) and is rounded once to
+float32 before the one multiply by the scale, as the reference does. ``TRITON_INTERPRET=1`` runs
+the kernels on CPU tensors (slowly): the tests compare them there with the reference path, bit
+for bit. The kernels and their autotuned tiles are in :mod:`.triton_conv_kernels`; every
+launch goes through :func:`.triton_launch.launch`. The layers call these launchers through the
+custom ops of :mod:`.triton_conv_op` (CUDA kernels and fakes).
 """
 from typing import Optional, Sequence, Tuple
 
@@ -25,10 +27,10 @@ from torch import Tensor
 
 from .im2col import conv_output_size
 from .int8_matmul import MAX_CHUNK_K
+from .triton_launch import launch
 
 try:
     import triton
-    import triton.language as tl
 except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
     triton = None
 
@@ -39,107 +41,12 @@ def triton_available() -> bool:
 
 
 if triton is not None:
+    from . import triton_conv_kernels as kernels
 
-    @triton.jit
-    def _int8_conv2d_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr,
-                            N, H, W, C, OH, OW, CO, KH, KW,
-                            stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
-                            PER_CHANNEL: tl.constexpr, HAS_BIAS: tl.constexpr,
-                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                            BLOCK_K: tl.constexpr):
-        # x: int8 [N, H, W, C] (channels last); w: int8 [KH * KW * C, CO] (row k = (kh, kw, c));
-        # out: float32 [N, CO, OH, OW]. One program: BLOCK_M output positions x BLOCK_N channels.
-        pid_m = tl.program_id(0)
-        pid_n = tl.program_id(1)
-        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        L = OH * OW
-        m_ok = offs_m < N * L
-        n_img = offs_m // L
-        rem = offs_m % L
-        oh = rem // OW
-        ow = rem % OW
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
-        offs_k = tl.arange(0, BLOCK_K)
-        # One flat loop over (kernel position, channel block), so Triton pipelines the loads.
-        c_blocks = tl.cdiv(C, BLOCK_K)
-        for step in range(0, KH * KW * c_blocks):
-            pos = step // c_blocks
-            c0 = (step % c_blocks) * BLOCK_K
-            kh = pos // KW
-            kw = pos % KW
-            ih = oh * stride_h - pad_h + kh * dil_h
-            iw = ow * stride_w - pad_w + kw * dil_w
-            row_ok = m_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            x_row = ((n_img * H + ih) * W + iw).to(tl.int64) * C
-            c = c0 + offs_k
-            c_ok = c < C
-            a = tl.load(x_ptr + x_row[:, None] + c[None, :],
-                        mask=row_ok[:, None] & c_ok[None, :], other=0)
-            b = tl.load(w_ptr + (pos * C + c)[:, None].to(tl.int64) * CO + offs_n[None, :],
-                        mask=c_ok[:, None] & (offs_n[None, :] < CO), other=0)
-            acc += tl.dot(a, b, out_dtype=tl.int32)
-        n_ok = offs_n < CO
-        if PER_CHANNEL:
-            s = tl.load(scale_ptr + offs_n, mask=n_ok, other=0.0)
-        else:
-            s = tl.load(scale_ptr + offs_n * 0)
-        y = acc.to(tl.float32) * s[None, :]
-        if HAS_BIAS:
-            y = y + tl.load(bias_ptr + offs_n, mask=n_ok, other=0.0)[None, :]
-        out = (n_img[:, None].to(tl.int64) * CO + offs_n[None, :]) * L + rem[:, None]
-        tl.store(out_ptr + out, y, mask=m_ok[:, None] & n_ok[None, :])
 
-    @triton.jit
-    def _int8_conv2d_wgrad_kernel(g_ptr, x_ptr, part_ptr,
-                                  N, H, W, C, OH, OW, CO, KH, KW,
-                                  stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
-                                  M_PER_SPLIT, FLUSH_STEPS,
-                                  BLOCK_CO: tl.constexpr, BLOCK_C: tl.constexpr,
-                                  BLOCK_M: tl.constexpr):
-        # g: int8 [N * OH * OW, CO] (G_Y codes, channels last); x: int8 [N, H, W, C];
-        # part: float64 [SPLITS, CO, KH * KW * C], the exact integer sums of each M split.
-        # One program: BLOCK_CO output channels x BLOCK_C input channels of one kernel position,
-        # summed over its split of the N * OH * OW positions.
-        pid_co = tl.program_id(0)
-        pid_kc = tl.program_id(1)
-        split = tl.program_id(2)
-        c_blocks = tl.cdiv(C, BLOCK_C)
-        pos = pid_kc // c_blocks
-        kh = pos // KW
-        kw = pos % KW
-        offs_co = pid_co * BLOCK_CO + tl.arange(0, BLOCK_CO)
-        offs_c = (pid_kc % c_blocks) * BLOCK_C + tl.arange(0, BLOCK_C)
-        co_ok = offs_co < CO
-        c_ok = offs_c < C
-        L = OH * OW
-        M = N * L
-        m_begin = split * M_PER_SPLIT
-        m_end = tl.minimum(m_begin + M_PER_SPLIT, M)
-        total = tl.zeros((BLOCK_CO, BLOCK_C), dtype=tl.float64)
-        acc = tl.zeros((BLOCK_CO, BLOCK_C), dtype=tl.int32)
-        steps = tl.cdiv(m_end - m_begin, BLOCK_M)
-        for step in range(0, steps):
-            offs_m = m_begin + step * BLOCK_M + tl.arange(0, BLOCK_M)
-            m_ok = offs_m < m_end
-            n_img = offs_m // L
-            rem = offs_m % L
-            ih = (rem // OW) * stride_h - pad_h + kh * dil_h
-            iw = (rem % OW) * stride_w - pad_w + kw * dil_w
-            row_ok = m_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            a = tl.load(g_ptr + offs_m[None, :].to(tl.int64) * CO + offs_co[:, None],
-                        mask=co_ok[:, None] & m_ok[None, :], other=0)  # [BLOCK_CO, BLOCK_M]
-            x_row = ((n_img * H + ih) * W + iw).to(tl.int64) * C
-            b = tl.load(x_ptr + x_row[:, None] + offs_c[None, :],
-                        mask=row_ok[:, None] & c_ok[None, :], other=0)  # [BLOCK_M, BLOCK_C]
-            acc += tl.dot(a, b, out_dtype=tl.int32)
-            if (step + 1) % FLUSH_STEPS == 0:  # before int32 could overflow: exact in float64
-                total += acc.to(tl.float64)
-                acc = tl.zeros((BLOCK_CO, BLOCK_C), dtype=tl.int32)
-        total += acc.to(tl.float64)
-        kc = KH * KW * C
-        out = (split * CO + offs_co[:, None]).to(tl.int64) * kc + pos * C + offs_c[None, :]
-        tl.store(part_ptr + out, total, mask=co_ok[:, None] & c_ok[None, :])
+def _channels_last_rows(t: Tensor) -> Tensor:
+    """[N, C, H, W] -> [N*H*W, C], contiguous: a view if ``t`` is channels-last already."""
+    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1]).contiguous()
 
 
 def conv2d_int8_supported(x_q: Tensor, kernel: Sequence[int], channels: int, groups: int) -> bool:
@@ -173,16 +80,71 @@ def int8_conv2d_triton(x_q: Tensor, w_q: Tensor, scale: Tensor, bias: Optional[T
     out = torch.empty((n, c_out, oh, ow), dtype=torch.float32, device=x_q.device)
     if out.numel() == 0:
         return out, (oh, ow)
-    block_m, block_n = 64, max(16, min(128, triton.next_power_of_2(c_out)))
-    block_k = max(32, min(64, triton.next_power_of_2(c)))  # int8 tl.dot needs K >= 32 on GPUs
-    grid = (triton.cdiv(n * oh * ow, block_m), triton.cdiv(c_out, block_n))
-    _int8_conv2d_kernel[grid](
-        x_nhwc, w_kc, scale, bias.float().contiguous() if bias is not None else scale, out,
-        n, h, w, c, oh, ow, c_out, kh, kw, stride[0], stride[1], padding[0], padding[1],
-        dilation[0], dilation[1], PER_CHANNEL=scale.numel() > 1, HAS_BIAS=bias is not None,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-        enable_fp_fusion=False)  # scale then bias, two roundings, as the reference
+    m = n * oh * ow
+
+    def grid(meta):
+        return triton.cdiv(m, meta['BLOCK_M']), triton.cdiv(c_out, meta['BLOCK_N'])
+
+    launch(kernels.int8_conv2d_kernel, grid,
+           x_nhwc, w_kc, scale, bias.float().contiguous() if bias is not None else scale, out,
+           n, h, w, c, oh, ow, c_out, kh, kw, stride[0], stride[1], padding[0], padding[1],
+           dilation[0], dilation[1], kernels.position_bucket(m),
+           PER_CHANNEL=scale.numel() > 1, HAS_BIAS=bias is not None,
+           enable_fp_fusion=False)  # scale then bias, two roundings, as the reference
     return out, (oh, ow)
+
+
+def conv2d_dgrad_int8_supported(g_q: Tensor, kernel: Sequence[int], groups: int) -> bool:
+    """Whether :func:`int8_conv2d_dgrad_triton` takes this convolution (2-D, one group; any
+    stride, padding, dilation and reduction length)."""
+    return triton is not None and g_q.dim() == 4 and groups == 1 and len(kernel) == 2
+
+
+def int8_conv2d_dgrad_triton(g_q: Tensor, w_q: Tensor, scale: Tensor, input_size: Sequence[int],
+                             stride: Sequence[int], padding: Sequence[int],
+                             dilation: Sequence[int], max_int32_k: int = MAX_CHUNK_K) -> Tensor:
+    """Input gradient ``scale * conv_transpose2d(g_q, w_q)`` from int8 codes, in one kernel.
+
+    Any stride, padding and dilation, with no columns and no col2im: each input position sums
+    the output positions its kernel taps reach (none for the last rows and columns a strided
+    convolution skips: their gradient is zero). Exact integer sums at any length (int32, or
+    float64 blocks past ``max_int32_k`` products), rounded once to float32, times ``scale``.
+
+    Args:
+        g_q (Tensor[N, C_out, OH, OW], int8): Output-gradient codes (any memory format; read
+            channels last, without a copy if already so).
+        w_q (Tensor[C_out, C, KH, KW], int8): Weight codes.
+        scale (Tensor[] or Tensor[1], float32): Multiplier of the integer sums (``s_g * s_w``),
+            read by the kernel.
+        input_size (Sequence[int]): (N, C, H, W) of the convolution's input.
+        stride, padding, dilation (Sequence[int]): Two values each, of the forward convolution.
+        max_int32_k (int): Longest reduction (KH*KW*C_out) summed in int32. Defaults to
+            :data:`~.int8_matmul.MAX_CHUNK_K`, the exact limit; tests lower it.
+
+    Returns:
+        Tensor[N, C, H, W], float32, contiguous (NCHW like X and the forward's output, so the
+        layers before see the layout they produced).
+    """
+    n, c_out, oh, ow = g_q.shape
+    _, c, kh, kw = w_q.shape
+    h, w = input_size[2:]
+    g_rows = _channels_last_rows(g_q)  # [N*OH*OW, C_out]
+    w_t = w_q.permute(2, 3, 0, 1).reshape(kh * kw, c_out, c).contiguous()  # [KH*KW, C_out, C]
+    scale = scale.float().reshape(-1)
+    out = torch.empty((n, c, h, w), dtype=torch.float32, device=g_q.device)
+    if out.numel() == 0:
+        return out
+    positions = n * triton.cdiv(h, stride[0]) * triton.cdiv(w, stride[1])  # per phase
+
+    def grid(meta):
+        return (stride[0] * stride[1] * triton.cdiv(positions, meta['BLOCK_M']),
+                triton.cdiv(c, meta['BLOCK_N']))
+
+    launch(kernels.int8_conv2d_dgrad_kernel, grid,
+           g_rows, w_t, scale, out, n, h, w, c, oh, ow, c_out, kh, kw, stride[0], stride[1],
+           padding[0], padding[1], dilation[0], dilation[1], kernels.position_bucket(positions),
+           LONG_K=kh * kw * c_out > max_int32_k, enable_fp_fusion=False)
+    return out
 
 
 def conv2d_wgrad_int8_supported(x_q: Tensor, kernel: Sequence[int], groups: int) -> bool:
@@ -190,50 +152,75 @@ def conv2d_wgrad_int8_supported(x_q: Tensor, kernel: Sequence[int], groups: int)
     return triton is not None and x_q.dim() == 4 and groups == 1 and len(kernel) == 2
 
 
+def _wgrad_splits(m: int, tile_count: int, device: torch.device,
+                  splits: Optional[int]) -> Tuple[int, int]:
+    """(splits, positions per split) of the weight gradient's reduction over ``m`` positions:
+    ``splits`` if given, else about four programs per multiprocessor over the ``tile_count``
+    output tiles (eight programs on CPU); each split a multiple of every BLOCK_M."""
+    unit = kernels.WGRAD_SPLIT_UNIT
+    if splits is None:
+        sms = torch.cuda.get_device_properties(device).multi_processor_count \
+            if device.type == 'cuda' else 2
+        splits = min(triton.cdiv(m, unit), triton.cdiv(4 * sms, tile_count))
+    m_per_split = max(1, triton.cdiv(triton.cdiv(m, max(1, splits)), unit)) * unit
+    return max(1, triton.cdiv(m, m_per_split)), m_per_split
+
+
 def int8_conv2d_wgrad_triton(g_q: Tensor, x_q: Tensor, kernel: Sequence[int], scale: Tensor,
                              stride: Sequence[int], padding: Sequence[int],
-                             dilation: Sequence[int], splits: Optional[int] = None) -> Tensor:
-    """Weight gradient ``scale[co] * sum_m g_q[m, co] * cols(x_q)[m, (k, c)]`` from int8 codes.
+                             dilation: Sequence[int], splits: Optional[int] = None,
+                             max_int32_k: int = MAX_CHUNK_K) -> Tensor:
+    """Weight gradient ``scale[co] * sum_m g_q[m, co] * cols(x_q)[m, (c, kh, kw)]`` from codes.
 
     The reduction over the N*OH*OW positions runs in int32 blocks added into float64 before
     they could overflow (exact: every partial sum is an integer below 2**53), split over
-    programs so that a small layer still fills the GPU; the splits are added in float64.
+    programs so that a small layer still fills the GPU. One launch writes the scaled result
+    when there is one split; with more, the GEMM writes float64 partial sums and a second
+    launch adds them in a fixed order (deterministic), rounds once to float32 and scales.
 
     Args:
-        g_q (Tensor[N, C_out, OH, OW], int8): Output-gradient codes.
-        x_q (Tensor[N, C, H, W], int8): Input codes.
+        g_q (Tensor[N, C_out, OH, OW], int8): Output-gradient codes (any memory format).
+        x_q (Tensor[N, C, H, W], int8): Input codes (any memory format).
         kernel (Sequence[int]): (KH, KW).
-        scale (Tensor[C_out], float32): Per-channel multiplier of the integer sums.
+        scale (Tensor[C_out] or Tensor[], float32): Multiplier of the integer sums, per output
+            channel or per tensor, read by the kernel.
         stride, padding, dilation (Sequence[int]): Two values each.
-        splits (int, optional): Programs along the reduction. Defaults to enough for about
-            four programs per multiprocessor (eight on CPU).
+        splits (int, optional): Programs along the reduction (rounded so each split is a
+            multiple of every BLOCK_M). Defaults to about four programs per multiprocessor
+            (eight on CPU).
+        max_int32_k (int): Products per int32 block before it is flushed into float64.
+            Defaults to :data:`~.int8_matmul.MAX_CHUNK_K`, the exact limit; tests lower it.
 
     Returns:
-        Tensor[C_out, KH*KW*C], float32: in the (k, c) column order of
-        :func:`.im2col.channels_inner_weight`, like the reference's integer GEMM.
+        Tensor[C_out, C, KH, KW], float32, contiguous: the weight's layout.
     """
     n, c_out, oh, ow = g_q.shape
     _, c, h, w = x_q.shape
     kh, kw = kernel
-    m = n * oh * ow
-    g_mc = g_q.permute(0, 2, 3, 1).reshape(m, c_out).contiguous()
-    x_nhwc = x_q.permute(0, 2, 3, 1).contiguous()
-    block_co = max(16, min(64, triton.next_power_of_2(c_out)))
-    block_c = max(16, min(64, triton.next_power_of_2(c)))
-    block_m = 64
-    tiles = triton.cdiv(c_out, block_co) * kh * kw * triton.cdiv(c, block_c)
-    if splits is None:
-        sms = torch.cuda.get_device_properties(g_q.device).multi_processor_count \
-            if g_q.is_cuda else 2
-        splits = max(1, min(triton.cdiv(m, block_m), (4 * sms + tiles - 1) // tiles))
-    m_per_split = triton.cdiv(triton.cdiv(m, splits), block_m) * block_m
-    splits = triton.cdiv(m, m_per_split)
-    part = torch.empty((splits, c_out, kh * kw * c), dtype=torch.float64, device=g_q.device)
-    flush = MAX_CHUNK_K // block_m  # int32 holds 2**17 products of two codes
-    grid = (triton.cdiv(c_out, block_co), kh * kw * triton.cdiv(c, block_c), splits)
-    _int8_conv2d_wgrad_kernel[grid](
-        g_mc, x_nhwc, part, n, h, w, c, oh, ow, c_out, kh, kw, stride[0], stride[1],
-        padding[0], padding[1], dilation[0], dilation[1], m_per_split, flush,
-        BLOCK_CO=block_co, BLOCK_C=block_c, BLOCK_M=block_m)
-    acc = part.sum(0) if splits > 1 else part[0]  # exact: integers below 2**53
-    return acc.float() * scale.float().reshape(-1, 1)
+    g_rows = _channels_last_rows(g_q)  # [N*OH*OW, C_out]
+    x_nhwc = x_q.permute(0, 2, 3, 1).contiguous()  # free if x_q is channels_last already
+    scale = scale.float().reshape(-1).contiguous()
+    out = torch.empty((c_out, c, kh, kw), dtype=torch.float32, device=g_q.device)
+    if out.numel() == 0:
+        return out
+    tile_count = triton.cdiv(c_out, 64) * kh * kw * triton.cdiv(c, 64)  # nominal 64 x 64 tiles
+    splits, m_per_split = _wgrad_splits(n * oh * ow, tile_count, g_q.device, splits)
+    part = out if splits == 1 else torch.empty((splits, ) + out.shape, dtype=torch.float64,
+                                               device=out.device)
+
+    def grid(meta):
+        return (triton.cdiv(c_out, meta['BLOCK_CO']), kh * kw * triton.cdiv(c, meta['BLOCK_C']),
+                splits)
+
+    per_channel = scale.numel() > 1
+    launch(kernels.int8_conv2d_wgrad_kernel, grid,
+           g_rows, x_nhwc, scale, part, n, h, w, c, oh, ow, c_out, kh, kw, stride[0], stride[1],
+           padding[0], padding[1], dilation[0], dilation[1], kernels.position_bucket(m_per_split),
+           m_per_split, max_int32_k, PER_CHANNEL=per_channel, SPLIT=splits > 1,
+           enable_fp_fusion=False)
+    if splits > 1:
+        block = 1024
+        launch(kernels.weight_grad_epilogue_kernel, (triton.cdiv(out.numel(), block), ),
+               part, scale, out, splits, out.numel(), c * kh * kw, PER_CHANNEL=per_channel,
+               BLOCK=block, enable_fp_fusion=False)
+    return out
