@@ -43,6 +43,8 @@ DEMOS = {
         data=('video', 'data/synthetic_clips'),
         configs={'fp32': 'configs/demo/tsn_r18_synthetic_clips.py',
                  'daq': 'configs/demo/tsn_r18_daq_synthetic_clips.py'},
+        finetune_configs={'fp32': 'configs/demo/tsn_r18_synthetic_clips_finetune.py',
+                          'daq': 'configs/demo/tsn_r18_daq_synthetic_clips_finetune.py'},
         metric='acc/top1', label='top-1'),
 }
 PROGRESS = re.compile(r'((Epoch|Iter)\((train|val)\)\s+(\[\d+\])?\[\s*\d+/\d+\].*?(eta: \S+)?\s+'

@@ -150,6 +150,14 @@ def test_hook_options_after_a_colon():
         compare_methods.method_run('detection', 'daq:forward')
 
 
+def test_video_finetune_runs_the_finetune_twins():
+    fp32, _ = compare_methods.method_run('video', 'fp32', finetune=True)
+    daq, options = compare_methods.method_run('video', 'daq:grad_bits=4', finetune=True)
+    assert fp32 == 'configs/demo/tsn_r18_synthetic_clips_finetune.py'
+    assert daq == 'configs/demo/tsn_r18_daq_synthetic_clips_finetune.py'
+    assert options == ['custom_hooks.0.method=daq', 'custom_hooks.0.grad_bits=4']
+
+
 def test_finetune_runs_the_finetune_twins():
     root = compare_methods.ROOT
     fp32, _ = compare_methods.method_run('detection', 'fp32', finetune=True)

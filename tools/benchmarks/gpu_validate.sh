@@ -30,15 +30,17 @@ stage "error paths"
 timeout 60 $PY tools/benchmarks/check_error_paths.py 2>&1 | tee -a "$OUT/summary.txt"
 
 stage tests
-timeout 60 $PY -m pytest -q -p no:cacheprovider tests/test_ops/test_cuda_kernels.py \
-  tests/test_ops/test_triton_conv.py tests/test_ops/test_cuda_step.py \
-  > "$OUT/pytest_cuda.log" 2>&1
+TRITON_TESTS="tests/test_ops/test_triton_conv.py tests/test_ops/test_triton_conv_op.py
+  tests/test_ops/test_triton_conv_kernels.py tests/test_ops/test_triton_quantize.py
+  tests/test_ops/test_triton_grad_stats.py"
+timeout 150 $PY -m pytest -q -p no:cacheprovider tests/test_ops/test_cuda_kernels.py \
+  $TRITON_TESTS tests/test_ops/test_cuda_step.py > "$OUT/pytest_cuda.log" 2>&1
 echo "pytest (CUDA kernels) rc=$?" | tee -a "$OUT/summary.txt"
 grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/pytest_cuda.log" | tail -12 | tee -a "$OUT/summary.txt"
 timeout 100 $PY -m pytest -q -p no:cacheprovider --continue-on-collection-errors \
   tests/test_ops tests/test_quantization tests/test_analysis/test_benchmark.py \
-  --deselect tests/test_ops/test_cuda_kernels.py --deselect tests/test_ops/test_triton_conv.py \
-  --deselect tests/test_ops/test_cuda_step.py \
+  --deselect tests/test_ops/test_cuda_kernels.py --deselect tests/test_ops/test_cuda_step.py \
+  $(for t in $TRITON_TESTS; do printf -- '--deselect %s ' "$t"; done) \
   ${PYTEST_DESELECT:-} > "$OUT/pytest.log" 2>&1
 echo "pytest rc=$?" | tee -a "$OUT/summary.txt"
 grep -E "^(FAILED|ERROR)|passed|failed|Fatal|test_.*\.py\", line" "$OUT/pytest.log" | tail -12 \
