@@ -127,7 +127,7 @@ def grad_num_bins(num_bins: int, values: int) -> int:
 
 
 def daq_grad_codes_triton(g: Tensor, *, num_bins: int = 1024, alpha: float = 3.0,
-                          num_bits: int = 8, threshold: float = 0.3,
+                          num_bits: int = 8, threshold: Optional[float] = 0.3,
                           splits: Optional[int] = None,
                           workspace: Optional[GradStatsWorkspace] = None) -> GradCodes:
     """DAQ's G_Y pass: per-channel statistics and clip, both int8 copies, the bias gradient.
@@ -141,8 +141,9 @@ def daq_grad_codes_triton(g: Tensor, *, num_bins: int = 1024, alpha: float = 3.0
             ``min(num_bins, max(64, values per channel))`` applies. Defaults to 1024.
         alpha (float): Magnitude weight exponent of the objective. Defaults to 3.0.
         num_bits (int): Bits of both copies, 2 to 8. Defaults to 8.
-        threshold (float): lambda of the distribution test: a channel with
-            ``P(|g| > sigma) > threshold`` keeps its abs-max as clip. Defaults to 0.3.
+        threshold (float, optional): lambda of the distribution test: a channel with
+            ``P(|g| > sigma) > threshold`` keeps its abs-max as clip; None: every channel
+            keeps its abs-max (per-channel abs-max, no clipping). Defaults to 0.3.
         splits (int, optional): Programs per channel block (at most); None picks enough to
             fill the GPU. Defaults to None.
         workspace (GradStatsWorkspace, optional): See :func:`grad_stats_workspace` (for
@@ -155,7 +156,7 @@ def daq_grad_codes_triton(g: Tensor, *, num_bins: int = 1024, alpha: float = 3.0
 
 
 def daq_grad_codes_and_stats_triton(g: Tensor, *, num_bins: int = 1024, alpha: float = 3.0,
-                                    num_bits: int = 8, threshold: float = 0.3,
+                                    num_bits: int = 8, threshold: Optional[float] = 0.3,
                                     splits: Optional[int] = None,
                                     workspace: Optional[GradStatsWorkspace] = None
                                     ) -> Tuple[GradCodes, GradStats]:
@@ -165,7 +166,7 @@ def daq_grad_codes_and_stats_triton(g: Tensor, *, num_bins: int = 1024, alpha: f
     return _grad_pass(g, num_bins, alpha, num_bits, threshold, splits, workspace, True)
 
 
-def _grad_pass(g: Tensor, num_bins: int, alpha: float, num_bits: int, threshold: float,
+def _grad_pass(g: Tensor, num_bins: int, alpha: float, num_bits: int, threshold: Optional[float],
                splits: Optional[int], workspace: Optional[GradStatsWorkspace],
                keep_stats: bool) -> Tuple[GradCodes, Optional[GradStats]]:
     q = _check_args(g, num_bins, alpha, num_bits, threshold, splits)
@@ -187,8 +188,10 @@ def _grad_pass(g: Tensor, num_bins: int, alpha: float, num_bits: int, threshold:
         part = torch.empty(4 * channels * splits, dtype=torch.float64, device=device)
         launch(kernels._grad_partials_kernel, (blocks, splits), g, part, channels, inner, m,
                per_split, splits, CHANNELS_INNER=inner == 1, BLOCK_C=block_c, BLOCK_J=block_j)
+        # threshold None: -1 < every finite P(|g| > sigma), so every channel keeps its abs-max
+        lam = -1.0 if threshold is None else float(threshold)
         launch(kernels._grad_histogram_kernel, (blocks, splits), g, part, *ws, stats, keep,
-               channels, inner, m, per_split, splits, bins, float(alpha), float(threshold),
+               channels, inner, m, per_split, splits, bins, float(alpha), lam,
                Q=q, CHANNELS_INNER=inner == 1, SPLITS_P2=triton.next_power_of_2(splits),
                BLOCK_C=block_c, BLOCK_J=block_j,
                BLOCK_B=max(16, min(triton.next_power_of_2(bins), 1024 // block_c)),
@@ -210,7 +213,8 @@ def _grad_pass(g: Tensor, num_bins: int, alpha: float, num_bits: int, threshold:
     return codes, GradStats(tail[0].float(), hist[0], hist[1], tail[1].long())
 
 
-def _check_args(g: Tensor, num_bins: int, alpha: float, num_bits: int, threshold: float,
+def _check_args(g: Tensor, num_bins: int, alpha: float, num_bits: int,
+                threshold: Optional[float],
                 splits: Optional[int]) -> int:
     """Validate the options; returns the largest code Q."""
     if triton is None:
@@ -230,7 +234,8 @@ def _check_args(g: Tensor, num_bins: int, alpha: float, num_bits: int, threshold
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) \
             or not 0 <= alpha < float('inf'):
         raise ValueError(f'alpha must be a finite number >= 0, but got {alpha!r}')
-    check_threshold(threshold)
+    if threshold is not None:
+        check_threshold(threshold)
     return max_code(num_bits)
 
 

@@ -33,7 +33,7 @@ Scheme state (e.g. DAQ's clip of the previous iteration) is kept out of the modu
 checkpoint separately.
 """
 import dataclasses
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -46,6 +46,20 @@ from .quantize import abs_max, dequantize, quantize, quantize_per_channel_and_te
 from .scheme_handles import register_scheme_handle
 
 QuantResult = Tuple[Tensor, Tensor]  # (codes int8, scale float32)
+
+
+class FusedGradRule(NamedTuple):
+    """How a scheme's G_W copy of G_Y is clipped, for the fused backward kernels.
+
+    ``kind``: ``'per_tensor'`` (the G_X copy serves both GEMMs), ``'abs_max'`` (per channel,
+    no clipping) or ``'objective'`` (DAQ's objective clip; channels with ``P(|g| > sigma) >
+    threshold`` keep their abs-max); ``alpha`` and ``num_bins`` as in
+    :func:`~.histogram_clip.objective_clip`.
+    """
+    kind: str
+    threshold: float = 0.0
+    alpha: float = 3.0
+    num_bins: int = 1024
 
 
 def _clip_ratio(clip: Tensor, g_max: Tensor) -> Tensor:
@@ -248,6 +262,21 @@ class QuantScheme:
         """Factor on the layer's weight and bias gradients (UI8's learning-rate scaling); 1."""
         return 1.0
 
+    # -- fused kernels ------------------------------------------------------------------
+    def fused_grad_rule(self, slot: int = 0) -> Optional[FusedGradRule]:
+        """The rule of this backward's G_W copy for the fused kernels
+        (:mod:`mmdaq.ops.fused_layer`), or None where they do not apply: a method of another
+        kind, options they do not implement (stochastic rounding, FP32 forward, per-channel
+        weight scales) or diagnostics asked for."""
+        if type(self) is not QuantScheme or not self._fusable():
+            return None
+        return FusedGradRule('per_tensor')
+
+    def _fusable(self) -> bool:
+        return (self.grad_rounding == 'nearest' and self.forward == 'int8'
+                and self.weight_scale == 'per_tensor' and not self.collect_stats
+                and not self.measure_error)
+
     # -- state ----------------------------------------------------------------------------
     #: Names of the scheme's per-slot tensor states (dicts call slot -> Tensor), which are
     #: checkpointed with the update counters and averaged over ranks; none when stateless.
@@ -292,6 +321,9 @@ class PerChannelScheme(QuantScheme):
         if self.collect_stats:
             self.last_stats = {'clip_ratio': torch.ones_like(clip)}
         return clip, clip
+
+    def fused_grad_rule(self, slot: int = 0) -> Optional[FusedGradRule]:
+        return FusedGradRule('abs_max') if self._fusable() else None
 
 
 @dataclasses.dataclass
@@ -401,6 +433,13 @@ class DAQScheme(QuantScheme):
         if self.collect_stats:
             self.last_stats = {'clip_ratio': _clip_ratio(clip, g_max), 'is_gaussian': is_gaussian}
         return clip, g_max
+
+    def fused_grad_rule(self, slot: int = 0) -> Optional[FusedGradRule]:
+        # The fused kernels compute the objective clip on every call (clip_interval 1).
+        if not self._fusable() or self.long_tail_rule != 'objective' or self.clip_interval != 1:
+            return None
+        return FusedGradRule('objective', float(self.threshold), float(self.alpha),
+                             self.num_bins)
 
 
 @dataclasses.dataclass

@@ -1,0 +1,87 @@
+"""The INT8 layer's passes chained from the Triton kernels: few launches, no host sync.
+
+The passes of :mod:`.int8_layer` for a 2-D convolution with one group, for the schemes whose
+G_Y rule the kernels implement (:meth:`~mmdaq.quantization.schemes.QuantScheme.
+fused_grad_rule`: DAQ's objective clip, per-channel abs-max, per-tensor; nearest rounding,
+INT8 forward, per-tensor weight scales)::
+
+    forward   X, W: abs-max + codes (2 + 2)          :mod:`.triton_quantize`
+              implicit GEMM, scale + bias epilogue (1)  :mod:`.triton_conv`
+    backward  W codes again (2)
+              G_Y statistics, clip, both copies, bias gradient (3)  :mod:`.triton_grad_stats`
+              input-gradient implicit GEMM (1), weight-gradient implicit GEMM (1 or 2)
+
+plus one small PyTorch multiply per GEMM for its scale. Scales and clips stay device tensors.
+On CPU tensors the same functions run in Triton's interpreter, which is how the tests hold
+them to the reference passes and count their launches; the layer does not take them yet.
+"""
+from typing import Optional, Tuple
+
+from torch import Tensor
+
+from ..quantization.schemes import FusedGradRule, QuantScheme
+from .geometry import ConvGeometry
+from .int8_matmul import MAX_CHUNK_K
+from .triton_conv import (int8_conv2d_dgrad_triton, int8_conv2d_triton, int8_conv2d_wgrad_triton,
+                          triton_available)
+from .triton_grad_stats import daq_grad_codes_triton
+from .triton_quantize import quantize_per_tensor_triton, quantize_weight_triton
+
+
+def fused_supported(x: Tensor, weight: Tensor, geo: ConvGeometry) -> bool:
+    """Whether the kernels cover this convolution: 2-D, one group, and a forward reduction
+    short enough for exact int32 accumulation."""
+    return (triton_available() and x.dim() == 4 and len(geo.kernel) == 2 and geo.groups == 1
+            and weight[0].numel() <= MAX_CHUNK_K)
+
+
+def fused_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantScheme,
+                  geo: ConvGeometry) -> Tuple[Tensor, Tensor, Tensor]:
+    """Forward pass: ``(y, x_q, s_x)`` as :func:`.int8_layer.int8_conv_forward_pass`.
+
+    Args:
+        x (Tensor[N, C_in, H, W]): Input.
+        weight (Tensor[C_out, C_in, KH, KW]): Weight.
+        bias (Tensor[C_out], optional): Bias.
+
+    Returns:
+        tuple: y (Tensor[N, C_out, OH, OW], float32), the codes of X (int8, channels last)
+        and their scale (Tensor[]).
+    """
+    x_q, s_x = quantize_per_tensor_triton(x, scheme.input_bits)
+    w_q, s_w = quantize_weight_triton(weight, scheme.weight_bits)
+    y, _ = int8_conv2d_triton(x_q, w_q, s_x * s_w, bias, geo.stride, geo.padding, geo.dilation)
+    return y.to(x.dtype), x_q, s_x
+
+
+def fused_backward(grad_y: Tensor, x_q: Tensor, s_x: Tensor, weight: Tensor,
+                   scheme: QuantScheme, geo: ConvGeometry, rule: FusedGradRule, need_x: bool,
+                   need_w: bool, need_b: bool
+                   ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+    """Backward pass: ``(grad_x, grad_w, grad_b)`` as :func:`.int8_layer.int8_conv_backward_pass`
+    (float32, None where not needed), with the G_W copy of ``rule``.
+
+    Args:
+        grad_y (Tensor[N, C_out, OH, OW]): Output gradient.
+        x_q (Tensor[N, C_in, H, W], int8), s_x (Tensor[]): Saved codes of X and their scale.
+        weight (Tensor[C_out, C_in, KH, KW]): Weight (quantized again: the forward's codes).
+        rule (FusedGradRule): The scheme's rule for this call (``fused_grad_rule(slot)``).
+    """
+    w_q, s_w = quantize_weight_triton(weight, scheme.weight_bits)
+    threshold = rule.threshold if rule.kind == 'objective' else None  # None: abs-max clips
+    codes = daq_grad_codes_triton(grad_y, num_bins=rule.num_bins, alpha=rule.alpha,
+                                  num_bits=scheme.grad_bits, threshold=threshold)
+    grad_x = grad_w = grad_b = None
+    if need_w:
+        if rule.kind == 'per_tensor':  # the G_X copy serves both GEMMs
+            g_q, scale = codes.g_q_x, codes.s_x * s_x
+        else:
+            g_q, scale = codes.g_q_w, codes.s_w * s_x
+        grad_w = int8_conv2d_wgrad_triton(g_q, x_q, geo.kernel, scale, geo.stride, geo.padding,
+                                          geo.dilation)
+    if need_x:
+        grad_x = int8_conv2d_dgrad_triton(codes.g_q_x, w_q, codes.s_x * s_w, x_q.shape,
+                                          geo.stride, geo.padding, geo.dilation)
+    if need_b:
+        grad_b = codes.grad_bias
+    return grad_x, grad_w, grad_b
