@@ -7,11 +7,12 @@ INT8 forward, per-tensor weight scales)::
 
     forward   X, W: abs-max + codes (2 + 2)          :mod:`.triton_quantize`
               implicit GEMM, scale + bias epilogue (1)  :mod:`.triton_conv`
-    backward  W codes again (2)
-              G_Y statistics, clip, both copies, bias gradient (3)  :mod:`.triton_grad_stats`
+    backward  G_Y statistics, clip, both copies, bias gradient (3)  :mod:`.triton_grad_stats`
               input-gradient implicit GEMM (1), weight-gradient implicit GEMM (1 or 2)
 
-plus one small PyTorch multiply per GEMM for its scale. Scales and clips stay device tensors.
+10 launches in all (11 with a split weight-gradient reduction): the codes of W are saved for the
+backward with those of X (a quarter of the float weight's bytes). Each GEMM's scale is one small
+PyTorch multiply besides. Scales and clips stay device tensors.
 On CPU tensors the same functions run in Triton's interpreter, which is how the tests hold
 them to the reference passes and count their launches; the layer does not take them yet.
 """
@@ -36,8 +37,9 @@ def fused_supported(x: Tensor, weight: Tensor, geo: ConvGeometry) -> bool:
 
 
 def fused_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantScheme,
-                  geo: ConvGeometry) -> Tuple[Tensor, Tensor, Tensor]:
-    """Forward pass: ``(y, x_q, s_x)`` as :func:`.int8_layer.int8_conv_forward_pass`.
+                  geo: ConvGeometry) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Forward pass: ``(y, x_q, s_x, w_q, s_w)``, the codes and scales of X and W saved for
+    the backward (:func:`.int8_layer.int8_conv_forward_pass` saves only those of X).
 
     Args:
         x (Tensor[N, C_in, H, W]): Input.
@@ -45,16 +47,16 @@ def fused_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: Qua
         bias (Tensor[C_out], optional): Bias.
 
     Returns:
-        tuple: y (Tensor[N, C_out, OH, OW], float32), the codes of X (int8, channels last)
-        and their scale (Tensor[]).
+        tuple: y (Tensor[N, C_out, OH, OW], float32), the codes of X (int8, channels last),
+        their scale (Tensor[]), the codes of W (int8, contiguous) and their scale (Tensor[]).
     """
     x_q, s_x = quantize_per_tensor_triton(x, scheme.input_bits)
     w_q, s_w = quantize_weight_triton(weight, scheme.weight_bits)
     y, _ = int8_conv2d_triton(x_q, w_q, s_x * s_w, bias, geo.stride, geo.padding, geo.dilation)
-    return y.to(x.dtype), x_q, s_x
+    return y.to(x.dtype), x_q, s_x, w_q, s_w
 
 
-def fused_backward(grad_y: Tensor, x_q: Tensor, s_x: Tensor, weight: Tensor,
+def fused_backward(grad_y: Tensor, x_q: Tensor, s_x: Tensor, w_q: Tensor, s_w: Tensor,
                    scheme: QuantScheme, geo: ConvGeometry, rule: FusedGradRule, need_x: bool,
                    need_w: bool, need_b: bool
                    ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
@@ -64,10 +66,9 @@ def fused_backward(grad_y: Tensor, x_q: Tensor, s_x: Tensor, weight: Tensor,
     Args:
         grad_y (Tensor[N, C_out, OH, OW]): Output gradient.
         x_q (Tensor[N, C_in, H, W], int8), s_x (Tensor[]): Saved codes of X and their scale.
-        weight (Tensor[C_out, C_in, KH, KW]): Weight (quantized again: the forward's codes).
+        w_q (Tensor[C_out, C_in, KH, KW], int8), s_w (Tensor[]): Saved codes of W, scale.
         rule (FusedGradRule): The scheme's rule for this call (``fused_grad_rule(slot)``).
     """
-    w_q, s_w = quantize_weight_triton(weight, scheme.weight_bits)
     threshold = rule.threshold if rule.kind == 'objective' else None  # None: abs-max clips
     codes = daq_grad_codes_triton(grad_y, num_bins=rule.num_bins, alpha=rule.alpha,
                                   num_bits=scheme.grad_bits, threshold=threshold)
