@@ -169,11 +169,6 @@ if triton is not None:
             tl.store(codes_ptr + row * row_len + i, _codes(v, step, QMAX), mask=i < row_len)
 
 
-def triton_available() -> bool:
-    """Whether Triton can be imported (it ships with CUDA builds of torch)."""
-    return triton is not None
-
-
 class _Traversal(NamedTuple):
     """A tensor walked as 5 dims (sizes, strides in elements) in tiles of the last two."""
     sizes: Tuple[int, ...]
