@@ -12,20 +12,24 @@ INT8 forward, per-tensor weight scales)::
 
 10 launches in all (11 with a split weight-gradient reduction): the codes of W are saved for the
 backward with those of X (a quarter of the float weight's bytes). Each GEMM's scale is one small
-PyTorch multiply besides. Scales and clips stay device tensors.
-On CPU tensors the same functions run in Triton's interpreter, which is how the tests hold
-them to the reference passes and count their launches; the layer does not take them yet.
+PyTorch multiply besides. Scales, clips and the scheme's clip state stay device tensors.
+
+:func:`fused_forward_pass` / :func:`fused_backward_pass` are the INT8 layer's passes on CUDA
+(registered for that dispatch key by :mod:`.int8_conv_op`): the chain where it applies, else the
+passes of :mod:`.int8_layer`. On CPU tensors the same functions run in Triton's interpreter,
+which is how the tests hold them to those passes and count their launches.
 """
 from typing import Optional, Tuple
 
 from torch import Tensor
 
 from ..quantization.schemes import FusedGradRule, QuantScheme
+from . import int8_layer
 from .geometry import ConvGeometry
 from .int8_matmul import MAX_CHUNK_K
 from .triton_conv import (int8_conv2d_dgrad_triton, int8_conv2d_triton, int8_conv2d_wgrad_triton,
                           triton_available)
-from .triton_grad_stats import daq_grad_codes_triton
+from .triton_grad_stats import GradCodes, daq_grad_codes_triton
 from .triton_quantize import quantize_per_tensor_triton, quantize_weight_triton
 
 
@@ -69,9 +73,20 @@ def fused_backward(grad_y: Tensor, x_q: Tensor, s_x: Tensor, w_q: Tensor, s_w: T
         w_q (Tensor[C_out, C_in, KH, KW], int8), s_w (Tensor[]): Saved codes of W, scale.
         rule (FusedGradRule): The scheme's rule for this call (``fused_grad_rule(slot)``).
     """
-    threshold = rule.threshold if rule.kind == 'objective' else None  # None: abs-max clips
     codes = daq_grad_codes_triton(grad_y, num_bins=rule.num_bins, alpha=rule.alpha,
-                                  num_bits=scheme.grad_bits, threshold=threshold)
+                                  num_bits=scheme.grad_bits, threshold=_threshold(rule))
+    return _fused_gradients(codes, x_q, s_x, w_q, s_w, geo, rule, need_x, need_w, need_b)
+
+
+def _threshold(rule: FusedGradRule) -> Optional[float]:
+    """The G_Y pass's distribution threshold; None: every channel keeps its abs-max."""
+    return rule.threshold if rule.kind == 'objective' else None
+
+
+def _fused_gradients(codes: GradCodes, x_q: Tensor, s_x: Tensor, w_q: Tensor, s_w: Tensor,
+                     geo: ConvGeometry, rule: FusedGradRule, need_x: bool, need_w: bool,
+                     need_b: bool) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+    """The two GEMMs and the bias gradient from the G_Y pass's ``codes``."""
     grad_x = grad_w = grad_b = None
     if need_w:
         if rule.kind == 'per_tensor':  # the G_X copy serves both GEMMs
@@ -86,3 +101,44 @@ def fused_backward(grad_y: Tensor, x_q: Tensor, s_x: Tensor, w_q: Tensor, s_w: T
     if need_b:
         grad_b = codes.grad_bias
     return grad_x, grad_w, grad_b
+
+
+def fused_forward_applies(x: Tensor, weight: Tensor, scheme: QuantScheme) -> bool:
+    """Whether :func:`fused_forward_pass` takes the chain: a 2-D convolution with one group
+    (see :func:`fused_supported`; shapes only, any device) and a scheme whose forward the
+    kernels implement (:meth:`~mmdaq.quantization.schemes.QuantScheme.fuses_forward`); off
+    with ``MMDAQ_TRITON=0``."""
+    return (int8_layer.USE_TRITON and x.dim() == 4 and weight.dim() == 4
+            and weight.shape[1] == x.shape[1] and scheme.dataflow == 'int8'
+            and scheme.fuses_forward() and triton_available()
+            and weight[0].numel() <= MAX_CHUNK_K)
+
+
+def fused_forward_pass(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantScheme,
+                       geo: ConvGeometry) -> Tuple[Tensor, ...]:
+    """:func:`.int8_layer.int8_conv_forward_pass` (same results, same saved tensors) through
+    the chain where :func:`fused_forward_applies`."""
+    if not fused_forward_applies(x, weight, scheme):
+        return int8_layer.int8_conv_forward_pass(x, weight, bias, scheme, geo)
+    y, x_q, s_x, w_q, s_w = fused_forward(x, weight, bias, scheme, geo)
+    return y.contiguous(), x_q, s_x, w_q, s_w
+
+
+def fused_backward_pass(grad_y: Tensor, x_q: Tensor, s_x: Tensor, w_q: Tensor, s_w: Tensor,
+                        weight: Tensor, scheme: QuantScheme, geo: ConvGeometry, slot: int,
+                        need_x: bool, need_w: bool, need_b: bool
+                        ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+    """:func:`.int8_layer.int8_conv_backward_pass` through the chain where the scheme has a
+    rule for it (:meth:`~mmdaq.quantization.schemes.QuantScheme.fused_grad_rule`; not while
+    it collects diagnostics or the fidelity guard probes the layer): same gradients, and the
+    scheme's state updated as that pass updates it, on the device."""
+    rule = scheme.fused_grad_rule(slot) if scheme.dataflow == 'int8' else None
+    if rule is None or s_w.dim() != 0 or not (int8_layer.USE_TRITON
+                                               and fused_supported(x_q, w_q, geo)):
+        return int8_layer.int8_conv_backward_pass(grad_y, x_q, s_x, w_q, s_w, weight, scheme,
+                                                  geo, slot, need_x, need_w, need_b)
+    scheme.note_backward()
+    codes = daq_grad_codes_triton(grad_y, num_bins=rule.num_bins, alpha=rule.alpha,
+                                  num_bits=scheme.grad_bits, threshold=_threshold(rule))
+    scheme.record_fused_grads(slot, rule, codes)
+    return _fused_gradients(codes, x_q, s_x, w_q, s_w, geo, rule, need_x, need_w, need_b)

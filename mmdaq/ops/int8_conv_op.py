@@ -1,23 +1,39 @@
 """The INT8 layer as two ``torch.library`` custom ops, so ``torch.compile`` has no graph break.
 
-``mmdaq::int8_conv`` (forward; it also returns the codes of X and their scale, which the
-backward keeps) and ``mmdaq::int8_conv_backward`` run the passes of :mod:`.int8_layer`, with
-fakes and the autograd formula of :mod:`.layer_op`; :func:`int8_conv` / :func:`int8_linear` are
-the public functions of the layer.
+``mmdaq::int8_conv`` (forward; it also returns the codes of X and W and their scales, which
+the backward keeps) and ``mmdaq::int8_conv_backward`` run the passes of :mod:`.int8_layer`, and
+on CUDA those of :mod:`.fused_layer` (the Triton chain where it applies), with fakes and the
+autograd formula of :mod:`.layer_op`; :func:`int8_conv` / :func:`int8_linear` are the public
+functions of the layer.
 """
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from ..quantization.schemes import QuantScheme
 from .geometry import ConvGeometry, linear_as_conv
+from .fused_layer import fused_backward_pass, fused_forward_applies, fused_forward_pass
 from .int8_layer import int8_conv_backward_pass, int8_conv_forward_pass
 from .layer_op import define_layer_ops
 
+
+
+def _saved_fake(x: Tensor, weight: Tensor, scheme: QuantScheme) -> Tuple[Tensor, ...]:
+    """Fakes of the forward's saved ``(x_q, s_x, w_q, s_w)``: X's codes channels last where the
+    fused chain quantizes them (:func:`~.fused_layer.fused_forward_applies`)."""
+    fmt = torch.channels_last if x.is_cuda and fused_forward_applies(x, weight, scheme) else \
+        torch.preserve_format
+    s_w_shape = weight.shape[:1] if scheme.weight_scale == 'per_channel' else ()
+    return (torch.empty_like(x, dtype=torch.int8, memory_format=fmt),
+            x.new_empty((), dtype=torch.float32), torch.empty_like(weight, dtype=torch.int8),
+            weight.new_empty(s_w_shape, dtype=torch.float32))
+
+
 _int8_conv = define_layer_ops(
-    'int8_conv', int8_conv_forward_pass, int8_conv_backward_pass, ('Tensor x_q', 'Tensor s_x'),
-    lambda x: (torch.empty_like(x, dtype=torch.int8), x.new_empty((), dtype=torch.float32)))
+    'int8_conv', int8_conv_forward_pass, int8_conv_backward_pass,
+    ('Tensor x_q', 'Tensor s_x', 'Tensor w_q', 'Tensor s_w'), _saved_fake,
+    device_passes={'cuda': (fused_forward_pass, fused_backward_pass)})
 
 
 def int8_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantScheme,
@@ -35,8 +51,7 @@ def int8_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantSc
     Returns:
         Tensor[N, C_out, *O].
     """
-    y, _, _ = _int8_conv(x, weight, bias, scheme.op_handle, *geo.op_args(), slot)
-    return y
+    return _int8_conv(x, weight, bias, scheme.op_handle, *geo.op_args(), slot)[0]
 
 
 def int8_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantScheme,

@@ -147,16 +147,18 @@ def _check_dataflow(scheme: QuantScheme) -> None:
 
 
 def int8_conv_forward_pass(x: Tensor, weight: Tensor, bias: Optional[Tensor],
-                           scheme: QuantScheme, geo: ConvGeometry) -> Tuple[Tensor, Tensor, Tensor]:
-    """Forward of the INT8 layer: ``(y, x_q, s_x)``, the last two saved for backward."""
+                           scheme: QuantScheme, geo: ConvGeometry) -> Tuple[Tensor, ...]:
+    """Forward of the INT8 layer: ``(y, x_q, s_x, w_q, s_w)``, the codes of X and W and their
+    scales saved for backward (W's codes are a quarter of the float weight's bytes, and the
+    backward need not quantize W again)."""
     _check_dataflow(scheme)
     x_q, s_x = scheme.quantize_input(x)
-    if scheme.forward == 'fp32':  # ablation: float forward, the codes serve the backward
-        return float_conv(x, weight, bias, geo).contiguous(), x_q, s_x
     w_q, s_w = scheme.quantize_weight(weight)
+    if scheme.forward == 'fp32':  # ablation: float forward, the codes serve the backward
+        return float_conv(x, weight, bias, geo).contiguous(), x_q, s_x, w_q, s_w
     scale = s_x * s_w  # [] or [C_out]
     y = scaled_int8_conv(x_q, w_q, scale, bias, geo)
-    return y.to(x.dtype).contiguous(), x_q, s_x
+    return y.to(x.dtype).contiguous(), x_q, s_x, w_q, s_w
 
 
 def float_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], geo: ConvGeometry) -> Tensor:
@@ -221,17 +223,13 @@ def _scaled_weight_gradient(acc: Tensor, scale: Tensor, weight_shape) -> Tensor:
     return int32_to_weight(acc, scale, weight_shape)
 
 
-def int8_conv_backward_pass(grad_y: Tensor, x_q: Tensor, s_x: Tensor, weight: Tensor,
-                            scheme: QuantScheme, geo: ConvGeometry, slot: int, need_x: bool,
-                            need_w: bool, need_b: bool
+def int8_conv_backward_pass(grad_y: Tensor, x_q: Tensor, s_x: Tensor, w_q: Tensor, s_w: Tensor,
+                            weight: Tensor, scheme: QuantScheme, geo: ConvGeometry, slot: int,
+                            need_x: bool, need_w: bool, need_b: bool
                             ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
-    """Backward of the INT8 layer: ``(grad_x, grad_w, grad_b)`` (float32; None if not needed).
-
-    The weight is saved as the parameter itself (no copy, like FP32 conv) and quantized again
-    here (the forward's codes: deterministic); an int8 copy would cost more than the int8 input
-    for deep layers.
-    """
-    w_q, s_w = scheme.quantize_weight(weight)
+    """Backward of the INT8 layer: ``(grad_x, grad_w, grad_b)`` (float32; None if not needed),
+    from the forward's codes of X and W (``weight``, the parameter itself, serves the fidelity
+    guard's float reference only)."""
     scheme.note_backward()
     grad_y = grad_y.float()
     grad_x = grad_w = grad_b = None

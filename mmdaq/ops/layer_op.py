@@ -9,14 +9,17 @@ and the autograd formula that connects them::
     backward  (grad_y, *saved, weight, scheme, kernel, stride, padding, dilation, groups, slot,
                need_x, need_w, need_b) -> (grad_x, grad_w, grad_b)
 
-``saved`` are what the forward keeps of X (its codes and their scales); the weight is saved as
-the parameter itself and quantized again in the backward. The scheme travels as its int handle
+``saved`` are what the forward keeps for the backward (the codes of X and their scales, and for
+the INT8 layer those of W); the weight parameter is saved too (no copy). A pass may have a
+kernel of its own per device type (``device_passes``, e.g. the fused Triton chain of
+:mod:`.fused_layer` on CUDA), registered with the op for that dispatch key; the passes given
+first serve every other device. The scheme travels as its int handle
 (:mod:`mmdaq.quantization.scheme_handles`) and its Python state (clips, counters, statistics)
 changes inside the ops, out of the tracer's sight: traced as an autograd.Function, those
 mutations were graph breaks (``Mutating a variable from outside the scope of this HOP``), as
 ops ``torch.compile`` traces a network of these layers as one graph.
 """
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -28,12 +31,14 @@ from .im2col import conv_output_size
 _GEOMETRY = 'int scheme, int[] kernel, int[] stride, int[] padding, int[] dilation, int groups, ' \
     'int slot'
 
-#: ``saved_fake(x) -> tuple``: fakes of the saved tensors of a forward on ``x``.
-SavedFake = Callable[[Tensor], Tuple[Tensor, ...]]
+#: ``saved_fake(x, weight, scheme) -> tuple``: fakes of the saved tensors of a forward on ``x``
+#: and ``weight`` with ``scheme`` (a QuantScheme).
+SavedFake = Callable[[Tensor, Tensor, object], Tuple[Tensor, ...]]
 
 
 def define_layer_ops(name: str, forward_pass: Callable, backward_pass: Callable,
-                     saved: Sequence[str], saved_fake: SavedFake):
+                     saved: Sequence[str], saved_fake: SavedFake,
+                     device_passes: Optional[Dict[str, Tuple[Callable, Callable]]] = None):
     """Define ``mmdaq::<name>`` and ``mmdaq::<name>_backward`` (module doc) and return the
     forward op.
 
@@ -44,27 +49,34 @@ def define_layer_ops(name: str, forward_pass: Callable, backward_pass: Callable,
             need_b) -> (grad_x, grad_w, grad_b)``, float32 or None where not needed.
         saved (Sequence[str]): Schema names of the saved tensors, e.g. ``('Tensor x_q', ..)``.
         saved_fake (SavedFake): Their fakes.
+        device_passes (dict, optional): Device type (``'cuda'``) -> ``(forward_pass,
+            backward_pass)`` of that device's kernels, with the signatures above. Defaults to
+            None.
 
     Returns:
         The forward op (a ``torch.library.CustomOpDef``).
     """
     outputs = ', '.join(['Tensor'] * (1 + len(saved)))
 
-    def forward(x, weight, bias, scheme, kernel, stride, padding, dilation, groups, slot):
-        geo = ConvGeometry.from_op_args(kernel, stride, padding, dilation, groups)
-        return forward_pass(x, weight, bias, scheme_from_handle(scheme), geo)
+    def op_forward(run_pass: Callable) -> Callable:
+        def forward(x, weight, bias, scheme, kernel, stride, padding, dilation, groups, slot):
+            geo = ConvGeometry.from_op_args(kernel, stride, padding, dilation, groups)
+            return run_pass(x, weight, bias, scheme_from_handle(scheme), geo)
+        return forward
+
+    def op_backward(run_pass: Callable) -> Callable:
+        def backward(grad_y, *args):
+            *saved, weight, scheme, kernel, stride, padding, dilation, groups, slot = args[:-3]
+            geo = ConvGeometry.from_op_args(kernel, stride, padding, dilation, groups)
+            return backward_outputs(grad_y, run_pass(grad_y, *saved, weight,
+                                                     scheme_from_handle(scheme), geo, slot,
+                                                     *args[-3:]))
+        return backward
 
     def forward_fake(x, weight, bias, scheme, kernel, stride, padding, dilation, groups, slot):
         out_size = conv_output_size(x.shape[2:], kernel, stride, padding, dilation)
         y = x.new_empty((x.shape[0], weight.shape[0]) + tuple(out_size))
-        return (y, ) + saved_fake(x)
-
-    def backward(grad_y, *args):
-        *saved, weight, scheme, kernel, stride, padding, dilation, groups, slot = args[:-3]
-        geo = ConvGeometry.from_op_args(kernel, stride, padding, dilation, groups)
-        return backward_outputs(grad_y, backward_pass(grad_y, *saved, weight,
-                                                      scheme_from_handle(scheme), geo, slot,
-                                                      *args[-3:]))
+        return (y, ) + saved_fake(x, weight, scheme_from_handle(scheme))
 
     def backward_fake(grad_y, x_codes, *args):
         weight, (need_x, need_w, need_b) = args[len(saved) - 1], args[-3:]
@@ -74,14 +86,17 @@ def define_layer_ops(name: str, forward_pass: Callable, backward_pass: Callable,
                 weight.new_empty(weight.shape[:1], **f32) if need_b else grad_y.new_empty(0))
 
     forward_op = torch.library.custom_op(
-        f'mmdaq::{name}', forward, mutates_args=(),
+        f'mmdaq::{name}', op_forward(forward_pass), mutates_args=(),
         schema=f'(Tensor x, Tensor weight, Tensor? bias, {_GEOMETRY}) -> ({outputs})')
     forward_op.register_fake(forward_fake)
     backward_op = torch.library.custom_op(
-        f'mmdaq::{name}_backward', backward, mutates_args=(),
+        f'mmdaq::{name}_backward', op_backward(backward_pass), mutates_args=(),
         schema=f'(Tensor grad_y, {", ".join(saved)}, Tensor weight, {_GEOMETRY}, bool need_x, '
         'bool need_w, bool need_b) -> (Tensor, Tensor, Tensor)')
     backward_op.register_fake(backward_fake)
+    for device_type, (device_forward, device_backward) in (device_passes or {}).items():
+        forward_op.register_kernel(device_type, op_forward(device_forward))
+        backward_op.register_kernel(device_type, op_backward(device_backward))
     _register_autograd(forward_op, backward_op)
     return forward_op
 

@@ -163,8 +163,9 @@ def shift_conv_backward_pass(grad_y: Tensor, x_codes: Tensor, x_base: Tensor, x_
 _shift_conv = define_layer_ops(
     'shift_conv', shift_conv_forward_pass, shift_conv_backward_pass,
     ('Tensor x_codes', 'Tensor x_base', 'Tensor x_shifts'),
-    lambda x: (torch.empty_like(x, dtype=torch.int8), x.new_empty((), dtype=torch.float32),
-               x.new_empty(x.shape[1:2], dtype=torch.int64)))
+    lambda x, weight, scheme: (torch.empty_like(x, dtype=torch.int8),
+                               x.new_empty((), dtype=torch.float32),
+                               x.new_empty(x.shape[1:2], dtype=torch.int64)))
 
 
 def shift_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantScheme,

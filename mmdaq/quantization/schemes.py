@@ -273,9 +273,23 @@ class QuantScheme:
         return FusedGradRule('per_tensor')
 
     def _fusable(self) -> bool:
-        return (self.grad_rounding == 'nearest' and self.forward == 'int8'
-                and self.weight_scale == 'per_tensor' and not self.collect_stats
-                and not self.measure_error)
+        return (self.grad_rounding == 'nearest' and self.fuses_forward()
+                and not self.collect_stats and not self.measure_error)
+
+    def fuses_forward(self) -> bool:
+        """Whether the fused kernels implement this scheme's forward: INT8, per-tensor abs-max
+        scales of X and W (the base quantizers, at any bit width)."""
+        return (self.forward == 'int8' and self.weight_scale == 'per_tensor'
+                and type(self).quantize_input is QuantScheme.quantize_input
+                and type(self).quantize_weight is QuantScheme.quantize_weight)
+
+    def record_fused_grads(self, slot: int, rule: FusedGradRule, codes: Any) -> None:
+        """Keep what :meth:`quantize_grads` keeps, from the fused G_Y pass's results
+        (``codes``: a :class:`~mmdaq.ops.triton_grad_stats.GradCodes`, device tensors: no
+        sync). ``slot`` is the call slot of the forward this gradient belongs to."""
+        channels = codes.s_w.shape[0]
+        self.last_grad_weight_scale = codes.s_x.expand(channels).contiguous() \
+            if rule.kind == 'per_tensor' else codes.s_w
 
     # -- state ----------------------------------------------------------------------------
     #: Names of the scheme's per-slot tensor states (dicts call slot -> Tensor), which are
@@ -421,18 +435,33 @@ class DAQScheme(QuantScheme):
                                                           self.grad_bits)
             is_gaussian = frac_above > self.threshold
             clip = torch.where(is_gaussian, g_max, objective)
+        self._keep_clip(slot, clip, g_max, is_gaussian, prev)
+        return clip, g_max
+
+    def _keep_clip(self, slot: int, clip: Tensor, g_max: Tensor, is_gaussian: Tensor,
+                   prev: Optional[Tensor]) -> None:
+        """Store an update's clip (and, for ``'objective'``, its ratio to the abs-max) as the
+        slot's state. A non-finite channel (AMP overflow) keeps the history it would poison."""
+        if self.long_tail_rule == 'objective':
             ratio = _clip_ratio(clip, g_max)
             old = self.clip_ratios.get(slot)
             self.clip_ratios[slot] = ratio if old is None or old.shape != ratio.shape else \
                 torch.where(torch.isfinite(ratio), ratio, old.to(ratio.device))
-        # A non-finite iteration (AMP overflow) keeps the history it would poison.
         finite = torch.isfinite(clip)
         self.prev_clips[slot] = clip if prev is None else torch.where(finite, clip,
                                                                       prev.to(clip.device))
         self.is_gaussian = is_gaussian
         if self.collect_stats:
             self.last_stats = {'clip_ratio': _clip_ratio(clip, g_max), 'is_gaussian': is_gaussian}
-        return clip, g_max
+
+    def record_fused_grads(self, slot: int, rule: FusedGradRule, codes: Any) -> None:
+        super().record_fused_grads(slot, rule, codes)
+        prev = self.prev_clips.get(slot)
+        if prev is not None and prev.shape != codes.clip.shape:
+            prev = None  # the layer changed shape: no usable history
+        self._updates[slot] = self._updates.get(slot, 0) + 1
+        self._keep_clip(slot, codes.clip, codes.g_max, codes.frac_above_sigma > self.threshold,
+                        prev)
 
     def fused_grad_rule(self, slot: int = 0) -> Optional[FusedGradRule]:
         # The fused kernels compute the objective clip on every call (clip_interval 1).

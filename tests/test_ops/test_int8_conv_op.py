@@ -22,8 +22,8 @@ def test_int8_conv_ops_pass_opcheck(x_shape, w_shape, geo, with_bias):
     args = (x, w, b, scheme.op_handle, *geo.op_args(), 0)
     torch.library.opcheck(torch.ops.mmdaq.int8_conv.default, args)
     with torch.no_grad():  # the saved tensors, as the backward gets them
-        y, x_q, s_x = torch.ops.mmdaq.int8_conv(*args)
+        y, *saved = torch.ops.mmdaq.int8_conv(*args)
     grad_y = torch.randn(y.shape, generator=gen)
     for needs in [(True, True, with_bias), (False, True, False), (True, False, False)]:
         torch.library.opcheck(torch.ops.mmdaq.int8_conv_backward.default,
-                              (grad_y, x_q, s_x, w.detach(), *args[3:], *needs))
+                              (grad_y, *saved, w.detach(), *args[3:], *needs))
