@@ -11,8 +11,10 @@ INT8 forward, per-tensor weight scales)::
               input-gradient implicit GEMM (1), weight-gradient implicit GEMM (1 or 2)
 
 10 launches in all (11 with a split weight-gradient reduction): the codes of W are saved for the
-backward with those of X (a quarter of the float weight's bytes). Each GEMM's scale is one small
-PyTorch multiply besides. Scales, clips and the scheme's clip state stay device tensors.
+backward with those of X (a quarter of the float weight's bytes). The GEMM kernels take the two
+factors of their scales and multiply them themselves, and read W's codes in the order the W
+kernel writes them, so nothing runs between the launches. Scales, clips and the scheme's clip
+state stay device tensors.
 
 :func:`fused_forward_pass` / :func:`fused_backward_pass` are the INT8 layer's passes on CUDA
 (registered for that dispatch key by :mod:`.int8_conv_op`): the chain where it applies, else the
@@ -27,8 +29,8 @@ from ..quantization.schemes import FusedGradRule, QuantScheme
 from . import int8_layer
 from .geometry import ConvGeometry
 from .int8_matmul import MAX_CHUNK_K
-from .triton_conv import (int8_conv2d_dgrad_triton, int8_conv2d_triton, int8_conv2d_wgrad_triton,
-                          triton_available)
+from .triton_conv import (FORWARD_WEIGHT_ORDER, int8_conv2d_dgrad_triton, int8_conv2d_triton,
+                          int8_conv2d_wgrad_triton, triton_available)
 from .triton_grad_stats import GradCodes, daq_grad_codes_triton
 from .triton_quantize import quantize_per_tensor_triton, quantize_weight_triton
 
@@ -52,11 +54,15 @@ def fused_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: Qua
 
     Returns:
         tuple: y (Tensor[N, C_out, OH, OW], float32), the codes of X (int8, channels last),
-        their scale (Tensor[]), the codes of W (int8, contiguous) and their scale (Tensor[]).
+        their scale (Tensor[]), the codes of W (int8, laid out as
+        :data:`~.triton_conv.FORWARD_WEIGHT_ORDER`, which both GEMMs read without a copy) and
+        their scale (Tensor[]).
     """
     x_q, s_x = quantize_per_tensor_triton(x, scheme.input_bits)
-    w_q, s_w = quantize_weight_triton(weight, scheme.weight_bits)
-    y, _ = int8_conv2d_triton(x_q, w_q, s_x * s_w, bias, geo.stride, geo.padding, geo.dilation)
+    w_q, s_w = quantize_weight_triton(weight, scheme.weight_bits,
+                                      memory_order=FORWARD_WEIGHT_ORDER)
+    y, _ = int8_conv2d_triton(x_q, w_q, s_x, bias, geo.stride, geo.padding, geo.dilation,
+                              scale2=s_w)
     return y.to(x.dtype), x_q, s_x, w_q, s_w
 
 
@@ -90,14 +96,14 @@ def _fused_gradients(codes: GradCodes, x_q: Tensor, s_x: Tensor, w_q: Tensor, s_
     grad_x = grad_w = grad_b = None
     if need_w:
         if rule.kind == 'per_tensor':  # the G_X copy serves both GEMMs
-            g_q, scale = codes.g_q_x, codes.s_x * s_x
+            g_q, scale = codes.g_q_x, codes.s_x
         else:
-            g_q, scale = codes.g_q_w, codes.s_w * s_x
+            g_q, scale = codes.g_q_w, codes.s_w
         grad_w = int8_conv2d_wgrad_triton(g_q, x_q, geo.kernel, scale, geo.stride, geo.padding,
-                                          geo.dilation)
+                                          geo.dilation, scale2=s_x)
     if need_x:
-        grad_x = int8_conv2d_dgrad_triton(codes.g_q_x, w_q, codes.s_x * s_w, x_q.shape,
-                                          geo.stride, geo.padding, geo.dilation)
+        grad_x = int8_conv2d_dgrad_triton(codes.g_q_x, w_q, codes.s_x, x_q.shape, geo.stride,
+                                          geo.padding, geo.dilation, scale2=s_w)
     if need_b:
         grad_b = codes.grad_bias
     return grad_x, grad_w, grad_b
@@ -138,7 +144,9 @@ def fused_backward_pass(grad_y: Tensor, x_q: Tensor, s_x: Tensor, w_q: Tensor, s
         return int8_layer.int8_conv_backward_pass(grad_y, x_q, s_x, w_q, s_w, weight, scheme,
                                                   geo, slot, need_x, need_w, need_b)
     scheme.note_backward()
+    state = scheme.fused_clip_state(slot, grad_y.shape[1], grad_y.device)
     codes = daq_grad_codes_triton(grad_y, num_bins=rule.num_bins, alpha=rule.alpha,
-                                  num_bits=scheme.grad_bits, threshold=_threshold(rule))
+                                  num_bits=scheme.grad_bits, threshold=_threshold(rule),
+                                  clip_state=state)
     scheme.record_fused_grads(slot, rule, codes)
     return _fused_gradients(codes, x_q, s_x, w_q, s_w, geo, rule, need_x, need_w, need_b)

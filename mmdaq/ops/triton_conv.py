@@ -49,6 +49,42 @@ def _channels_last_rows(t: Tensor) -> Tensor:
     return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1]).contiguous()
 
 
+#: Memory orders of W's codes the kernels read fastest, as permutations of [C_out, C, KH, KW]:
+#: [KH, KW, C, C_out] (the forward's B operand, rows (tap, c)) and [KH, KW, C_out, C] (the
+#: input gradient's). The fused chain writes the first (:mod:`.triton_quantize`).
+FORWARD_WEIGHT_ORDER = (2, 3, 1, 0)
+DGRAD_WEIGHT_ORDER = (2, 3, 0, 1)
+
+
+def taps_first_weight(w: Tensor, order=FORWARD_WEIGHT_ORDER) -> Tensor:
+    """A [C_out, C, KH, KW] tensor whose memory is ``w`` permuted to ``order`` (a view of a new
+    contiguous tensor; ``w`` itself if it is laid out so already)."""
+    inverse = tuple(order.index(d) for d in range(4))
+    return w.permute(order).contiguous().permute(inverse)
+
+
+def _weight_operand(w_q: Tensor, order) -> Tuple[Tensor, int, int, int]:
+    """W's codes [C_out, C, KH, KW] as the GEMM kernels address them: ``(w, stride of a tap,
+    stride of C, stride of C_out)``, the tap (kh, kw) at ``(kh * KW + kw) * stride``.
+
+    Any layout whose two kernel dims merge into one tap index and whose unit-stride dim is C
+    or C_out (coalesced loads) is read as it is, with no copy: the forward's and the input
+    gradient's orders both qualify. Any other (the parameter's own [C_out, C, KH, KW]) is
+    copied to ``order`` first.
+    """
+    co, c, kh, kw = w_q.shape
+    s_co, s_c, s_kh, s_kw = w_q.stride()
+    if kw == 1:
+        s_tap = s_kh
+    elif kh == 1 or s_kh == kw * s_kw:
+        s_tap = s_kw
+    else:
+        s_tap = None
+    if s_tap is None or not (s_c == 1 or s_co == 1 or c == 1 or co == 1):
+        return _weight_operand(taps_first_weight(w_q, order), order)
+    return w_q, s_tap, s_c, s_co
+
+
 def conv2d_int8_supported(x_q: Tensor, kernel: Sequence[int], channels: int, groups: int) -> bool:
     """Whether :func:`int8_conv2d_triton` takes this convolution (2-D, one group, and a
     reduction short enough for exact int32 accumulation)."""
@@ -57,16 +93,20 @@ def conv2d_int8_supported(x_q: Tensor, kernel: Sequence[int], channels: int, gro
 
 
 def int8_conv2d_triton(x_q: Tensor, w_q: Tensor, scale: Tensor, bias: Optional[Tensor],
-                       stride: Sequence[int], padding: Sequence[int],
-                       dilation: Sequence[int]) -> Tuple[Tensor, Tuple[int, int]]:
+                       stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
+                       scale2: Optional[Tensor] = None) -> Tuple[Tensor, Tuple[int, int]]:
     """``conv2d(x_q, w_q) * scale (+ bias)`` from int8 codes, in one kernel.
 
     Args:
         x_q (Tensor[N, C, H, W], int8): Input codes (any memory format; read channels last).
-        w_q (Tensor[C_out, C, KH, KW], int8): Weight codes.
+        w_q (Tensor[C_out, C, KH, KW], int8): Weight codes (read without a copy if laid out as
+            :data:`FORWARD_WEIGHT_ORDER` or :data:`DGRAD_WEIGHT_ORDER`).
         scale (Tensor[] or Tensor[C_out], float32): Multiplier of the integer sums.
         bias (Tensor[C_out], optional): Added after scaling.
         stride, padding, dilation (Sequence[int]): Two values each.
+        scale2 (Tensor[], float32, optional): A second factor of the multiplier, ``scale *
+            scale2`` taken in the kernel (as a float32 product, the same as outside it).
+            Defaults to None.
 
     Returns:
         tuple: out (Tensor[N, C_out, OH, OW], float32, contiguous) and (OH, OW).
@@ -75,7 +115,7 @@ def int8_conv2d_triton(x_q: Tensor, w_q: Tensor, scale: Tensor, bias: Optional[T
     c_out, _, kh, kw = w_q.shape
     oh, ow = conv_output_size((h, w), (kh, kw), stride, padding, dilation)
     x_nhwc = x_q.permute(0, 2, 3, 1).contiguous()  # free if x_q is channels_last already
-    w_kc = w_q.permute(2, 3, 1, 0).reshape(kh * kw * c, c_out).contiguous()
+    w_k, *w_strides = _weight_operand(w_q, FORWARD_WEIGHT_ORDER)
     scale = scale.float().reshape(-1).contiguous()
     out = torch.empty((n, c_out, oh, ow), dtype=torch.float32, device=x_q.device)
     if out.numel() == 0:
@@ -86,10 +126,12 @@ def int8_conv2d_triton(x_q: Tensor, w_q: Tensor, scale: Tensor, bias: Optional[T
         return triton.cdiv(m, meta['BLOCK_M']), triton.cdiv(c_out, meta['BLOCK_N'])
 
     launch(kernels.int8_conv2d_kernel, grid,
-           x_nhwc, w_kc, scale, bias.float().contiguous() if bias is not None else scale, out,
+           x_nhwc, w_k, scale, _scale2(scale2, scale),
+           bias.float().contiguous() if bias is not None else scale, out,
            n, h, w, c, oh, ow, c_out, kh, kw, stride[0], stride[1], padding[0], padding[1],
-           dilation[0], dilation[1], kernels.position_bucket(m),
-           PER_CHANNEL=scale.numel() > 1, HAS_BIAS=bias is not None,
+           dilation[0], dilation[1], kernels.position_bucket(m), *w_strides,
+           PER_CHANNEL=scale.numel() > 1, HAS_SCALE2=scale2 is not None,
+           HAS_BIAS=bias is not None,
            enable_fp_fusion=False)  # scale then bias, two roundings, as the reference
     return out, (oh, ow)
 
@@ -102,7 +144,8 @@ def conv2d_dgrad_int8_supported(g_q: Tensor, kernel: Sequence[int], groups: int)
 
 def int8_conv2d_dgrad_triton(g_q: Tensor, w_q: Tensor, scale: Tensor, input_size: Sequence[int],
                              stride: Sequence[int], padding: Sequence[int],
-                             dilation: Sequence[int], max_int32_k: int = MAX_CHUNK_K) -> Tensor:
+                             dilation: Sequence[int], max_int32_k: int = MAX_CHUNK_K,
+                             scale2: Optional[Tensor] = None) -> Tensor:
     """Input gradient ``scale * conv_transpose2d(g_q, w_q)`` from int8 codes, in one kernel.
 
     Any stride, padding and dilation, with no columns and no col2im: each input position sums
@@ -113,13 +156,16 @@ def int8_conv2d_dgrad_triton(g_q: Tensor, w_q: Tensor, scale: Tensor, input_size
     Args:
         g_q (Tensor[N, C_out, OH, OW], int8): Output-gradient codes (any memory format; read
             channels last, without a copy if already so).
-        w_q (Tensor[C_out, C, KH, KW], int8): Weight codes.
+        w_q (Tensor[C_out, C, KH, KW], int8): Weight codes (read without a copy if laid out as
+            :data:`FORWARD_WEIGHT_ORDER` or :data:`DGRAD_WEIGHT_ORDER`).
         scale (Tensor[] or Tensor[1], float32): Multiplier of the integer sums (``s_g * s_w``),
             read by the kernel.
         input_size (Sequence[int]): (N, C, H, W) of the convolution's input.
         stride, padding, dilation (Sequence[int]): Two values each, of the forward convolution.
         max_int32_k (int): Longest reduction (KH*KW*C_out) summed in int32. Defaults to
             :data:`~.int8_matmul.MAX_CHUNK_K`, the exact limit; tests lower it.
+        scale2 (Tensor[], float32, optional): A second factor of the multiplier (as in
+            :func:`int8_conv2d_triton`). Defaults to None.
 
     Returns:
         Tensor[N, C, H, W], float32, contiguous (NCHW like X and the forward's output, so the
@@ -129,7 +175,7 @@ def int8_conv2d_dgrad_triton(g_q: Tensor, w_q: Tensor, scale: Tensor, input_size
     _, c, kh, kw = w_q.shape
     h, w = input_size[2:]
     g_rows = _channels_last_rows(g_q)  # [N*OH*OW, C_out]
-    w_t = w_q.permute(2, 3, 0, 1).reshape(kh * kw, c_out, c).contiguous()  # [KH*KW, C_out, C]
+    w_k, *w_strides = _weight_operand(w_q, DGRAD_WEIGHT_ORDER)
     scale = scale.float().reshape(-1)
     out = torch.empty((n, c, h, w), dtype=torch.float32, device=g_q.device)
     if out.numel() == 0:
@@ -141,8 +187,9 @@ def int8_conv2d_dgrad_triton(g_q: Tensor, w_q: Tensor, scale: Tensor, input_size
                 triton.cdiv(c, meta['BLOCK_N']))
 
     launch(kernels.int8_conv2d_dgrad_kernel, grid,
-           g_rows, w_t, scale, out, n, h, w, c, oh, ow, c_out, kh, kw, stride[0], stride[1],
-           padding[0], padding[1], dilation[0], dilation[1], kernels.position_bucket(positions),
+           g_rows, w_k, scale, _scale2(scale2, scale), out, n, h, w, c, oh, ow, c_out, kh, kw,
+           stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
+           kernels.position_bucket(positions), *w_strides, HAS_SCALE2=scale2 is not None,
            LONG_K=kh * kw * c_out > max_int32_k, enable_fp_fusion=False)
     return out
 
@@ -169,7 +216,8 @@ def _wgrad_splits(m: int, tile_count: int, device: torch.device,
 def int8_conv2d_wgrad_triton(g_q: Tensor, x_q: Tensor, kernel: Sequence[int], scale: Tensor,
                              stride: Sequence[int], padding: Sequence[int],
                              dilation: Sequence[int], splits: Optional[int] = None,
-                             max_int32_k: int = MAX_CHUNK_K) -> Tensor:
+                             max_int32_k: int = MAX_CHUNK_K,
+                             scale2: Optional[Tensor] = None) -> Tensor:
     """Weight gradient ``scale[co] * sum_m g_q[m, co] * cols(x_q)[m, (c, kh, kw)]`` from codes.
 
     The reduction over the N*OH*OW positions runs in int32 blocks added into float64 before
@@ -190,6 +238,8 @@ def int8_conv2d_wgrad_triton(g_q: Tensor, x_q: Tensor, kernel: Sequence[int], sc
             (eight on CPU).
         max_int32_k (int): Products per int32 block before it is flushed into float64.
             Defaults to :data:`~.int8_matmul.MAX_CHUNK_K`, the exact limit; tests lower it.
+        scale2 (Tensor[], float32, optional): A second factor of the multiplier (as in
+            :func:`int8_conv2d_triton`). Defaults to None.
 
     Returns:
         Tensor[C_out, C, KH, KW], float32, contiguous: the weight's layout.
@@ -214,13 +264,25 @@ def int8_conv2d_wgrad_triton(g_q: Tensor, x_q: Tensor, kernel: Sequence[int], sc
 
     per_channel = scale.numel() > 1
     launch(kernels.int8_conv2d_wgrad_kernel, grid,
-           g_rows, x_nhwc, scale, part, n, h, w, c, oh, ow, c_out, kh, kw, stride[0], stride[1],
-           padding[0], padding[1], dilation[0], dilation[1], kernels.position_bucket(m_per_split),
-           m_per_split, max_int32_k, PER_CHANNEL=per_channel, SPLIT=splits > 1,
+           g_rows, x_nhwc, scale, _scale2(scale2, scale), part, n, h, w, c, oh, ow, c_out, kh, kw,
+           stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
+           kernels.position_bucket(m_per_split), m_per_split, max_int32_k,
+           PER_CHANNEL=per_channel, HAS_SCALE2=scale2 is not None, SPLIT=splits > 1,
            enable_fp_fusion=False)
     if splits > 1:
         block = 1024
         launch(kernels.weight_grad_epilogue_kernel, (triton.cdiv(out.numel(), block), ),
-               part, scale, out, splits, out.numel(), c * kh * kw, PER_CHANNEL=per_channel,
-               BLOCK=block, enable_fp_fusion=False)
+               part, scale, _scale2(scale2, scale), out, splits, out.numel(), c * kh * kw,
+               PER_CHANNEL=per_channel, HAS_SCALE2=scale2 is not None, BLOCK=block,
+               enable_fp_fusion=False)
     return out
+
+
+def _scale2(scale2: Optional[Tensor], scale: Tensor) -> Tensor:
+    """The kernels' second scale operand: ``scale2`` as float32 (0-d or one element), or any
+    float32 pointer where there is none (the kernel does not read it)."""
+    if scale2 is None:
+        return scale
+    if scale2.numel() != 1:
+        raise ValueError(f'scale2 must have one element, but got shape {tuple(scale2.shape)}')
+    return scale2.float().reshape(-1)

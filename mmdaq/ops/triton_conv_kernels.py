@@ -108,14 +108,17 @@ def prune_wgrad(configs: List['triton.Config'], nargs: Dict, **kwargs) -> List['
 @triton.autotune(configs=GEMM_CONFIGS, key=GEMM_KEY,
                  prune_configs_by=dict(early_config_prune=prune_forward))
 @triton.jit
-def int8_conv2d_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr,
+def int8_conv2d_kernel(x_ptr, w_ptr, scale_ptr, scale2_ptr, bias_ptr, out_ptr,
                        N, H, W, C, OH, OW, CO, KH, KW,
                        stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, M_BUCKET,
-                       PER_CHANNEL: tl.constexpr, HAS_BIAS: tl.constexpr,
-                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                       w_stride_tap, w_stride_c, w_stride_co,
+                       PER_CHANNEL: tl.constexpr, HAS_SCALE2: tl.constexpr,
+                       HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                        BLOCK_K: tl.constexpr):
-    # x: int8 [N, H, W, C] (channels last); w: int8 [KH * KW * C, CO] (row k = (kh, kw, c));
-    # out: float32 [N, CO, OH, OW]. One program: BLOCK_M output positions x BLOCK_N channels.
+    # x: int8 [N, H, W, C] (channels last); w: int8, W[co, c, kh, kw] at
+    # (kh * KW + kw) * w_stride_tap + c * w_stride_c + co * w_stride_co; scale: float32 [CO]
+    # or [], times scale2 (float32 []) if HAS_SCALE2; out: float32 [N, CO, OH, OW].
+    # One program: BLOCK_M output positions x BLOCK_N channels.
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -143,7 +146,8 @@ def int8_conv2d_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr,
         c_ok = c < C
         a = tl.load(x_ptr + x_row[:, None] + c[None, :],
                     mask=row_ok[:, None] & c_ok[None, :], other=0)
-        b = tl.load(w_ptr + (pos * C + c)[:, None].to(tl.int64) * CO + offs_n[None, :],
+        b = tl.load(w_ptr + pos * w_stride_tap + c[:, None].to(tl.int64) * w_stride_c
+                    + offs_n[None, :].to(tl.int64) * w_stride_co,
                     mask=c_ok[:, None] & (offs_n[None, :] < CO), other=0)
         acc += tl.dot(a, b, out_dtype=tl.int32)
     n_ok = offs_n < CO
@@ -151,6 +155,8 @@ def int8_conv2d_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr,
         s = tl.load(scale_ptr + offs_n, mask=n_ok, other=0.0)
     else:
         s = tl.load(scale_ptr + offs_n * 0)
+    if HAS_SCALE2:
+        s = s * tl.load(scale2_ptr + offs_n * 0)
     y = acc.to(tl.float32) * s[None, :]
     if HAS_BIAS:
         y = y + tl.load(bias_ptr + offs_n, mask=n_ok, other=0.0)[None, :]
@@ -161,13 +167,16 @@ def int8_conv2d_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr,
 @triton.autotune(configs=GEMM_CONFIGS, key=GEMM_KEY,
                  prune_configs_by=dict(early_config_prune=prune_dgrad))
 @triton.jit
-def int8_conv2d_dgrad_kernel(g_ptr, w_ptr, scale_ptr, out_ptr,
+def int8_conv2d_dgrad_kernel(g_ptr, w_ptr, scale_ptr, scale2_ptr, out_ptr,
                              N, H, W, C, OH, OW, CO, KH, KW,
                              stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, M_BUCKET,
-                             LONG_K: tl.constexpr, BLOCK_M: tl.constexpr,
-                             BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    # g: int8 [N * OH * OW, CO] (G_Y codes, channels last); w: int8 [KH * KW, CO, C];
-    # scale: float32 []; out: float32 [N, C, H, W].
+                             w_stride_tap, w_stride_c, w_stride_co,
+                             HAS_SCALE2: tl.constexpr, LONG_K: tl.constexpr,
+                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                             BLOCK_K: tl.constexpr):
+    # g: int8 [N * OH * OW, CO] (G_Y codes, channels last); w: int8, addressed as in
+    # int8_conv2d_kernel; scale: float32 [], times scale2 (float32 []) if HAS_SCALE2;
+    # out: float32 [N, C, H, W].
     # G_X[n, c, ih, iw] = scale * sum over taps (kh, kw) and co of
     #   G_Y[n, co, oh, ow] * W[co, c, kh, kw], with ih = oh * stride_h - pad_h + kh * dil_h.
     # The input positions are taken by phase (ih % stride_h, iw % stride_w): one program
@@ -208,10 +217,14 @@ def int8_conv2d_dgrad_kernel(g_ptr, w_ptr, scale_ptr, out_ptr,
                 co_ok = co < CO
                 a = tl.load(g_ptr + g_row[:, None] + co[None, :],
                             mask=row_ok[:, None] & co_ok[None, :], other=0)
-                b = tl.load(w_ptr + (pos * CO + co)[:, None].to(tl.int64) * C
-                            + offs_n[None, :], mask=co_ok[:, None] & n_ok[None, :], other=0)
+                b = tl.load(w_ptr + pos * w_stride_tap + co[:, None].to(tl.int64) * w_stride_co
+                            + offs_n[None, :].to(tl.int64) * w_stride_c,
+                            mask=co_ok[:, None] & n_ok[None, :], other=0)
                 acc += tl.dot(a, b, out_dtype=tl.int32).to(acc.dtype)
-    y = acc.to(tl.float32) * tl.load(scale_ptr)
+    s = tl.load(scale_ptr)
+    if HAS_SCALE2:
+        s = s * tl.load(scale2_ptr)
+    y = acc.to(tl.float32) * s
     out = ((n_img[:, None].to(tl.int64) * C + offs_n[None, :]) * H + ih[:, None]) * W \
         + iw[:, None]
     tl.store(out_ptr + out, y, mask=m_ok[:, None] & n_ok[None, :])
@@ -220,15 +233,15 @@ def int8_conv2d_dgrad_kernel(g_ptr, w_ptr, scale_ptr, out_ptr,
 @triton.autotune(configs=WGRAD_CONFIGS, key=WGRAD_KEY,
                  prune_configs_by=dict(early_config_prune=prune_wgrad))
 @triton.jit
-def int8_conv2d_wgrad_kernel(g_ptr, x_ptr, scale_ptr, out_ptr,
+def int8_conv2d_wgrad_kernel(g_ptr, x_ptr, scale_ptr, scale2_ptr, out_ptr,
                              N, H, W, C, OH, OW, CO, KH, KW,
                              stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, M_BUCKET,
                              M_PER_SPLIT, FLUSH_K,
-                             PER_CHANNEL: tl.constexpr, SPLIT: tl.constexpr,
-                             BLOCK_CO: tl.constexpr, BLOCK_C: tl.constexpr,
-                             BLOCK_M: tl.constexpr):
+                             PER_CHANNEL: tl.constexpr, HAS_SCALE2: tl.constexpr,
+                             SPLIT: tl.constexpr, BLOCK_CO: tl.constexpr,
+                             BLOCK_C: tl.constexpr, BLOCK_M: tl.constexpr):
     # g: int8 [N * OH * OW, CO] (G_Y codes, channels last); x: int8 [N, H, W, C];
-    # scale: float32 [CO] or []. One program: BLOCK_CO output channels x BLOCK_C input
+    # scale: float32 [CO] or [], times scale2 (float32 []) if HAS_SCALE2. One program: BLOCK_CO output channels x BLOCK_C input
     # channels of one kernel position, summed over its split of the N * OH * OW positions.
     # out: with SPLIT, float64 [SPLITS, CO, C, KH, KW], the exact integer sums of each
     # split; else float32 [CO, C, KH, KW], the scaled weight gradient.
@@ -277,13 +290,17 @@ def int8_conv2d_wgrad_kernel(g_ptr, x_ptr, scale_ptr, out_ptr,
             s = tl.load(scale_ptr + offs_co, mask=co_ok, other=0.0)
         else:
             s = tl.load(scale_ptr + offs_co * 0)
+        if HAS_SCALE2:
+            s = s * tl.load(scale2_ptr + offs_co * 0)
         tl.store(out_ptr + out, total.to(tl.float32) * s[:, None], mask=out_ok)
 
 
 @triton.jit
-def weight_grad_epilogue_kernel(part_ptr, scale_ptr, out_ptr, SPLITS, SIZE, PER_CO,
-                                PER_CHANNEL: tl.constexpr, BLOCK: tl.constexpr):
-    # part: float64 [SPLITS, SIZE] integer-valued sums; scale: float32 [CO] or [];
+def weight_grad_epilogue_kernel(part_ptr, scale_ptr, scale2_ptr, out_ptr, SPLITS, SIZE, PER_CO,
+                                PER_CHANNEL: tl.constexpr, HAS_SCALE2: tl.constexpr,
+                                BLOCK: tl.constexpr):
+    # part: float64 [SPLITS, SIZE] integer-valued sums; scale: float32 [CO] or [] (times
+    # scale2, float32 [], if HAS_SCALE2);
     # out: float32 [SIZE] = [CO, PER_CO]. Splits added in a fixed order (deterministic;
     # exact anyway), rounded once to float32, then scaled.
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -297,4 +314,6 @@ def weight_grad_epilogue_kernel(part_ptr, scale_ptr, out_ptr, SPLITS, SIZE, PER_
         s = tl.load(scale_ptr + offs // PER_CO, mask=ok, other=0.0)
     else:
         s = tl.load(scale_ptr + offs * 0)
+    if HAS_SCALE2:
+        s = s * tl.load(scale2_ptr + offs * 0)
     tl.store(out_ptr + offs, total.to(tl.float32) * s, mask=ok)

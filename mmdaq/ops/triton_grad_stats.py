@@ -29,6 +29,7 @@ from torch import Tensor
 
 from ..quantization.distribution import check_threshold
 from ..quantization.quantize import max_code
+from ..quantization.schemes import FusedClipState
 from . import triton_grad_stats_kernels as kernels
 from .triton_launch import launch
 
@@ -129,7 +130,8 @@ def grad_num_bins(num_bins: int, values: int) -> int:
 def daq_grad_codes_triton(g: Tensor, *, num_bins: int = 1024, alpha: float = 3.0,
                           num_bits: int = 8, threshold: Optional[float] = 0.3,
                           splits: Optional[int] = None,
-                          workspace: Optional[GradStatsWorkspace] = None) -> GradCodes:
+                          workspace: Optional[GradStatsWorkspace] = None,
+                          clip_state: Optional[FusedClipState] = None) -> GradCodes:
     """DAQ's G_Y pass: per-channel statistics and clip, both int8 copies, the bias gradient.
 
     Three kernel launches, no host sync; the results stay on the device.
@@ -148,11 +150,16 @@ def daq_grad_codes_triton(g: Tensor, *, num_bins: int = 1024, alpha: float = 3.0
             fill the GPU. Defaults to None.
         workspace (GradStatsWorkspace, optional): See :func:`grad_stats_workspace` (for
             ``C`` channels and the bins the rule gives). Defaults to None (the cached one).
+        clip_state (FusedClipState, optional): DAQ's clip state of the layer
+            (:meth:`~mmdaq.quantization.schemes.DAQScheme.fused_clip_state`), updated in place
+            by the last launch, as ``DAQScheme`` updates it (needs a ``threshold``). Defaults
+            to None.
 
     Returns:
         GradCodes: Codes, scales and per-channel results (see its attributes).
     """
-    return _grad_pass(g, num_bins, alpha, num_bits, threshold, splits, workspace, False)[0]
+    return _grad_pass(g, num_bins, alpha, num_bits, threshold, splits, workspace, False,
+                      clip_state)[0]
 
 
 def daq_grad_codes_and_stats_triton(g: Tensor, *, num_bins: int = 1024, alpha: float = 3.0,
@@ -163,15 +170,17 @@ def daq_grad_codes_and_stats_triton(g: Tensor, *, num_bins: int = 1024, alpha: f
     """:func:`daq_grad_codes_triton` and the statistics behind its clips (histograms, sigma,
     zero counts; all-zero and non-finite channels as the reference gives them, except that
     the histogram of a non-finite channel is left empty: the reference's is unspecified)."""
-    return _grad_pass(g, num_bins, alpha, num_bits, threshold, splits, workspace, True)
+    return _grad_pass(g, num_bins, alpha, num_bits, threshold, splits, workspace, True, None)
 
 
 def _grad_pass(g: Tensor, num_bins: int, alpha: float, num_bits: int, threshold: Optional[float],
                splits: Optional[int], workspace: Optional[GradStatsWorkspace],
-               keep_stats: bool) -> Tuple[GradCodes, Optional[GradStats]]:
+               keep_stats: bool, clip_state: Optional[FusedClipState]
+               ) -> Tuple[GradCodes, Optional[GradStats]]:
     q = _check_args(g, num_bins, alpha, num_bits, threshold, splits)
     g, inner = _channel_layout(g.float())
     channels = g.shape[1]
+    _check_clip_state(clip_state, channels, g.device, threshold)
     m = g.numel() // max(channels, 1)  # values per channel
     bins = grad_num_bins(num_bins, m)
     device = g.device
@@ -198,11 +207,18 @@ def _grad_pass(g: Tensor, num_bins: int, alpha: float, num_bits: int, threshold:
                KEEP_STATS=keep_stats, enable_fp_fusion=False)  # roundings as the reference
         code_c = min(32, triton.next_power_of_2(channels))
         code_j = max(16, min(triton.next_power_of_2(m), 2048 // code_c))
+        keep_state = clip_state is not None
+        state = (clip_state.prev_clip, clip_state.clip_ratio, clip_state.is_gaussian) \
+            if keep_state else (stats, stats, stats)
         launch(kernels._grad_codes_kernel, (triton.cdiv(m, code_j), triton.cdiv(channels, code_c)),
-               g, stats, q_w, q_x, channels, inner, m, Q=q, CHANNELS_INNER=inner == 1,
-               BLOCK_C=code_c, BLOCK_J=code_j, enable_fp_fusion=False)
+               g, stats, q_w, q_x, *state, channels, inner, m, lam, Q=q,
+               CHANNELS_INNER=inner == 1, KEEP_STATE=keep_state,
+               HAS_HISTORY=keep_state and clip_state.has_history, BLOCK_C=code_c,
+               BLOCK_J=code_j, enable_fp_fusion=False)
     else:  # nothing to read: zero statistics and scales
-        stats.zero_()
+        stats.zero_()  # the clip history stays as it is
+        if clip_state is not None:
+            clip_state.is_gaussian.zero_()
     rows = stats[:5 * channels].view(5, channels)  # [5 * C + 1] -> [5, C] (+ s_x)
     codes = GradCodes(q_w, rows[3], q_x, stats[5 * channels], rows[0], rows[1], rows[2],
                       rows[4])
@@ -237,6 +253,22 @@ def _check_args(g: Tensor, num_bins: int, alpha: float, num_bits: int,
     if threshold is not None:
         check_threshold(threshold)
     return max_code(num_bits)
+
+
+def _check_clip_state(state: Optional[FusedClipState], channels: int, device: torch.device,
+                      threshold: Optional[float]) -> None:
+    if state is None:
+        return
+    if threshold is None:
+        raise ValueError('clip_state is DAQ\'s state: it needs a threshold, but got None')
+    for name, dtype in (('prev_clip', torch.float32), ('clip_ratio', torch.float32),
+                        ('is_gaussian', torch.bool)):
+        t = getattr(state, name)
+        if t.shape != (channels, ) or t.dtype != dtype or t.device != device \
+                or not t.is_contiguous():
+            raise ValueError(f'clip_state.{name} must be a contiguous {dtype} tensor '
+                             f'[{channels}] on {device}, but got {t.dtype} '
+                             f'{tuple(t.shape)} on {t.device}')
 
 
 def _channel_layout(g: Tensor) -> Tuple[Tensor, int]:

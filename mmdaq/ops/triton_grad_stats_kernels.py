@@ -75,6 +75,10 @@ if triton is not None:
         tl.store(part_ptr + 3 * cs + row, tl.sum(total, axis=1), mask=c_ok)
 
     @triton.jit
+    def _finite(v):
+        return (v == v) & (tl.abs(v) < float('inf'))
+
+    @triton.jit
     def _scale_from_clip(clip, data_finite, Q: tl.constexpr):
         # clip / Q with the non-finite policy of quantize._scale_from_clip (csrc clip_to_step).
         valid = data_finite & (tl.abs(clip) < float('inf')) & (clip >= 0.0)
@@ -303,14 +307,35 @@ if triton is not None:
         return tl.where(keep, t, 0.0).to(tl.int8)
 
     @triton.jit
-    def _grad_codes_kernel(g_ptr, stats_ptr, q_w_ptr, q_x_ptr, C, inner, M,
-                           Q: tl.constexpr, CHANNELS_INNER: tl.constexpr,
+    def _grad_codes_kernel(g_ptr, stats_ptr, q_w_ptr, q_x_ptr, prev_ptr, ratio_ptr, gauss_ptr,
+                           C, inner, M, lam, Q: tl.constexpr, CHANNELS_INNER: tl.constexpr,
+                           KEEP_STATE: tl.constexpr, HAS_HISTORY: tl.constexpr,
                            BLOCK_C: tl.constexpr, BLOCK_J: tl.constexpr):
         # g: float32 [outer, C, inner]; q_w, q_x: int8 [M, C] (channels last), the codes for
         # the scale per channel (stats row SCALE_W) and per tensor (stats[5 * C]).
+        # KEEP_STATE: the first program of each channel block also updates DAQ's clip state
+        # (float32 [C] each, in place) as DAQScheme._keep_clip does: prev = clip and ratio =
+        # clip / |g|max (1 for an all-zero channel), each keeping its old value (HAS_HISTORY)
+        # where the new one is not finite; and gauss (bool [C]) = P(|g| > sigma) > lam.
         j = tl.program_id(0) * BLOCK_J + tl.arange(0, BLOCK_J)
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         c_ok = c < C
+        if KEEP_STATE:
+            if tl.program_id(0) == 0:
+                g_max = tl.load(stats_ptr + G_MAX * C + c, mask=c_ok, other=0.0)
+                clip = tl.load(stats_ptr + CLIP * C + c, mask=c_ok, other=0.0)
+                frac = tl.load(stats_ptr + FRAC * C + c, mask=c_ok, other=0.0)
+                ratio = tl.where(g_max > 0.0,
+                                 tl.math.div_rn(clip, tl.where(g_max > 1e-30, g_max, 1e-30)),
+                                 1.0)
+                if HAS_HISTORY:
+                    ratio = tl.where(_finite(ratio), ratio,
+                                     tl.load(ratio_ptr + c, mask=c_ok, other=0.0))
+                    clip = tl.where(_finite(clip), clip,
+                                    tl.load(prev_ptr + c, mask=c_ok, other=0.0))
+                tl.store(ratio_ptr + c, ratio, mask=c_ok)
+                tl.store(prev_ptr + c, clip, mask=c_ok)
+                tl.store(gauss_ptr + c, frac > lam, mask=c_ok)
         ok = c_ok[:, None] & (j < M)[None, :]
         v = tl.load(g_ptr + _tile(c, j, C, inner, CHANNELS_INNER), mask=ok, other=0.0)
         s_w = tl.load(stats_ptr + SCALE_W * C + c, mask=c_ok, other=0.0)

@@ -27,7 +27,7 @@ without a GPU.
 """
 import contextlib
 import math
-from typing import List, NamedTuple, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -208,11 +208,13 @@ def quantize_per_tensor_triton(x: Tensor, num_bits: int = 8) -> Tuple[Tensor, Te
               4-D ``x``, channels_last_3d for a 5-D ``x``, contiguous otherwise.
             - scale (Tensor[], float32): The step ``abs_max(x) / Q``, on x's device.
     """
-    return _quantize_per_tensor(x, num_bits, _codes_format(x.dim()))
+    return _quantize_per_tensor(x, num_bits, torch.empty(
+        x.shape, dtype=torch.int8, device=x.device, memory_format=_codes_format(x.dim())))
 
 
-def quantize_weight_triton(w: Tensor, num_bits: int = 8,
-                           per_channel: bool = False) -> Tuple[Tensor, Tensor]:
+def quantize_weight_triton(w: Tensor, num_bits: int = 8, per_channel: bool = False,
+                           memory_order: Optional[Sequence[int]] = None
+                           ) -> Tuple[Tensor, Tensor]:
     """Weight codes and step(s) in Triton: ``quantize(w)`` or ``quantize(w, dim=0)``.
 
     Bit-identical to :func:`mmdaq.quantization.quantize` (nearest rounding), with its zero and
@@ -227,14 +229,28 @@ def quantize_weight_triton(w: Tensor, num_bits: int = 8,
         num_bits (int): Bit width, 2 to 8. Defaults to 8.
         per_channel (bool): One step per output channel (dim 0) instead of one per tensor.
             Defaults to False.
+        memory_order (Sequence[int], optional): Lay the codes out in memory as w permuted to
+            this order (e.g. :data:`.triton_conv.FORWARD_WEIGHT_ORDER`, the order the GEMM
+            kernels read without a copy); per tensor only. Defaults to None (contiguous).
 
     Returns:
         tuple[Tensor, Tensor]:
-            - codes (Tensor[C_out, ...], int8): w's shape, contiguous.
+            - codes (Tensor[C_out, ...], int8): w's shape; contiguous, or a view of a
+              contiguous tensor in ``memory_order``.
             - scale (Tensor[] or Tensor[C_out] if ``per_channel``, float32): On w's device.
     """
+    if memory_order is not None:
+        if per_channel or sorted(memory_order) != list(range(w.dim())):
+            raise ValueError(f'memory_order must be a permutation of the {w.dim()} dims of w, '
+                             f'per tensor only, but got {memory_order!r} (per_channel='
+                             f'{per_channel})')
+        inverse = [list(memory_order).index(d) for d in range(w.dim())]
+        codes = torch.empty([w.shape[d] for d in memory_order], dtype=torch.int8,
+                            device=w.device).permute(inverse)
+        return _quantize_per_tensor(w, num_bits, codes)
     if not per_channel:
-        return _quantize_per_tensor(w, num_bits, torch.contiguous_format)
+        return _quantize_per_tensor(w, num_bits, torch.empty(w.shape, dtype=torch.int8,
+                                                             device=w.device))
     qmax = max_code(num_bits)
     _check_input(w, 'w')
     if w.dim() == 0:
@@ -257,17 +273,18 @@ def quantize_weight_triton(w: Tensor, num_bits: int = 8,
     return codes, scale
 
 
-def _quantize_per_tensor(x: Tensor, num_bits: int,
-                         memory_format: torch.memory_format) -> Tuple[Tensor, Tensor]:
-    """Per-tensor codes (in ``memory_format``) and step of ``x``: the two launches."""
+def _quantize_per_tensor(x: Tensor, num_bits: int, codes: Tensor) -> Tuple[Tensor, Tensor]:
+    """Per-tensor codes (into ``codes``, int8 of x's shape, any strides without overlap) and
+    step of ``x``: the two launches."""
     qmax = max_code(num_bits)
     _check_input(x, 'x')
-    codes = torch.empty(x.shape, dtype=torch.int8, device=x.device, memory_format=memory_format)
     read = _walk_dims(x, _dims_by_stride(x))  # x in (about) its memory order
     write = _walk_dims(x, _dims_by_stride(codes))  # x in the memory order of the codes
     if max(len(read), len(write)) > _MAX_DIMS:
-        x = x.contiguous(memory_format=memory_format)
-        read = write = _merged_dims([x.numel()], [1])
+        x = x.contiguous()
+        codes_flat = torch.empty(x.shape, dtype=torch.int8, device=x.device)
+        step = _quantize_per_tensor(x, num_bits, codes_flat)[1]
+        return codes.copy_(codes_flat), step
     read_walk, write_walk = _traversal(read), _traversal(write)
     num_partials = max(1, min(read_walk.num_tiles, _MAX_PARTIALS))
     partials = torch.empty(num_partials, dtype=torch.float32, device=x.device)

@@ -62,6 +62,22 @@ class FusedGradRule(NamedTuple):
     num_bins: int = 1024
 
 
+class FusedClipState(NamedTuple):
+    """DAQ's clip state of one call slot, for the fused G_Y pass to update in place.
+
+    Attributes:
+        prev_clip (Tensor[C], float32): The last clip (``DAQScheme.prev_clips[slot]``).
+        clip_ratio (Tensor[C], float32): Its ratio to the abs-max (``clip_ratios[slot]``).
+        is_gaussian (Tensor[C], bool): The distribution test's result (``is_gaussian``).
+        has_history (bool): Whether the first two hold an earlier update's values (kept where
+            the new one is not finite) or are new.
+    """
+    prev_clip: Tensor
+    clip_ratio: Tensor
+    is_gaussian: Tensor
+    has_history: bool
+
+
 def _clip_ratio(clip: Tensor, g_max: Tensor) -> Tensor:
     """``clip / g_max`` per channel, 1 where the channel is all zero."""
     return torch.where(g_max > 0, clip / g_max.clamp_min(1e-30), torch.ones_like(clip))
@@ -283,13 +299,19 @@ class QuantScheme:
                 and type(self).quantize_input is QuantScheme.quantize_input
                 and type(self).quantize_weight is QuantScheme.quantize_weight)
 
+    def fused_clip_state(self, slot: int, channels: int,
+                         device: torch.device) -> Optional[FusedClipState]:
+        """The clip state the fused G_Y pass updates in place for call ``slot`` (counted as
+        one update), or None for a scheme without one."""
+        return None
+
     def record_fused_grads(self, slot: int, rule: FusedGradRule, codes: Any) -> None:
-        """Keep what :meth:`quantize_grads` keeps, from the fused G_Y pass's results
-        (``codes``: a :class:`~mmdaq.ops.triton_grad_stats.GradCodes`, device tensors: no
-        sync). ``slot`` is the call slot of the forward this gradient belongs to."""
+        """Keep what :meth:`quantize_grads` keeps besides the clip state, from the fused G_Y
+        pass's results (``codes``: a :class:`~mmdaq.ops.triton_grad_stats.GradCodes`, device
+        tensors: no sync). ``slot`` is the call slot of the forward this gradient belongs to."""
         channels = codes.s_w.shape[0]
-        self.last_grad_weight_scale = codes.s_x.expand(channels).contiguous() \
-            if rule.kind == 'per_tensor' else codes.s_w
+        self.last_grad_weight_scale = codes.s_x.expand(channels) if rule.kind == 'per_tensor' \
+            else codes.s_w
 
     # -- state ----------------------------------------------------------------------------
     #: Names of the scheme's per-slot tensor states (dicts call slot -> Tensor), which are
@@ -301,8 +323,9 @@ class QuantScheme:
         stateless schemes."""
         if not self.slot_states or not getattr(self, self.slot_states[0]):
             return {}
-        state = {name: {k: v.detach().cpu() for k, v in getattr(self, name).items()}
-                 for name in self.slot_states}
+        # copies: the fused kernels update the state in place
+        state = {name: {k: v.detach().to('cpu', copy=True)
+                        for k, v in getattr(self, name).items()} for name in self.slot_states}
         return dict(state, updates=dict(self._updates))
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -454,14 +477,20 @@ class DAQScheme(QuantScheme):
         if self.collect_stats:
             self.last_stats = {'clip_ratio': _clip_ratio(clip, g_max), 'is_gaussian': is_gaussian}
 
-    def record_fused_grads(self, slot: int, rule: FusedGradRule, codes: Any) -> None:
-        super().record_fused_grads(slot, rule, codes)
-        prev = self.prev_clips.get(slot)
-        if prev is not None and prev.shape != codes.clip.shape:
-            prev = None  # the layer changed shape: no usable history
+    def fused_clip_state(self, slot: int, channels: int,
+                         device: torch.device) -> Optional[FusedClipState]:
+        if self.long_tail_rule != 'objective':
+            return None
         self._updates[slot] = self._updates.get(slot, 0) + 1
-        self._keep_clip(slot, codes.clip, codes.g_max, codes.frac_above_sigma > self.threshold,
-                        prev)
+        prev, ratio = self.prev_clips.get(slot), self.clip_ratios.get(slot)
+        history = all(t is not None and t.shape == (channels, ) and t.device == device
+                      and t.dtype == torch.float32 and t.is_contiguous() for t in (prev, ratio))
+        if not history:  # first update, or the layer changed shape or device
+            prev = torch.zeros(channels, dtype=torch.float32, device=device)
+            ratio = torch.ones(channels, dtype=torch.float32, device=device)
+            self.prev_clips[slot], self.clip_ratios[slot] = prev, ratio
+        self.is_gaussian = torch.empty(channels, dtype=torch.bool, device=device)  # written
+        return FusedClipState(prev, ratio, self.is_gaussian, history)
 
     def fused_grad_rule(self, slot: int = 0) -> Optional[FusedGradRule]:
         # The fused kernels compute the objective clip on every call (clip_interval 1).

@@ -13,6 +13,7 @@ pytest.importorskip('triton')
 
 from mmdaq.ops.fused_layer import (fused_backward, fused_backward_pass, fused_forward,  # noqa: E402
                                    fused_forward_applies, fused_forward_pass, fused_supported)
+from mmdaq.analysis.op_trace import OpTrace  # noqa: E402
 from mmdaq.ops.geometry import ConvGeometry  # noqa: E402
 from mmdaq.ops.int8_layer import int8_conv_backward_pass, int8_conv_forward_pass  # noqa: E402
 from mmdaq.ops.triton_launch import count_launches  # noqa: E402
@@ -60,6 +61,17 @@ def test_unfusable_options_have_no_rule():
     assert build_scheme('daq', long_tail_rule='ema').fused_grad_rule() is None
 
 
+def _torch_compute_ops(trace):
+    """PyTorch ops that would launch a kernel on CUDA (not allocations, views, or the
+    interpreter's copies to and from the host)."""
+    free = {'aten.empty', 'aten.new_empty', 'aten.permute', 'aten.select', 'aten.slice',
+            'aten.view', 'aten.as_strided', 'aten.expand', 'aten.detach', 'aten.alias',
+            'aten.movedim', 'aten.reshape', 'aten._reshape_alias', 'aten.unsqueeze'}
+    if DEVICE == 'cpu':
+        free |= {'aten.set_', 'aten.copy_'}
+    return [r.name for r in trace.records if '.'.join(r.name.split('.')[:2]) not in free]
+
+
 def _scheme_state(scheme):
     state = scheme.state_dict()
     return state, scheme.last_grad_weight_scale, getattr(scheme, 'is_gaussian', None)
@@ -92,10 +104,14 @@ def test_layer_passes_take_the_chain_and_keep_the_scheme_state(method):
     fused, ref = build_scheme(method), build_scheme(method)
     for step, slot in enumerate([0, 1, 0]):  # two calls in one iteration, then the next
         grad_y = mixed_channel_grad((2, 5, 4, 4), seed=step).to(DEVICE)
-        with count_launches() as launches:
+        if step == 2:
+            grad_y[:, 0] = float('nan')  # a non-finite channel keeps its clip history
+        with OpTrace() as trace, count_launches() as launches:
             y, *saved = fused_forward_pass(x, weight, None, fused, geo)
             got = fused_backward_pass(grad_y, *saved, weight, fused, geo, slot, True, True, False)
         assert len(launches) == 10 + launches.count('weight_grad_epilogue_kernel'), launches
+        if step == 2:  # after the first calls of a slot: nothing but the Triton kernels runs
+            assert _torch_compute_ops(trace) == [] and trace.syncs() == []
         assert saved[0].is_contiguous(memory_format=torch.channels_last)
         y_ref, *saved_ref = int8_conv_forward_pass(x, weight, None, ref, geo)
         want = int8_conv_backward_pass(grad_y, *saved_ref, weight, ref, geo, slot, True, True,

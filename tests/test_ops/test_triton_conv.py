@@ -228,3 +228,37 @@ def test_triton_wgrad_long_reduction_is_exact():
                                                scale.to(DEVICE), (1, 1), (0, 0), (1, 1),
                                                splits=1)
     assert torch.equal(got.cpu(), acc.float().reshape(16, 16, 1, 1))
+
+
+@pytest.mark.parametrize('order', [triton_conv.FORWARD_WEIGHT_ORDER,
+                                   triton_conv.DGRAD_WEIGHT_ORDER, (0, 1, 2, 3)])
+def test_gemms_read_weight_codes_in_any_order_and_take_a_second_scale(order):
+    """The weight orders the kernels read without a copy (and the parameter's own, copied),
+    and ``scale * scale2`` formed in the kernels: the same floats as one scale tensor."""
+    gen = torch.Generator().manual_seed(7)
+    case = dict(n=2, c=6, h=7, w=7, co=5, k=3, s=2, p=1, d=1)
+    geo = _geometry(case)
+    x = _codes((2, 6, 7, 7), gen).to(DEVICE)
+    w = _codes((5, 6, 3, 3), gen).to(DEVICE)
+    g = _codes((2, 5) + _output_size(case), gen).to(DEVICE)
+    s_a, s_b = (torch.rand(2, generator=gen) + 0.1).to(DEVICE).unbind()
+    s_c = (torch.rand(5, generator=gen) + 0.1).to(DEVICE)
+    w_laid = triton_conv.taps_first_weight(w, order)
+    assert torch.equal(w_laid, w)
+    if order != (0, 1, 2, 3):
+        assert triton_conv._weight_operand(w_laid, order)[0] is w_laid  # no copy
+    args = (geo.stride, geo.padding, geo.dilation)
+    want = triton_conv.int8_conv2d_triton(x, w, s_a * s_b, None, *args)[0]
+    got = triton_conv.int8_conv2d_triton(x, w_laid, s_a, None, *args, scale2=s_b)[0]
+    assert torch.equal(got, want)
+    want = triton_conv.int8_conv2d_dgrad_triton(g, w, s_a * s_b, x.shape, *args)
+    got = triton_conv.int8_conv2d_dgrad_triton(g, w_laid, s_a, x.shape, *args, scale2=s_b)
+    assert torch.equal(got, want)
+    for splits in (1, 2):  # the scale in the GEMM, then in the split epilogue
+        want = triton_conv.int8_conv2d_wgrad_triton(g, x, geo.kernel, s_c * s_b, *args,
+                                                    splits=splits)
+        got = triton_conv.int8_conv2d_wgrad_triton(g, x, geo.kernel, s_c, *args,
+                                                   splits=splits, scale2=s_b)
+        assert torch.equal(got, want)
+    with pytest.raises(ValueError, match='scale2 must have one element'):
+        triton_conv.int8_conv2d_triton(x, w, s_a, None, *args, scale2=s_c)

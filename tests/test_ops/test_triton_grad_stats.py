@@ -253,3 +253,16 @@ def test_bad_arguments_are_clear_errors():
         triton_grad_stats.daq_grad_codes_triton(g, num_bits=9)
     with pytest.raises(ValueError, match='threshold must be a number in'):
         triton_grad_stats.daq_grad_codes_triton(g, threshold=1.5)
+
+
+def test_clip_state_is_checked():
+    from mmdaq.quantization.schemes import FusedClipState
+    g = mixed_channel_grad((2, 4, 3, 3), seed=0).to(DEVICE)
+    state = FusedClipState(torch.zeros(4, device=DEVICE), torch.ones(4, device=DEVICE),
+                           torch.zeros(4, dtype=torch.bool, device=DEVICE), False)
+    triton_grad_stats.daq_grad_codes_triton(g, clip_state=state)  # fine
+    with pytest.raises(ValueError, match='it needs a threshold'):
+        triton_grad_stats.daq_grad_codes_triton(g, threshold=None, clip_state=state)
+    short = state._replace(clip_ratio=torch.ones(3, device=DEVICE))
+    with pytest.raises(ValueError, match=r'clip_state.clip_ratio must be a contiguous'):
+        triton_grad_stats.daq_grad_codes_triton(g, clip_state=short)

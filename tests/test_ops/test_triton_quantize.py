@@ -228,3 +228,15 @@ def test_invalid_arguments():
         triton_quantize.quantize_per_tensor_triton(torch.zeros(3), num_bits=9)
     with pytest.raises(ValueError, match='at least one dim'):
         triton_quantize.quantize_weight_triton(torch.zeros(()), per_channel=True)
+
+
+def test_weight_codes_in_a_memory_order():
+    w = _randn(6, 4, 3, 3, seed=9).to(DEVICE)
+    order = (2, 3, 1, 0)  # [KH, KW, C, C_out]: the forward GEMM's order
+    codes, scale = triton_quantize.quantize_weight_triton(w, num_bits=7, memory_order=order)
+    _assert_same((codes, scale), quantize(w.cpu(), num_bits=7))
+    assert codes.shape == w.shape and codes.permute(order).is_contiguous()
+    with pytest.raises(ValueError, match='memory_order must be a permutation'):
+        triton_quantize.quantize_weight_triton(w, memory_order=(0, 1, 2))
+    with pytest.raises(ValueError, match='per tensor only'):
+        triton_quantize.quantize_weight_triton(w, per_channel=True, memory_order=order)
