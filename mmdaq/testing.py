@@ -13,6 +13,28 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a C
 DEVICES = ('cpu', pytest.param('cuda', marks=needs_cuda))
 
 
+def compile_triton_for_sm90(kernel, types: dict, constexprs: dict, num_warps: int = 4,
+                            num_stages: int = 1, config=None):
+    """Compile a Triton kernel for a Hopper GPU (sm_90) without one, with Triton's own ptxas.
+
+    Run it in a process without ``TRITON_INTERPRET`` (the interpreter's language helpers do
+    not compile). ``types`` maps argument names to Triton types (``'*fp32'``, ``'fp64'``;
+    others default to ``'i32'``); ``config`` (a ``triton.Config``) adds its block sizes and
+    warps to ``constexprs``. Returns the compiled kernel (``.asm['cubin']``).
+    """
+    import triton
+    from triton.backends.compiler import GPUTarget
+    fn = kernel.fn if hasattr(kernel, 'configs') else kernel  # below the autotuner
+    if config is not None:
+        constexprs = dict(constexprs, **config.kwargs)
+        num_warps, num_stages = config.num_warps, config.num_stages
+    signature = {name: 'constexpr' if name in constexprs else types.get(name, 'i32')
+                 for name in fn.arg_names}
+    src = triton.compiler.ASTSource(fn=fn, signature=signature, constexprs=constexprs)
+    options = dict(num_warps=num_warps, num_stages=num_stages, enable_fp_fusion=False)
+    return triton.compile(src, target=GPUTarget('cuda', 90, 32), options=options)
+
+
 def sqnr(reference: Tensor, approximation: Tensor) -> float:
     """Signal-to-quantization-noise ratio in dB: ``20 log10(|ref| / |ref - approx|)``.
 

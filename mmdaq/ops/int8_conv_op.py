@@ -12,12 +12,11 @@ import torch
 from torch import Tensor
 
 from ..quantization.schemes import QuantScheme
-from .geometry import ConvGeometry, linear_as_conv
 from .fused_layer import fused_backward_pass, fused_forward_applies, fused_forward_pass
+from .geometry import ConvGeometry, linear_as_conv
 from .int8_layer import int8_conv_backward_pass, int8_conv_forward_pass
 from .layer_op import define_layer_ops
 from .triton_conv import taps_first_weight
-
 
 
 def _saved_fake(x: Tensor, weight: Tensor, scheme: QuantScheme) -> Tuple[Tensor, ...]:

@@ -241,8 +241,9 @@ def int8_conv2d_wgrad_kernel(g_ptr, x_ptr, scale_ptr, scale2_ptr, out_ptr,
                              SPLIT: tl.constexpr, BLOCK_CO: tl.constexpr,
                              BLOCK_C: tl.constexpr, BLOCK_M: tl.constexpr):
     # g: int8 [N * OH * OW, CO] (G_Y codes, channels last); x: int8 [N, H, W, C];
-    # scale: float32 [CO] or [], times scale2 (float32 []) if HAS_SCALE2. One program: BLOCK_CO output channels x BLOCK_C input
-    # channels of one kernel position, summed over its split of the N * OH * OW positions.
+    # scale: float32 [CO] or [], times scale2 (float32 []) if HAS_SCALE2. One program:
+    # BLOCK_CO output channels x BLOCK_C input channels of one kernel position, summed over
+    # its split of the N * OH * OW positions.
     # out: with SPLIT, float64 [SPLITS, CO, C, KH, KW], the exact integer sums of each
     # split; else float32 [CO, C, KH, KW], the scaled weight gradient.
     pid_co = tl.program_id(0)

@@ -17,7 +17,7 @@ NaN clip and distance.
 """
 import dataclasses
 import math
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
@@ -97,14 +97,21 @@ def direction_sensitive_clip(g_cm: Tensor, config: Optional[DSGCConfig] = None) 
                       {'cosine_distance': torch.where(finite, dist, nan)})
 
 
-def dclrs_factor(distance: float, alpha: float = 20.0, beta: float = 0.1) -> float:
+def dclrs_factor(distance: Union[float, Tensor], alpha: float = 20.0,
+                 beta: float = 0.1) -> Union[float, Tensor]:
     """UI8's learning-rate multiplier ``max(exp(-alpha d), beta)``; 1 for a NaN distance.
 
     A NaN distance (non-finite gradient) leaves the step alone: the overflow is handled by the
-    non-finite policy, not by shrinking the learning rate.
+    non-finite policy, not by shrinking the learning rate. A tensor distance gives a float32
+    tensor of its shape, computed on its device in float64 (no host sync; the float the float
+    path gives, rounded to float32 as a multiply of a float32 tensor by it would).
     """
     if not alpha >= 0 or not 0 < beta <= 1:
         raise ValueError(f'alpha must be >= 0 and beta in (0, 1], but got {alpha!r}, {beta!r}')
+    if isinstance(distance, Tensor):
+        d = distance.double()
+        factor = torch.exp(-alpha * d).clamp_min(beta)
+        return torch.where(torch.isnan(d), torch.ones_like(d), factor).float()
     if distance != distance:
         return 1.0
     return max(math.exp(-alpha * distance), beta)

@@ -33,7 +33,7 @@ Scheme state (e.g. DAQ's clip of the previous iteration) is kept out of the modu
 checkpoint separately.
 """
 import dataclasses
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -274,8 +274,9 @@ class QuantScheme:
             error = (g.float() - g_hat).norm() / norm if norm > 0 else norm
             self.last_stats = dict(self.last_stats, grad_rel_error=error)
 
-    def weight_grad_scale(self, slot: int = 0) -> float:
-        """Factor on the layer's weight and bias gradients (UI8's learning-rate scaling); 1."""
+    def weight_grad_scale(self, slot: int = 0) -> Union[float, Tensor]:
+        """Factor on the layer's weight and bias gradients (UI8's learning-rate scaling): 1, or
+        a device tensor."""
         return 1.0
 
     # -- fused kernels ------------------------------------------------------------------
@@ -551,10 +552,15 @@ class UI8Scheme(QuantScheme):
         self._updates[slot] = step + 1
         if slot not in self.clip_ratios or step % self.update_interval == 0:
             result = direction_sensitive_clip(g.reshape(1, -1), self.dsgc)
-            ratio = _clip_ratio(result.clip, g_max)
-            if torch.isfinite(ratio).all() or slot not in self.clip_ratios:
-                self.clip_ratios[slot] = ratio
-                self.distances[slot] = result.info['cosine_distance']
+            ratio, distance = _clip_ratio(result.clip, g_max), result.info['cosine_distance']
+            old = self.clip_ratios.get(slot)
+            if old is None or old.shape != ratio.shape:
+                self.clip_ratios[slot], self.distances[slot] = ratio, distance
+            else:  # a non-finite search keeps the last one (decided on the device: no sync)
+                finite = torch.isfinite(ratio).all()
+                self.clip_ratios[slot] = torch.where(finite, ratio, old.to(ratio.device))
+                self.distances[slot] = torch.where(
+                    finite, distance, self.distances[slot].to(distance.device))
         clip = self.clip_ratios[slot].to(g.device) * g_max
         if self.collect_stats:
             self.last_stats = {'clip_ratio': self.clip_ratios[slot],
@@ -580,10 +586,12 @@ class UI8Scheme(QuantScheme):
         q, scale = self.quantize_grad_for_weight(g, dim, slot)
         return (q, scale), ((q, scale[0]) if for_input else None)
 
-    def weight_grad_scale(self, slot: int = 0) -> float:
+    def weight_grad_scale(self, slot: int = 0) -> Union[float, Tensor]:
+        """The DCLRS factor as a device tensor (Tensor[1], no host sync); 1 before the first
+        search or without ``lr_scaling``."""
         if not self.lr_scaling or slot not in self.distances:
             return 1.0
-        return dclrs_factor(float(self.distances[slot]), self.alpha, self.beta)
+        return dclrs_factor(self.distances[slot], self.alpha, self.beta)
 
 
 #: method name -> the class of its options and state: a :class:`QuantScheme` (DAQ layers) or

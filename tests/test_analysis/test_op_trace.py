@@ -53,21 +53,24 @@ def test_matmul_flops():
     assert matmul_flops(trace.records[0]) == 2 * 3 * 5 * 7
 
 
-def _tiny_model(method):
+def _tiny_model(method, **options):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                           nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
                           nn.Conv2d(16, 16, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(16, 4))
-    return mmdaq.convert_model(model, method=method, exclude=[r'^0$'])
+    return mmdaq.convert_model(model, method=method, exclude=[r'^0$'], **options)
 
 
-@pytest.mark.parametrize('method', ['daq', 'per_channel', 'per_tensor'])
-def test_a_training_step_has_no_host_sync(method):
+@pytest.mark.parametrize('method, options', [
+    ('daq', {}), ('per_channel', {}), ('per_tensor', {}), ('ui8', {}),
+    ('ui8', dict(update_interval=1)),  # its clip search and LR factor on every step
+])
+def test_a_training_step_has_no_host_sync(method, options):
     """After warm-up, forward + backward + optimizer step read nothing back to the host: the
     clip state, scales and distribution decisions stay in tensors (the CPU check of what
     torch.cuda.set_sync_debug_mode('error') checks on a GPU)."""
-    model = _tiny_model(method)
+    model = _tiny_model(method, **options)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     x, target = torch.randn(2, 3, 16, 16), torch.tensor([0, 3])
 

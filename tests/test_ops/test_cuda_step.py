@@ -35,7 +35,7 @@ def _step(model, optimizer, x, target):
     return loss.detach()
 
 
-@pytest.mark.parametrize('method', ['daq', 'per_channel', 'per_tensor'])
+@pytest.mark.parametrize('method', ['daq', 'per_channel', 'per_tensor', 'ui8'])
 def test_step_has_no_host_sync(method):
     model, optimizer, batches = _model_and_step(method)
     for x, t in batches[:2]:  # warm-up: first-call choices (autotune, kernel caches)

@@ -11,9 +11,9 @@ import torch
 
 pytest.importorskip('triton')
 
+from mmdaq.analysis.op_trace import OpTrace  # noqa: E402
 from mmdaq.ops.fused_layer import (fused_backward, fused_backward_pass, fused_forward,  # noqa: E402
                                    fused_forward_applies, fused_forward_pass, fused_supported)
-from mmdaq.analysis.op_trace import OpTrace  # noqa: E402
 from mmdaq.ops.geometry import ConvGeometry  # noqa: E402
 from mmdaq.ops.int8_layer import int8_conv_backward_pass, int8_conv_forward_pass  # noqa: E402
 from mmdaq.ops.triton_launch import count_launches  # noqa: E402
@@ -127,8 +127,7 @@ def test_layer_passes_take_the_chain_and_keep_the_scheme_state(method):
     ('daq', dict(weight_scale='per_channel'), 0),
     ('daq', dict(forward='fp32'), 0),
 ])
-def test_layer_passes_fall_back_where_the_chain_does_not_apply(method, options,
-                                                                forward_launches):
+def test_layer_passes_fall_back_where_the_chain_does_not_apply(method, options, forward_launches):
     gen = torch.Generator().manual_seed(4)
     x = torch.randn(2, 3, 6, 6, generator=gen).to(DEVICE)
     weight = torch.randn(4, 3, 3, 3, generator=gen).to(DEVICE)

@@ -14,6 +14,7 @@ triton = pytest.importorskip('triton')
 
 from mmdaq.ops import triton_conv  # noqa: E402
 from mmdaq.ops import triton_conv_kernels as kernels  # noqa: E402
+from mmdaq.testing import compile_triton_for_sm90  # noqa: E402
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -53,37 +54,26 @@ def test_pruning_keeps_tiles_that_fit():
     assert kernels.position_bucket(1) == 16 and kernels.position_bucket(1000) == 1024
 
 
-def _compile_for_hopper(kernel, types, constexprs, config):
-    """Compile ``kernel`` for sm_90 with one config; ``types`` maps pointer names to types."""
-    from triton.backends.compiler import GPUTarget
-    fn = kernel.fn if hasattr(kernel, 'configs') else kernel  # below the autotuner
-    constexprs = dict(constexprs, **config.kwargs)
-    signature = {name: 'constexpr' if name in constexprs else types.get(name, 'i32')
-                 for name in fn.arg_names}
-    src = triton.compiler.ASTSource(fn=fn, signature=signature, constexprs=constexprs)
-    options = dict(num_warps=config.num_warps, num_stages=config.num_stages,
-                   enable_fp_fusion=False)
-    return triton.compile(src, target=GPUTarget('cuda', 90, 32), options=options)
-
-
 def compile_for_hopper() -> None:
     """Compile every kernel variant with its widest tiles for sm_90 (no GPU needed); run in a
     process without the interpreter, whose triton.language helpers the compiler cannot use."""
     gemm, wgrad = kernels.GEMM_CONFIGS[0], kernels.WGRAD_CONFIGS[0]
-    codes = dict(x_ptr='*i8', g_ptr='*i8', w_ptr='*i8', scale_ptr='*fp32', bias_ptr='*fp32',
-                 out_ptr='*fp32', part_ptr='*fp64')
+    codes = dict(x_ptr='*i8', g_ptr='*i8', w_ptr='*i8', scale_ptr='*fp32', scale2_ptr='*fp32',
+                 bias_ptr='*fp32', out_ptr='*fp32', part_ptr='*fp64')
+    two = dict(HAS_SCALE2=True)
     builds = [
-        (kernels.int8_conv2d_kernel, codes, dict(PER_CHANNEL=True, HAS_BIAS=True), gemm),
-        (kernels.int8_conv2d_dgrad_kernel, codes, dict(LONG_K=False), gemm),
-        (kernels.int8_conv2d_dgrad_kernel, codes, dict(LONG_K=True), gemm),
-        (kernels.int8_conv2d_wgrad_kernel, codes, dict(PER_CHANNEL=True, SPLIT=False), wgrad),
+        (kernels.int8_conv2d_kernel, codes, dict(PER_CHANNEL=True, HAS_BIAS=True, **two), gemm),
+        (kernels.int8_conv2d_dgrad_kernel, codes, dict(LONG_K=False, **two), gemm),
+        (kernels.int8_conv2d_dgrad_kernel, codes, dict(LONG_K=True, HAS_SCALE2=False), gemm),
+        (kernels.int8_conv2d_wgrad_kernel, codes, dict(PER_CHANNEL=True, SPLIT=False, **two),
+         wgrad),
         (kernels.int8_conv2d_wgrad_kernel, dict(codes, out_ptr='*fp64'),
-         dict(PER_CHANNEL=True, SPLIT=True), wgrad),
-        (kernels.weight_grad_epilogue_kernel, codes, dict(PER_CHANNEL=True, BLOCK=1024),
+         dict(PER_CHANNEL=True, SPLIT=True, HAS_SCALE2=False), wgrad),
+        (kernels.weight_grad_epilogue_kernel, codes, dict(PER_CHANNEL=True, BLOCK=1024, **two),
          triton.Config({}, num_warps=4, num_stages=1)),
     ]
     for kernel, types, constexprs, config in builds:
-        assert _compile_for_hopper(kernel, types, constexprs, config).asm['cubin']
+        assert compile_triton_for_sm90(kernel, types, constexprs, config=config).asm['cubin']
 
 
 @pytest.mark.skipif('nvidia' not in triton.backends.backends, reason="needs Triton's CUDA backend")

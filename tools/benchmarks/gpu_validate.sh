@@ -32,7 +32,7 @@ timeout 60 $PY tools/benchmarks/check_error_paths.py 2>&1 | tee -a "$OUT/summary
 stage tests
 TRITON_TESTS="tests/test_ops/test_triton_conv.py tests/test_ops/test_triton_conv_op.py
   tests/test_ops/test_triton_conv_kernels.py tests/test_ops/test_triton_quantize.py
-  tests/test_ops/test_triton_grad_stats.py"
+  tests/test_ops/test_triton_grad_stats.py tests/test_ops/test_fused_layer.py"
 timeout 150 $PY -m pytest -q -p no:cacheprovider tests/test_ops/test_cuda_kernels.py \
   $TRITON_TESTS tests/test_ops/test_cuda_step.py > "$OUT/pytest_cuda.log" 2>&1
 echo "pytest (CUDA kernels) rc=$?" | tee -a "$OUT/summary.txt"
