@@ -139,8 +139,8 @@ def fused_backward_pass(grad_y: Tensor, x_q: Tensor, s_x: Tensor, w_q: Tensor, s
     it collects diagnostics or the fidelity guard probes the layer): same gradients, and the
     scheme's state updated as that pass updates it, on the device."""
     rule = scheme.fused_grad_rule(slot) if scheme.dataflow == 'int8' else None
-    fusable = int8_layer.USE_TRITON and fused_supported(x_q, weight, geo)
-    if rule is None or w_q.numel() != weight.numel() or not fusable:
+    fusable = int8_layer.USE_TRITON and fused_supported(x_q, w_q, geo)
+    if rule is None or s_w.dim() != 0 or not fusable:
         return int8_layer.int8_conv_backward_pass(grad_y, x_q, s_x, w_q, s_w, weight, scheme,
                                                   geo, slot, need_x, need_w, need_b)
     scheme.note_backward()

@@ -14,7 +14,7 @@ from torch import Tensor
 from ..quantization.schemes import QuantScheme
 from .fused_layer import fused_backward_pass, fused_forward_applies, fused_forward_pass
 from .geometry import ConvGeometry, linear_as_conv
-from .int8_layer import int8_conv_backward_pass, int8_conv_forward_pass, no_weight_codes
+from .int8_layer import int8_conv_backward_pass, int8_conv_forward_pass
 from .layer_op import define_layer_ops
 from .triton_conv import taps_first_weight
 
@@ -22,14 +22,16 @@ from .triton_conv import taps_first_weight
 def _saved_fake(x: Tensor, weight: Tensor, scheme: QuantScheme) -> Tuple[Tensor, ...]:
     """Fakes of the forward's saved ``(x_q, s_x, w_q, s_w)``: where the fused chain quantizes
     (:func:`~.fused_layer.fused_forward_applies`), X's codes channels last and W's in
-    :data:`~.triton_conv.FORWARD_WEIGHT_ORDER`; elsewhere X's codes in X's layout and no W
-    codes (:func:`~.int8_layer.no_weight_codes`)."""
-    s_x = x.new_empty((), dtype=torch.float32)
-    if not (x.is_cuda and fused_forward_applies(x, weight, scheme)):
-        return (torch.empty_like(x, dtype=torch.int8), s_x, *no_weight_codes(weight))
+    :data:`~.triton_conv.FORWARD_WEIGHT_ORDER`."""
+    fmt = torch.channels_last if x.is_cuda and fused_forward_applies(x, weight, scheme) else \
+        torch.preserve_format
+    s_w_shape = weight.shape[:1] if scheme.weight_scale == 'per_channel' else ()
     w_q = torch.empty_like(weight, dtype=torch.int8, memory_format=torch.contiguous_format)
-    return (torch.empty_like(x, dtype=torch.int8, memory_format=torch.channels_last), s_x,
-            taps_first_weight(w_q), weight.new_empty((), dtype=torch.float32))
+    if fmt is torch.channels_last:  # W's codes in the order the GEMM kernels read
+        w_q = taps_first_weight(w_q)
+    return (torch.empty_like(x, dtype=torch.int8, memory_format=fmt),
+            x.new_empty((), dtype=torch.float32), w_q,
+            weight.new_empty(s_w_shape, dtype=torch.float32))
 
 
 _int8_conv = define_layer_ops(

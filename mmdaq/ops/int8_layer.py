@@ -148,25 +148,17 @@ def _check_dataflow(scheme: QuantScheme) -> None:
 
 def int8_conv_forward_pass(x: Tensor, weight: Tensor, bias: Optional[Tensor],
                            scheme: QuantScheme, geo: ConvGeometry) -> Tuple[Tensor, ...]:
-    """Forward of the INT8 layer: ``(y, x_q, s_x, w_q, s_w)``, the codes of X and their scale
-    saved for backward; ``w_q`` and ``s_w`` are empty (:func:`no_weight_codes`): the backward
-    quantizes the weight parameter again (the same codes), as an int8 copy would take more
-    memory than X's codes in deep layers. (The fused chain on CUDA saves W's codes.)"""
+    """Forward of the INT8 layer: ``(y, x_q, s_x, w_q, s_w)``, the codes of X and W and their
+    scales saved for backward (W's codes are a quarter of the float weight's bytes, and the
+    backward need not quantize W again)."""
     _check_dataflow(scheme)
     x_q, s_x = scheme.quantize_input(x)
-    if scheme.forward == 'fp32':  # ablation: float forward, the codes serve the backward
-        return (float_conv(x, weight, bias, geo).contiguous(), x_q, s_x,
-                *no_weight_codes(weight))
     w_q, s_w = scheme.quantize_weight(weight)
+    if scheme.forward == 'fp32':  # ablation: float forward, the codes serve the backward
+        return float_conv(x, weight, bias, geo).contiguous(), x_q, s_x, w_q, s_w
     scale = s_x * s_w  # [] or [C_out]
     y = scaled_int8_conv(x_q, w_q, scale, bias, geo)
-    return (y.to(x.dtype).contiguous(), x_q, s_x, *no_weight_codes(weight))
-
-
-def no_weight_codes(weight: Tensor) -> Tuple[Tensor, Tensor]:
-    """What a forward that does not save W's codes returns in their place: empty int8 and
-    float32 tensors (Tensor[0])."""
-    return (weight.new_empty(0, dtype=torch.int8), weight.new_empty(0, dtype=torch.float32))
+    return y.to(x.dtype).contiguous(), x_q, s_x, w_q, s_w
 
 
 def float_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], geo: ConvGeometry) -> Tensor:
@@ -236,10 +228,8 @@ def int8_conv_backward_pass(grad_y: Tensor, x_q: Tensor, s_x: Tensor, w_q: Tenso
                             need_x: bool, need_w: bool, need_b: bool
                             ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
     """Backward of the INT8 layer: ``(grad_x, grad_w, grad_b)`` (float32; None if not needed),
-    from the forward's codes of X and, if it saved them, of W (else W is quantized again from
-    ``weight``, the parameter itself)."""
-    if w_q.numel() != weight.numel():  # not saved (no_weight_codes)
-        w_q, s_w = scheme.quantize_weight(weight)
+    from the forward's codes of X and W (``weight``, the parameter itself, serves the fidelity
+    guard's float reference only)."""
     scheme.note_backward()
     grad_y = grad_y.float()
     grad_x = grad_w = grad_b = None
