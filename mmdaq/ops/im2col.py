@@ -72,6 +72,8 @@ def channels_inner_weight(w: Tensor, groups: int) -> Tensor:
         Tensor[G, C_out/G, K*C_in/G]: row r of group g pairs with the columns of group g.
     """
     c_out = w.shape[0]
+    if math.prod(w.shape[2:]) == 1:  # 1x1: the weight itself
+        return w.reshape(groups, c_out // groups, -1)
     if w.dtype == torch.int8 and 3 <= w.dim() <= 5:  # codes: the vectorized layout kernel
         rows = int8_channels_last(w).movedim(1, -1)  # [C_out, k.., Cg], contiguous
         return rows.reshape(groups, c_out // groups, -1)
@@ -80,19 +82,25 @@ def channels_inner_weight(w: Tensor, groups: int) -> Tensor:
 
 
 def weight_columns(w: Tensor, groups: int) -> Tensor:
-    """Weight as the right operand of the im2col GEMM, one contiguous copy.
+    """Weight as the right operand of the im2col GEMM: ``channels_inner_weight(w,
+    G).transpose(1, 2)``.
+
+    A view where ``w`` is stored spatial dims first ([*k, C_in/G, C_out/G] per group); for one
+    group, the column-major transpose of :func:`channels_inner_weight` (a view for 1x1 kernels;
+    the integer GEMMs take a column-major right operand as it is); else one permuting copy.
 
     Args:
         w (Tensor[C_out, C_in/G, *k]): Weight (any dtype).
         groups (int): G.
 
     Returns:
-        Tensor[G, K*C_in/G, C_out/G]: ``channels_inner_weight(w, G).transpose(1, 2)``,
-        contiguous (one permuting copy instead of a layout pass and a transposing copy).
+        Tensor[G, K*C_in/G, C_out/G]: row-major or, for one group, possibly column-major.
     """
     c_out, c_in_g = w.shape[:2]
     cols = w.reshape(groups, c_out // groups, c_in_g, -1).permute(0, 3, 2, 1)  # [G, K, Cg, Co]
-    return cols.reshape(groups, -1, c_out // groups).contiguous()
+    if cols.is_contiguous() or groups > 1:
+        return cols.reshape(groups, -1, c_out // groups).contiguous()
+    return channels_inner_weight(w, 1).transpose(1, 2)
 
 
 def channels_inner_to_weight(t: Tensor, weight_shape: Sequence[int]) -> Tensor:
