@@ -6,10 +6,12 @@ asynchronous, so the slower side sets the pace). Three ways to run a convolution
 
 - ``fp32`` / ``bf16``: cuDNN's three GEMM-like kernels (forward, input gradient, weight
   gradient) on dense operands; ``bf16`` adds autocast's casts of X, W and G_Y.
-- ``daq_fused``: the fused design of DESIGN.md, eight launches per forward + backward::
+- ``daq_fused``: the fused Triton chain of :mod:`mmdaq.ops.fused_layer` (the layer's CUDA
+  kernels for DAQ, per-channel and per-tensor), ten launches per forward + backward::
 
-      X amax, X codes | W codes | implicit GEMM (int8 -> int32, scale epilogue) ->  Y
-      G_Y statistics + clip | both G_Y codes | dgrad implicit GEMM | wgrad implicit GEMM
+      X amax, X codes | W amax, W codes | implicit GEMM (int8 -> int32, scale epilogue) -> Y
+      G_Y partial statistics | histogram + clip | both G_Y codes (+ clip state) |
+      wgrad implicit GEMM | dgrad implicit GEMM
 
 - ``daq_traced``: whatever kernels :class:`~.op_trace.OpTrace` recorded for the real layer
   (one record per kernel, bytes from its tensors, FLOPs of its GEMMs).
@@ -124,18 +126,21 @@ def dense_kernels(d: ConvDims, dtype: str) -> List[Kernel]:
 
 
 def daq_fused_kernels(d: ConvDims) -> List[Kernel]:
-    """The eight kernels of the fused DAQ layer (module doc). Float tensors are float32, codes
-    one byte; the implicit GEMMs read their int8 operands once and write float32 results."""
+    """The ten kernels of the fused chain (module doc; :mod:`mmdaq.ops.fused_layer`), with
+    the bytes each moves. Float tensors are float32, codes one byte; the implicit GEMMs read
+    their int8 operands once and write float32 results (the weight gradient unsplit)."""
     ops = 2 * d.macs
     return [
-        Kernel('X amax', 0, 4 * d.x, 'int8'),
+        Kernel('X amax partials', 0, 4 * d.x, 'int8'),
         Kernel('X codes', 0, 5 * d.x, 'int8'),
-        Kernel('W codes (amax in the same launch)', 0, 9 * d.w, 'int8'),
+        Kernel('W amax partials', 0, 4 * d.w, 'int8'),
+        Kernel('W codes', 0, 5 * d.w, 'int8'),
         Kernel('forward implicit GEMM + scale epilogue', ops, d.x + d.w + 4 * d.y, 'int8'),
-        Kernel('G_Y statistics + clip', 0, 4 * d.y, 'int8'),
+        Kernel('G_Y partial statistics', 0, 4 * d.y, 'int8'),
+        Kernel('G_Y histogram + clip', 0, 4 * d.y, 'int8'),
         Kernel('G_Y codes, per channel and per tensor', 0, 6 * d.y, 'int8'),
-        Kernel('dgrad implicit GEMM + scale epilogue', ops, d.y + d.w + 4 * d.x, 'int8'),
         Kernel('wgrad implicit GEMM + per-channel epilogue', ops, d.x + d.y + 4 * d.w, 'int8'),
+        Kernel('dgrad implicit GEMM + scale epilogue', ops, d.y + d.w + 4 * d.x, 'int8'),
     ]
 
 

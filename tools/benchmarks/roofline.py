@@ -3,8 +3,9 @@
 For every distinct convolution of ResNet-50 (batch x 3 x size x size) it models (see
 ``mmdaq/analysis/roofline.py``): FP32 and BF16 autocast as cuDNN's three kernels, DAQ as the
 kernels its layer really dispatches (traced on this CPU with ``OpTrace``, the GEMM path:
-``MMDAQ_CPU_CONV=gemm``, closest to the generic CUDA chain) and DAQ as the fused eight-kernel
-design (also against BF16, eager and both replayed as CUDA graphs). It prints per shape the
+``MMDAQ_CPU_CONV=gemm``, closest to the generic CUDA chain) and DAQ as the fused ten-kernel
+Triton chain that the layer runs on CUDA (also against BF16, eager and both replayed as CUDA
+graphs). It prints per shape the
 predicted ratios, then the medians, and, with ``--measured`` (a ``bench_layers.py --json`` file
 of a GPU run), the measured ratios beside the predictions and how far apart they are::
 
