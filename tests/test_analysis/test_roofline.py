@@ -22,7 +22,7 @@ def test_dense_and_fused_kernels():
     fp32, bf16, fused = dense_kernels(d, 'fp32'), dense_kernels(d, 'bf16'), daq_fused_kernels(d)
     assert sum(k.flops for k in fp32) == sum(k.flops for k in bf16) == 3 * 2 * d.macs
     assert len(fp32) == 3 and len(bf16) == 6  # autocast's three casts
-    assert len(fused) == 8  # the fused design's budget is at most 10 launches
+    assert len(fused) == 10  # the launches of the fused chain (tests/test_ops/test_fused_layer.py)
     assert sum(k.flops for k in fused) == 3 * 2 * d.macs
     # The GEMMs read one-byte codes; the quantization passes read the float tensors instead.
     by_name = {k.name.split()[0]: k.nbytes for k in fused}
