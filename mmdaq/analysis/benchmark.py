@@ -7,6 +7,8 @@ accelerator around every timed run) on torch's current number of threads.
 """
 import contextlib
 import copy
+import os.path as osp
+import subprocess
 from typing import Callable, Dict, Iterator, List, NamedTuple, Tuple
 
 import torch
@@ -187,3 +189,14 @@ def time_train_step(model: nn.Module, loss_fn: Callable[[nn.Module], Tensor], pr
         optimizer.step()
 
     return median_time(step, device, reps, warmup)
+
+
+def code_version() -> str:
+    """``git describe --always --dirty`` of the mmdaq checkout (for benchmark headers), or
+    ``'unknown'`` outside a git checkout."""
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    try:
+        return subprocess.run(['git', '-C', root, 'describe', '--always', '--dirty'],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return 'unknown'

@@ -25,7 +25,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import torch  # noqa: E402
 
 from mmdaq.analysis import torchvision_models  # noqa: E402
-from mmdaq.analysis.benchmark import (prepare, resnet50_conv_shapes,  # noqa: E402
+from mmdaq.analysis.benchmark import (code_version, prepare, resnet50_conv_shapes,  # noqa: E402
                                       saved_activation_bytes, time_layer, time_train_step)
 from mmdaq.ops.conv_autotune import (MODES, autotune_choices, cpu_conv_kernel,  # noqa: E402
                                      reset_autotune)
@@ -229,11 +229,11 @@ def main(argv=None) -> dict:
         tf32 = (f'; TF32 {"on" if args.tf32 else "off"}; cudnn.benchmark on; 2-D INT8 conv: '
                 f'{conv}')
     print(f'bench_layers: {device_description(device)}; torch {torch.__version__}; INT8 GEMM '
-          f'backend {resolve_backend(device)}{tf32}; {time.strftime("%Y-%m-%d %H:%M")}',
-          flush=True)
+          f'backend {resolve_backend(device)}{tf32}; code {code_version()}; '
+          f'{time.strftime("%Y-%m-%d %H:%M")}', flush=True)
     print('command: python tools/benchmarks/bench_layers.py ' + ' '.join(sys.argv[1:]), flush=True)
     result = dict(device=device_description(device), torch=torch.__version__,
-                  backend=resolve_backend(device), args=vars(args))
+                  backend=resolve_backend(device), code=code_version(), args=vars(args))
     if args.e2e:
         result['e2e'] = bench_e2e(args, device)
     else:

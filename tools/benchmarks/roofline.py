@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import os.path as osp
-import subprocess
 import sys
 import time
 
@@ -29,7 +28,7 @@ sys.path.insert(0, ROOT)
 import torch  # noqa: E402
 
 import mmdaq  # noqa: E402
-from mmdaq.analysis.benchmark import resnet50_conv_shapes  # noqa: E402
+from mmdaq.analysis.benchmark import code_version, resnet50_conv_shapes  # noqa: E402
 from mmdaq.analysis.op_trace import OpTrace  # noqa: E402
 from mmdaq.analysis.roofline import (DEVICES, conv_dims, daq_fused_kernels,  # noqa: E402
                                      dense_kernels, predict, summarize_ratios, traced_kernels)
@@ -51,14 +50,6 @@ def trace_daq_layer(shape, seed: int = 0) -> OpTrace:
             y = conv(x)
             y.backward(grad)
     return trace
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(['git', '-C', ROOT, 'describe', '--always', '--dirty'],
-                              capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return 'unknown'
 
 
 def measured_ratios(path: str) -> dict:
@@ -124,7 +115,7 @@ def main(argv=None) -> dict:
     measured, run = measured_ratios(args.measured) if args.measured else ({}, None)
     print(f'roofline: predictions for {", ".join(DEVICES[d].name for d in args.devices)}; '
           f'DAQ traced on this CPU ({torch.backends.cpu.get_cpu_capability()}, '
-          f'torch {torch.__version__}); commit {commit()}; {time.strftime("%Y-%m-%d %H:%M")}')
+          f'torch {torch.__version__}); commit {code_version()}; {time.strftime("%Y-%m-%d %H:%M")}')
     arguments = ' '.join(sys.argv[1:] if argv is None else argv)
     print(f'command: python tools/benchmarks/roofline.py {arguments}')
     if run:
@@ -200,7 +191,7 @@ def main(argv=None) -> dict:
     if args.json:
         os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
         with open(args.json, 'w') as f:
-            json.dump(dict(args=vars(args), commit=commit(), rows=rows), f, indent=1)
+            json.dump(dict(args=vars(args), commit=code_version(), rows=rows), f, indent=1)
     return dict(rows=rows)
 
 
