@@ -167,8 +167,10 @@ def test_finetune_runs_the_finetune_twins():
     assert options == ['custom_hooks.0.method=per_tensor']
     assert compare_methods.method_run('detection', 'ui8', finetune=True) == (
         daq, ['custom_hooks.0.method=ui8'])
+    assert compare_methods.method_run('detection', 'shiftquant:grad_bits=4', finetune=True) == (
+        daq, ['custom_hooks.0.method=shiftquant', 'custom_hooks.0.grad_bits=4'])
     with pytest.raises(SystemExit, match='--finetune-from runs fp32 and the hook methods'):
-        compare_methods.method_run('detection', 'shiftquant', finetune=True)
+        compare_methods.method_run('detection', 'zhuang_w4a4', finetune=True)
 
 
 def test_finetune_passes_the_checkpoint_and_pairs_with_fp32(tmp_path, monkeypatch):

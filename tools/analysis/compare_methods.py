@@ -14,7 +14,8 @@ Methods: fp32, daq, per_channel, per_tensor (DAQ's config with the hook's method
 and every method with a demo config ``configs/<method up to the first _>/..._<method>_...``
 (ui8, shiftquant, zhuang_w4a4, zhuang_sp_w4a4); ``shiftquant8`` / ``shiftquant6``: ShiftQuant's
 config at 8 / 6 bits (its default is 4). A hook method takes hook options after a colon:
-``daq:forward=fp32`` (FP32 forward, DAQ backward), ``daq:weight_scale=per_channel``.
+``daq:forward=fp32`` (FP32 forward, DAQ backward), ``daq:weight_scale=per_channel``; with
+``--finetune-from`` also UI8 and ShiftQuant: ``shiftquant:weight_bits=8,input_bits=8,grad_bits=4``.
 
 The fidelity protocol (docs/fidelity.md) continues one trained FP32 checkpoint in every method
 (``--finetune-from``: the ``_finetune`` twins of the demo configs, 50 iterations) and reports
@@ -46,8 +47,10 @@ from demo import DEMOS, final_metric, generate_data, train  # noqa: E402
 
 #: The hook methods that run from DAQ's demo config with ``custom_hooks.0.method`` switched.
 HOOK_METHODS = ('daq', 'per_channel', 'per_tensor')
-#: With --finetune-from, UI8 runs the same way (its own demo config trains from scratch).
-FINETUNE_HOOK_METHODS = HOOK_METHODS + ('ui8', )
+#: With --finetune-from, UI8 and ShiftQuant run the same way (their own demo configs train from
+#: scratch; ShiftQuant's has L1 batch norm, which a checkpoint trained with BN does not fit, so
+#: under this protocol ShiftQuant is its quantizers and shift GEMMs with the model's BN).
+FINETUNE_HOOK_METHODS = HOOK_METHODS + ('ui8', 'shiftquant')
 #: File-name stems of the demo configs per task, as in configs/<method>/.
 CONFIG_STEMS = {'detection': 'faster_rcnn_r50_fpn_{}_synthetic_shapes.py',
                 'video': 'tsn_r18_{}_synthetic_clips.py'}
