@@ -35,6 +35,18 @@ def compile_triton_for_sm90(kernel, types: dict, constexprs: dict, num_warps: in
     return triton.compile(src, target=GPUTarget('cuda', 90, 32), options=options)
 
 
+def run_without_triton_interpreter(script: str, timeout: float = 600) -> None:
+    """Run ``script`` (a test module's ``__main__``, e.g. compiling kernels with
+    :func:`compile_triton_for_sm90`) in a new Python process with ``TRITON_INTERPRET=0``;
+    raise an AssertionError with its stderr if it fails."""
+    import os
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, script], env=dict(os.environ, TRITON_INTERPRET='0'),
+                         capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-4000:]
+
+
 def sqnr(reference: Tensor, approximation: Tensor) -> float:
     """Signal-to-quantization-noise ratio in dB: ``20 log10(|ref| / |ref - approx|)``.
 

@@ -1,11 +1,9 @@
 """The quantization and G_Y kernels compile for a Hopper GPU (sm_90) without one, every
 constexpr variant the launchers use: the interpreter, which runs them in the other tests, does
 not check what the compiler rejects (pointer types, bool stores, float64 atomics)."""
-import os
-import subprocess
-import sys
-
 import pytest
+
+from mmdaq.testing import run_without_triton_interpreter
 
 triton = pytest.importorskip('triton')
 
@@ -37,10 +35,7 @@ def compile_all() -> None:
 
 @pytest.mark.skipif('nvidia' not in triton.backends.backends, reason="needs Triton's CUDA backend")
 def test_kernels_compile_for_hopper():
-    env = dict(os.environ, TRITON_INTERPRET='0')
-    out = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True,
-                         timeout=600)
-    assert out.returncode == 0, out.stderr[-4000:]
+    run_without_triton_interpreter(__file__)
 
 
 if __name__ == '__main__':

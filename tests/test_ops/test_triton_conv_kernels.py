@@ -2,8 +2,6 @@
 GPU) that every kernel compiles for a Hopper GPU, which the interpreter does not check."""
 import importlib
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,7 +12,7 @@ triton = pytest.importorskip('triton')
 
 from mmdaq.ops import triton_conv  # noqa: E402
 from mmdaq.ops import triton_conv_kernels as kernels  # noqa: E402
-from mmdaq.testing import compile_triton_for_sm90  # noqa: E402
+from mmdaq.testing import compile_triton_for_sm90, run_without_triton_interpreter  # noqa: E402
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -78,10 +76,7 @@ def compile_for_hopper() -> None:
 
 @pytest.mark.skipif('nvidia' not in triton.backends.backends, reason="needs Triton's CUDA backend")
 def test_kernels_compile_for_hopper_with_their_widest_tiles():
-    env = dict(os.environ, TRITON_INTERPRET='0')
-    out = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True,
-                         timeout=600)
-    assert out.returncode == 0, out.stderr[-4000:]
+    run_without_triton_interpreter(__file__)
 
 
 if __name__ == '__main__':
