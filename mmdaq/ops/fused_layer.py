@@ -144,9 +144,11 @@ def fused_backward_pass(grad_y: Tensor, x_q: Tensor, s_x: Tensor, w_q: Tensor, s
         return int8_layer.int8_conv_backward_pass(grad_y, x_q, s_x, w_q, s_w, weight, scheme,
                                                   geo, slot, need_x, need_w, need_b)
     scheme.note_backward()
-    state = scheme.fused_clip_state(slot, grad_y.shape[1], grad_y.device)
+    # Without a weight gradient there is no G_W copy to clip: the state stays as it is.
+    state = scheme.fused_clip_state(slot, grad_y.shape[1], grad_y.device) if need_w else None
     codes = daq_grad_codes_triton(grad_y, num_bins=rule.num_bins, alpha=rule.alpha,
                                   num_bits=scheme.grad_bits, threshold=_threshold(rule),
                                   clip_state=state)
-    scheme.record_fused_grads(slot, rule, codes)
+    if need_w:
+        scheme.record_fused_grads(slot, rule, codes)
     return _fused_gradients(codes, x_q, s_x, w_q, s_w, geo, rule, need_x, need_w, need_b)

@@ -146,6 +146,25 @@ def test_layer_passes_fall_back_where_the_chain_does_not_apply(method, options, 
     _assert_same((y, saved, got), (y_ref, saved_ref, want))
 
 
+@pytest.mark.parametrize('need_b', [False, True])
+def test_no_weight_gradient_leaves_the_clip_state(need_b):
+    """A layer whose weight needs no gradient: the same G_X and bias gradient, and (as in the
+    reference passes) no clip update."""
+    x, weight = torch.randn(2, 3, 6, 6).to(DEVICE), torch.randn(4, 3, 3, 3).to(DEVICE)
+    geo = ConvGeometry((3, 3), (1, 1), (1, 1), (1, 1), 1)
+    fused, ref = build_scheme('daq'), build_scheme('daq')
+    grad_y = mixed_channel_grad((2, 4, 6, 6), seed=2).to(DEVICE)
+    _, *saved = fused_forward_pass(x, weight, None, fused, geo)
+    got = fused_backward_pass(grad_y, *saved, weight, fused, geo, 0, True, False, need_b)
+    _, *saved_ref = int8_conv_forward_pass(x, weight, None, ref, geo)
+    want = int8_conv_backward_pass(grad_y, *saved_ref, weight, ref, geo, 0, True, False, need_b)
+    assert got[1] is None and want[1] is None
+    torch.testing.assert_close(got[0], want[0], rtol=0, atol=0)
+    if need_b:
+        torch.testing.assert_close(got[2], want[2], rtol=1e-5, atol=1e-6)
+    assert fused.state_dict() == ref.state_dict() == {}
+
+
 def test_layer_passes_fall_back_for_groups_and_linear():
     geo = ConvGeometry((3, 3), (1, 1), (1, 1), (1, 1), 2)
     x, weight = torch.randn(2, 4, 5, 5).to(DEVICE), torch.randn(4, 2, 3, 3).to(DEVICE)
