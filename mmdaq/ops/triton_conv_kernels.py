@@ -4,10 +4,11 @@ Kernels: the forward implicit GEMM, the input-gradient implicit GEMM (any stride
 weight-gradient GEMM and the epilogue that adds its split partial sums. On a GPU each GEMM is
 autotuned (``triton.autotune``) over the few tile shapes below, keyed on the channels, the
 kernel, the stride and a power-of-two bucket of the positions, after pruning the tiles wider
-than the problem. Under Triton's interpreter (``TRITON_INTERPRET=1``,
-CPU tensors) each kernel has one config: autotuning times launches with CUDA events, which is
-slow and meaningless there. The lists are built at import time (the tests reload the module
-after setting the variable). int8 ``tl.dot`` needs a reduction block of at least 32 on GPUs.
+than the problem. Under Triton's interpreter (``TRITON_INTERPRET=1``, CPU tensors) each kernel
+has one config: autotuning times launches with CUDA events, which is slow and meaningless
+there; ``MMDAQ_TRITON_AUTOTUNE=0`` gives one tile on a GPU too. The lists are built at import
+time (the tests reload the module after setting the variable). int8 ``tl.dot`` needs a
+reduction block of at least 32 on GPUs.
 Import this module only where Triton is installed (:func:`.triton_conv.triton_available`).
 The kernels call only builtins of ``triton.language`` (``tl.full``, not the ``@jit`` helpers
 ``tl.zeros`` / ``tl.cdiv``), so that they also run in the interpreter when Triton was imported
@@ -54,10 +55,23 @@ def _configs(names: Sequence[str], tiles: List[tuple]) -> List['triton.Config']:
             for tile in tiles]
 
 
+#: ``MMDAQ_TRITON_AUTOTUNE=0``: one tile per GEMM on GPUs too (for tests: with autotuning every
+#: new shape compiles and times all the tiles, minutes on a fresh machine).
+AUTOTUNE = os.environ.get('MMDAQ_TRITON_AUTOTUNE', '1') != '0'
+_GEMM_FIXED = (64, 64, 64, 4, 4)
+_WGRAD_FIXED = (64, 64, 64, 4, 4)
+
+
+def _tiles(tiles: List[tuple], interpreted: tuple, fixed: tuple) -> List[tuple]:
+    if INTERPRET:
+        return [interpreted]
+    return tiles if AUTOTUNE else [fixed]
+
+
 GEMM_CONFIGS = _configs(('BLOCK_M', 'BLOCK_N', 'BLOCK_K'),
-                        [_GEMM_INTERPRETED] if INTERPRET else _GEMM_TILES)
+                        _tiles(_GEMM_TILES, _GEMM_INTERPRETED, _GEMM_FIXED))
 WGRAD_CONFIGS = _configs(('BLOCK_CO', 'BLOCK_C', 'BLOCK_M'),
-                         [_WGRAD_INTERPRETED] if INTERPRET else _WGRAD_TILES)
+                         _tiles(_WGRAD_TILES, _WGRAD_INTERPRETED, _WGRAD_FIXED))
 
 #: The splits of the weight gradient's reduction are multiples of every BLOCK_M (fewer masked
 #: steps; any length stays correct).

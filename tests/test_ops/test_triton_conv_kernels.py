@@ -38,6 +38,22 @@ def test_interpreter_runs_one_config_per_kernel():
     assert kernels.WGRAD_SPLIT_UNIT == kernels.WGRAD_CONFIGS[0].kwargs['BLOCK_M']
 
 
+def test_autotuning_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv('TRITON_INTERPRET', '0')
+    monkeypatch.setenv('MMDAQ_TRITON_AUTOTUNE', '0')
+    try:
+        importlib.reload(kernels)
+        assert [c.kwargs for c in kernels.GEMM_CONFIGS] == [
+            dict(zip(('BLOCK_M', 'BLOCK_N', 'BLOCK_K'), kernels._GEMM_FIXED[:3]))]
+        assert len(kernels.WGRAD_CONFIGS) == 1
+        assert kernels._GEMM_FIXED in kernels._GEMM_TILES
+        assert kernels._WGRAD_FIXED in kernels._WGRAD_TILES
+    finally:
+        monkeypatch.undo()
+        importlib.reload(kernels)
+        importlib.reload(triton_conv)
+
+
 def test_pruning_keeps_tiles_that_fit():
     gemm = kernels._configs(('BLOCK_M', 'BLOCK_N', 'BLOCK_K'), kernels._GEMM_TILES)
     kept = kernels.prune_forward(gemm, dict(M_BUCKET=1 << 16, CO=16, C=3))  # a stem

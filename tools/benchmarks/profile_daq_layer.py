@@ -26,6 +26,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
+from torch.autograd import DeviceType  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from mmdaq.analysis.benchmark import median_time, prepare, resnet50_conv_shapes  # noqa: E402
@@ -151,6 +152,10 @@ def main(argv=None) -> None:
               f'5 x (forward + backward)')
         print(prof.key_averages().table(sort_by=sort, row_limit=args.rows,
                                         max_name_column_width=60))
+        if device.type == 'cuda':  # the launch budget of the fused chain: 10 per conv
+            gpu = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+            print(f'{precision}: {len(gpu) / 5:.1f} CUDA kernels (and copies) per forward + '
+                  f'backward')
 
 
 if __name__ == '__main__':
