@@ -1,4 +1,5 @@
-"""Every repository path the front page, the Makefile, the configs and the docs name is in git.
+"""Every repository path the front page, the Makefile, the configs, the docs and the shell
+scripts of tools/ (e.g. the GPU validation run) name is in git.
 
 A path ignored by ``.gitignore`` (``data/`` once hid ``tools/data/``) exists in the checkout
 that wrote it but not in a fresh clone; ``git ls-files`` is what a clone gets.
@@ -15,7 +16,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PATH = re.compile(r'(?<![\w./<-])((?:tools|configs|docs|mmdaq|csrc|tests|requirements)/'
                   r'[A-Za-z0-9_./-]*[A-Za-z0-9_]\.(?:py|sh|md|png|json|cpp|cu|h|txt|log|csv))\b')
 #: Files that name repository paths to a reader.
-SOURCES = ('README.md', 'Makefile', 'configs/**/*.py', 'configs/**/*.md', 'docs/*.md')
+SOURCES = ('README.md', 'Makefile', 'configs/**/*.py', 'configs/**/*.md', 'docs/*.md',
+           'tools/**/*.sh')
 
 
 def tracked_files() -> set:
