@@ -122,8 +122,9 @@ def fused_forward_applies(x: Tensor, weight: Tensor, scheme: QuantScheme) -> boo
 
 def fused_forward_pass(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantScheme,
                        geo: ConvGeometry) -> Tuple[Tensor, ...]:
-    """:func:`.int8_layer.int8_conv_forward_pass` (same results, same saved tensors) through
-    the chain where :func:`fused_forward_applies`."""
+    """:func:`.int8_layer.int8_conv_forward_pass` (the same output and saved values; X's codes
+    channels last and W's in :data:`~.triton_conv.FORWARD_WEIGHT_ORDER`) through the chain
+    where :func:`fused_forward_applies`."""
     if not fused_forward_applies(x, weight, scheme):
         return int8_layer.int8_conv_forward_pass(x, weight, bias, scheme, geo)
     y, x_q, s_x, w_q, s_w = fused_forward(x, weight, bias, scheme, geo)
