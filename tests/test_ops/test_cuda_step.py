@@ -1,4 +1,5 @@
-"""A converted model's training step on CUDA: no host sync, and replayable as a CUDA graph.
+"""A converted model's training step on CUDA: no host sync, and replayable as a CUDA graph,
+also under torch.compile(mode='reduce-overhead').
 
 Skipped without a GPU (the CPU twin of the sync check is
 tests/test_analysis/test_op_trace.py::test_a_training_step_has_no_host_sync).
@@ -72,4 +73,17 @@ def test_step_replays_as_a_cuda_graph_with_eager_losses():
         static_t.copy_(t)
         graph.replay()
         losses.append(static_loss.clone())
+    torch.testing.assert_close(torch.stack(losses), torch.stack(want), rtol=1e-4, atol=1e-5)
+
+
+def test_reduce_overhead_compile_gives_eager_losses():
+    """torch.compile(mode='reduce-overhead'): inductor around the opaque INT8 ops, replayed as
+    CUDA graphs; the losses of eager steps (the clip state lives in tensors the kernels update
+    in place, so replays advance it too)."""
+    eager, eager_opt, batches = _model_and_step()
+    want = [_step(eager, eager_opt, x, t) for x, t in batches]
+
+    model, optimizer, _ = _model_and_step()
+    compiled = torch.compile(model, mode='reduce-overhead')
+    losses = [_step(compiled, optimizer, x, t) for x, t in batches]
     torch.testing.assert_close(torch.stack(losses), torch.stack(want), rtol=1e-4, atol=1e-5)
