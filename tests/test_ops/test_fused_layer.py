@@ -189,3 +189,20 @@ def test_diagnostics_and_the_guard_take_the_reference_path():
 def test_the_int8_ops_have_a_cuda_kernel():
     for op in ('int8_conv', 'int8_conv_backward'):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f'mmdaq::{op}', 'CUDA')
+
+
+def test_half_precision_activations_and_gradients():
+    """X and G_Y in bfloat16 (a layer under autocast): the chain quantizes them as the reference
+    passes do, and returns Y in X's dtype."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 4, 6, 6, generator=gen).to(DEVICE, torch.bfloat16)
+    weight = torch.randn(5, 4, 3, 3, generator=gen).to(DEVICE)
+    geo = ConvGeometry((3, 3), (1, 1), (1, 1), (1, 1), 1)
+    fused, ref = build_scheme('daq'), build_scheme('daq')
+    grad_y = mixed_channel_grad((2, 5, 6, 6), seed=5).to(DEVICE, torch.bfloat16)
+    y, *saved = fused_forward_pass(x, weight, None, fused, geo)
+    got = fused_backward_pass(grad_y, *saved, weight, fused, geo, 0, True, True, False)
+    y_ref, *saved_ref = int8_conv_forward_pass(x, weight, None, ref, geo)
+    want = int8_conv_backward_pass(grad_y, *saved_ref, weight, ref, geo, 0, True, True, False)
+    assert y.dtype == torch.bfloat16
+    _assert_same((y, saved[:2], got[:2]), (y_ref, saved_ref[:2], want[:2]))
