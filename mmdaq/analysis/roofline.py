@@ -125,22 +125,24 @@ def dense_kernels(d: ConvDims, dtype: str) -> List[Kernel]:
     return kernels
 
 
-def daq_fused_kernels(d: ConvDims) -> List[Kernel]:
+def daq_fused_kernels(d: ConvDims, act_bytes: int = 4) -> List[Kernel]:
     """The ten kernels of the fused chain (module doc; :mod:`mmdaq.ops.fused_layer`), with
-    the bytes each moves. Float tensors are float32, codes one byte; the implicit GEMMs read
-    their int8 operands once and write float32 results (the weight gradient unsplit)."""
-    ops = 2 * d.macs
+    the bytes each moves. Codes are one byte, W and G_W float32; X, Y, G_Y and G_X take
+    ``act_bytes`` each (4: float32 training; 2: the layer between bfloat16 layers under autocast,
+    its epilogues writing bfloat16). The implicit GEMMs read their int8 operands once (the
+    weight gradient unsplit)."""
+    ops, a = 2 * d.macs, act_bytes
     return [
-        Kernel('X amax partials', 0, 4 * d.x, 'int8'),
-        Kernel('X codes', 0, 5 * d.x, 'int8'),
+        Kernel('X amax partials', 0, a * d.x, 'int8'),
+        Kernel('X codes', 0, (a + 1) * d.x, 'int8'),
         Kernel('W amax partials', 0, 4 * d.w, 'int8'),
         Kernel('W codes', 0, 5 * d.w, 'int8'),
-        Kernel('forward implicit GEMM + scale epilogue', ops, d.x + d.w + 4 * d.y, 'int8'),
-        Kernel('G_Y partial statistics', 0, 4 * d.y, 'int8'),
-        Kernel('G_Y histogram + clip', 0, 4 * d.y, 'int8'),
-        Kernel('G_Y codes, per channel and per tensor', 0, 6 * d.y, 'int8'),
+        Kernel('forward implicit GEMM + scale epilogue', ops, d.x + d.w + a * d.y, 'int8'),
+        Kernel('G_Y partial statistics', 0, a * d.y, 'int8'),
+        Kernel('G_Y histogram + clip', 0, a * d.y, 'int8'),
+        Kernel('G_Y codes, per channel and per tensor', 0, (a + 2) * d.y, 'int8'),
         Kernel('wgrad implicit GEMM + per-channel epilogue', ops, d.x + d.y + 4 * d.w, 'int8'),
-        Kernel('dgrad implicit GEMM + scale epilogue', ops, d.y + d.w + 4 * d.x, 'int8'),
+        Kernel('dgrad implicit GEMM + scale epilogue', ops, d.y + d.w + a * d.x, 'int8'),
     ]
 
 

@@ -27,6 +27,11 @@ def test_dense_and_fused_kernels():
     # The GEMMs read one-byte codes; the quantization passes read the float tensors instead.
     by_name = {k.name.split()[0]: k.nbytes for k in fused}
     assert by_name['forward'] < fp32[0].nbytes and by_name['wgrad'] < fp32[2].nbytes
+    # Between bfloat16 layers the activations and G_Y move in two bytes; W stays float32.
+    half = daq_fused_kernels(d, act_bytes=2)
+    assert [k.name for k in half] == [k.name for k in fused]
+    saved = sum(k.nbytes for k in fused) - sum(k.nbytes for k in half)
+    assert saved == 2 * (2 * d.x + d.y + 3 * d.y + d.x)  # X twice, Y, G_Y three times, G_X
 
 
 def test_predict_takes_the_slower_of_compute_bandwidth_and_launches():

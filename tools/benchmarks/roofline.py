@@ -5,9 +5,10 @@ For every distinct convolution of ResNet-50 (batch x 3 x size x size) it models 
 kernels its layer really dispatches (traced on this CPU with ``OpTrace``, the GEMM path:
 ``MMDAQ_CPU_CONV=gemm``, closest to the generic CUDA chain) and DAQ as the fused ten-kernel
 Triton chain that the layer runs on CUDA (also against BF16, eager and both replayed as CUDA
-graphs). It prints per shape the
-predicted ratios, then the medians, and, with ``--measured`` (a ``bench_layers.py --json`` file
-of a GPU run), the measured ratios beside the predictions and how far apart they are::
+graphs; and, column "bf16 act", the chain between bfloat16 layers under autocast, X and G_Y
+read and Y and G_X written in two bytes). It prints per shape the predicted ratios, then the
+medians, and, with ``--measured`` (a ``bench_layers.py --json`` file of a GPU run), the
+measured ratios beside the predictions and how far apart they are::
 
     python tools/benchmarks/roofline.py --batch 64 \\
         --measured docs/benchmarks/h100_2026-11-25/bench_layers_cuda.json
@@ -137,12 +138,14 @@ def main(argv=None) -> dict:
             bf16_graph = predict(dense_kernels(dims, 'bf16'), dev, graph=True)
             fused = predict(daq_fused_kernels(dims), dev)
             fused_graph = predict(daq_fused_kernels(dims), dev, graph=True)
+            fused_bf16 = predict(daq_fused_kernels(dims, act_bytes=2), dev)
             row['devices'][key] = dict(
                 fp32_s=fp32.seconds, bf16=fp32.seconds / bf16.seconds,
                 daq_traced=fp32.seconds / predict(traced, dev).seconds,
                 daq_fused=fp32.seconds / fused.seconds,
                 daq_fused_vs_bf16=bf16.seconds / fused.seconds,
-                daq_fused_vs_bf16_graph=bf16_graph.seconds / fused_graph.seconds)
+                daq_fused_vs_bf16_graph=bf16_graph.seconds / fused_graph.seconds,
+                daq_fused_bf16_act_vs_bf16=bf16.seconds / fused_bf16.seconds)
         rows.append(row)
         if args.per_op:
             print(f'\n{label}: {len(traced)} kernels traced')
@@ -152,7 +155,7 @@ def main(argv=None) -> dict:
         print(f'\n{DEVICES[key].name} (predicted; ratios = FP32 time / other time; traced: the '
               'kernels DAQ dispatches now, eager)')
         header = (f'{"conv":<34}{"fp32 ms":>9}{"bf16 x":>8}{"daq now x":>10}{"fused x":>9}'
-                  f'{"/bf16":>7}{"/bf16 graph":>12}{"launches":>9}')
+                  f'{"/bf16":>7}{"/bf16 graph":>12}{"bf16 act":>9}{"launches":>9}')
         if measured:
             header += f'{"meas bf16":>10}{"meas daq":>10}'
         print(header)
@@ -161,14 +164,14 @@ def main(argv=None) -> dict:
             line = (f'{row["label"]:<34}{p["fp32_s"] * 1e3:>9.2f}{p["bf16"]:>8.2f}'
                     f'{p["daq_traced"]:>10.2f}{p["daq_fused"]:>9.2f}'
                     f'{p["daq_fused_vs_bf16"]:>7.2f}{p["daq_fused_vs_bf16_graph"]:>12.2f}'
-                    f'{row["traced_launches"]:>9d}')
+                    f'{p["daq_fused_bf16_act_vs_bf16"]:>9.2f}{row["traced_launches"]:>9d}')
             m = measured.get(row['label'])
             if m:
                 line += f'{m["bf16"]:>10.2f}{m["daq"]:>10.2f}'
             print(line)
         summary = {k: summarize_ratios([r['devices'][key][k] for r in rows])['median']
                    for k in ('bf16', 'daq_traced', 'daq_fused', 'daq_fused_vs_bf16',
-                             'daq_fused_vs_bf16_graph')}
+                             'daq_fused_vs_bf16_graph', 'daq_fused_bf16_act_vs_bf16')}
         print('medians: ' + ', '.join(f'{k} {v:.2f}x' for k, v in summary.items()))
         matched = [(r, measured[r['label']]) for r in rows if r['label'] in measured]
         if matched:
