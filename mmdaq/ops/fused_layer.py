@@ -62,8 +62,8 @@ def fused_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: Qua
     w_q, s_w = quantize_weight_triton(weight, scheme.weight_bits,
                                       memory_order=FORWARD_WEIGHT_ORDER)
     y, _ = int8_conv2d_triton(x_q, w_q, s_x, bias, geo.stride, geo.padding, geo.dilation,
-                              scale2=s_w)
-    return y.to(x.dtype), x_q, s_x, w_q, s_w
+                              scale2=s_w, out_dtype=x.dtype)  # stored in X's dtype
+    return y, x_q, s_x, w_q, s_w
 
 
 def fused_backward(grad_y: Tensor, x_q: Tensor, s_x: Tensor, w_q: Tensor, s_w: Tensor,

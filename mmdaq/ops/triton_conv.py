@@ -94,7 +94,8 @@ def conv2d_int8_supported(x_q: Tensor, kernel: Sequence[int], channels: int, gro
 
 def int8_conv2d_triton(x_q: Tensor, w_q: Tensor, scale: Tensor, bias: Optional[Tensor],
                        stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
-                       scale2: Optional[Tensor] = None) -> Tuple[Tensor, Tuple[int, int]]:
+                       scale2: Optional[Tensor] = None,
+                       out_dtype: torch.dtype = torch.float32) -> Tuple[Tensor, Tuple[int, int]]:
     """``conv2d(x_q, w_q) * scale (+ bias)`` from int8 codes, in one kernel.
 
     Args:
@@ -107,9 +108,11 @@ def int8_conv2d_triton(x_q: Tensor, w_q: Tensor, scale: Tensor, bias: Optional[T
         scale2 (Tensor[], float32, optional): A second factor of the multiplier, ``scale *
             scale2`` taken in the kernel (as a float32 product, the same as outside it).
             Defaults to None.
+        out_dtype (torch.dtype): float32, float16 or bfloat16: the kernel rounds its float32
+            result to it when it stores (as ``.to(out_dtype)`` would). Defaults to float32.
 
     Returns:
-        tuple: out (Tensor[N, C_out, OH, OW], float32, contiguous) and (OH, OW).
+        tuple: out (Tensor[N, C_out, OH, OW], ``out_dtype``, contiguous) and (OH, OW).
     """
     n, c, h, w = x_q.shape
     c_out, _, kh, kw = w_q.shape
@@ -117,7 +120,9 @@ def int8_conv2d_triton(x_q: Tensor, w_q: Tensor, scale: Tensor, bias: Optional[T
     x_nhwc = x_q.permute(0, 2, 3, 1).contiguous()  # free if x_q is channels_last already
     w_k, *w_strides = _weight_operand(w_q, FORWARD_WEIGHT_ORDER)
     scale = scale.float().reshape(-1).contiguous()
-    out = torch.empty((n, c_out, oh, ow), dtype=torch.float32, device=x_q.device)
+    if out_dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f'out_dtype must be float32, float16 or bfloat16, but got {out_dtype}')
+    out = torch.empty((n, c_out, oh, ow), dtype=out_dtype, device=x_q.device)
     if out.numel() == 0:
         return out, (oh, ow)
     m = n * oh * ow
@@ -131,7 +136,7 @@ def int8_conv2d_triton(x_q: Tensor, w_q: Tensor, scale: Tensor, bias: Optional[T
            n, h, w, c, oh, ow, c_out, kh, kw, stride[0], stride[1], padding[0], padding[1],
            dilation[0], dilation[1], kernels.position_bucket(m), *w_strides,
            PER_CHANNEL=scale.numel() > 1, HAS_SCALE2=scale2 is not None,
-           HAS_BIAS=bias is not None,
+           HAS_BIAS=bias is not None, OUT_BF16=out_dtype == torch.bfloat16,
            enable_fp_fusion=False)  # scale then bias, two roundings, as the reference
     return out, (oh, ow)
 

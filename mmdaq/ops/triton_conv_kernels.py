@@ -127,11 +127,12 @@ def int8_conv2d_kernel(x_ptr, w_ptr, scale_ptr, scale2_ptr, bias_ptr, out_ptr,
                        stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, M_BUCKET,
                        w_stride_tap, w_stride_c, w_stride_co,
                        PER_CHANNEL: tl.constexpr, HAS_SCALE2: tl.constexpr,
-                       HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                       BLOCK_K: tl.constexpr):
+                       HAS_BIAS: tl.constexpr, OUT_BF16: tl.constexpr, BLOCK_M: tl.constexpr,
+                       BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     # x: int8 [N, H, W, C] (channels last); w: int8, W[co, c, kh, kw] at
     # (kh * KW + kw) * w_stride_tap + c * w_stride_c + co * w_stride_co; scale: float32 [CO]
-    # or [], times scale2 (float32 []) if HAS_SCALE2; out: float32 [N, CO, OH, OW].
+    # or [], times scale2 (float32 []) if HAS_SCALE2; out: float32 (or float16 / bfloat16)
+    # [N, CO, OH, OW].
     # One program: BLOCK_M output positions x BLOCK_N channels.
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -175,7 +176,12 @@ def int8_conv2d_kernel(x_ptr, w_ptr, scale_ptr, scale2_ptr, bias_ptr, out_ptr,
     if HAS_BIAS:
         y = y + tl.load(bias_ptr + offs_n, mask=n_ok, other=0.0)[None, :]
     out = (n_img[:, None].to(tl.int64) * CO + offs_n[None, :]) * L + rem[:, None]
-    tl.store(out_ptr + out, y, mask=m_ok[:, None] & n_ok[None, :])
+    if OUT_BF16:  # round to nearest even here: the interpreter's cast truncates
+        bits = y.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        y = tl.where(y == y, bits.to(tl.float32, bitcast=True), y)  # NaN stays NaN
+    # stored in the output's dtype (float32; float16 rounded to nearest even by the cast)
+    tl.store(out_ptr + out, y.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
 
 
 @triton.autotune(configs=GEMM_CONFIGS, key=GEMM_KEY,

@@ -262,3 +262,23 @@ def test_gemms_read_weight_codes_in_any_order_and_take_a_second_scale(order):
         assert torch.equal(got, want)
     with pytest.raises(ValueError, match='scale2 must have one element'):
         triton_conv.int8_conv2d_triton(x, w, s_a, None, *args, scale2=s_c)
+
+
+@pytest.mark.filterwarnings('ignore:overflow encountered:RuntimeWarning')  # the interpreter's
+@pytest.mark.parametrize('out_dtype', [torch.float16, torch.bfloat16])
+def test_forward_stores_half_precision_as_a_cast_would(out_dtype):
+    gen = torch.Generator().manual_seed(11)
+    x = _codes((2, 5, 6, 6), gen).to(DEVICE)
+    w = _codes((4, 5, 3, 3), gen).to(DEVICE)
+    scale = (torch.rand((), generator=gen) + 0.1).to(DEVICE) * 1e-2
+    bias = torch.randn(4, generator=gen).to(DEVICE)
+    args = (scale, bias, (1, 1), (1, 1), (1, 1))
+    want = triton_conv.int8_conv2d_triton(x, w, *args)[0].to(out_dtype)
+    got = triton_conv.int8_conv2d_triton(x, w, *args, out_dtype=out_dtype)[0]
+    assert got.dtype == out_dtype and torch.equal(got, want)
+    huge = (torch.tensor([float('nan'), 3e38, 1.0, 1.0]).to(DEVICE), None) + args[2:]
+    want = triton_conv.int8_conv2d_triton(x, w, *huge)[0].to(out_dtype)  # NaN, Inf, finite
+    got = triton_conv.int8_conv2d_triton(x, w, *huge, out_dtype=out_dtype)[0]
+    torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+    with pytest.raises(ValueError, match='out_dtype must be'):
+        triton_conv.int8_conv2d_triton(x, w, *args, out_dtype=torch.int32)

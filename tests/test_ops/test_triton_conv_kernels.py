@@ -76,7 +76,10 @@ def compile_for_hopper() -> None:
                  bias_ptr='*fp32', out_ptr='*fp32', part_ptr='*fp64')
     two = dict(HAS_SCALE2=True)
     builds = [
-        (kernels.int8_conv2d_kernel, codes, dict(PER_CHANNEL=True, HAS_BIAS=True, **two), gemm),
+        (kernels.int8_conv2d_kernel, codes,
+         dict(PER_CHANNEL=True, HAS_BIAS=True, OUT_BF16=False, **two), gemm),
+        (kernels.int8_conv2d_kernel, dict(codes, out_ptr='*bf16'),
+         dict(PER_CHANNEL=False, HAS_BIAS=False, OUT_BF16=True, **two), gemm),
         (kernels.int8_conv2d_dgrad_kernel, codes, dict(LONG_K=False, **two), gemm),
         (kernels.int8_conv2d_dgrad_kernel, codes, dict(LONG_K=True, HAS_SCALE2=False), gemm),
         (kernels.int8_conv2d_wgrad_kernel, codes, dict(PER_CHANNEL=True, SPLIT=False, **two),
