@@ -35,11 +35,12 @@ from .triton_grad_stats import GradCodes, daq_grad_codes_triton
 from .triton_quantize import quantize_per_tensor_triton, quantize_weight_triton
 
 
-def fused_supported(x: Tensor, weight: Tensor, geo: ConvGeometry) -> bool:
-    """Whether the kernels cover this convolution: 2-D, one group, and a forward reduction
-    short enough for exact int32 accumulation."""
-    return (triton_available() and x.dim() == 4 and len(geo.kernel) == 2 and geo.groups == 1
-            and weight[0].numel() <= MAX_CHUNK_K)
+def fused_supported(x: Tensor, weight: Tensor) -> bool:
+    """Whether the kernels cover this convolution (from the shapes of its input or their codes,
+    Tensor[N, C, H, W], and of its weight, on any device): 2-D, one group, and a forward
+    reduction short enough for exact int32 accumulation."""
+    return (triton_available() and x.dim() == 4 and weight.dim() == 4
+            and weight.shape[1] == x.shape[1] and weight[0].numel() <= MAX_CHUNK_K)
 
 
 def fused_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantScheme,
@@ -53,8 +54,8 @@ def fused_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: Qua
         bias (Tensor[C_out], optional): Bias.
 
     Returns:
-        tuple: y (Tensor[N, C_out, OH, OW], float32), the codes of X (int8, channels last),
-        their scale (Tensor[]), the codes of W (int8, laid out as
+        tuple: y (Tensor[N, C_out, OH, OW], in X's dtype, contiguous), the codes of X (int8,
+        channels last), their scale (Tensor[]), the codes of W (int8, laid out as
         :data:`~.triton_conv.FORWARD_WEIGHT_ORDER`, which both GEMMs read without a copy) and
         their scale (Tensor[]).
     """
@@ -110,14 +111,12 @@ def _fused_gradients(codes: GradCodes, x_q: Tensor, s_x: Tensor, w_q: Tensor, s_
 
 
 def fused_forward_applies(x: Tensor, weight: Tensor, scheme: QuantScheme) -> bool:
-    """Whether :func:`fused_forward_pass` takes the chain: a 2-D convolution with one group
-    (see :func:`fused_supported`; shapes only, any device) and a scheme whose forward the
-    kernels implement (:meth:`~mmdaq.quantization.schemes.QuantScheme.fuses_forward`); off
-    with ``MMDAQ_TRITON=0``."""
-    return (int8_layer.USE_TRITON and x.dim() == 4 and weight.dim() == 4
-            and weight.shape[1] == x.shape[1] and scheme.dataflow == 'int8'
-            and scheme.fuses_forward() and triton_available()
-            and weight[0].numel() <= MAX_CHUNK_K)
+    """Whether :func:`fused_forward_pass` takes the chain: a convolution the kernels cover
+    (:func:`fused_supported`) and a scheme whose forward they implement
+    (:meth:`~mmdaq.quantization.schemes.QuantScheme.fuses_forward`); off with
+    ``MMDAQ_TRITON=0``."""
+    return (int8_layer.USE_TRITON and scheme.dataflow == 'int8' and scheme.fuses_forward()
+            and fused_supported(x, weight))
 
 
 def fused_forward_pass(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantScheme,
@@ -127,8 +126,7 @@ def fused_forward_pass(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme
     where :func:`fused_forward_applies`."""
     if not fused_forward_applies(x, weight, scheme):
         return int8_layer.int8_conv_forward_pass(x, weight, bias, scheme, geo)
-    y, x_q, s_x, w_q, s_w = fused_forward(x, weight, bias, scheme, geo)
-    return y.contiguous(), x_q, s_x, w_q, s_w
+    return fused_forward(x, weight, bias, scheme, geo)
 
 
 def fused_backward_pass(grad_y: Tensor, x_q: Tensor, s_x: Tensor, w_q: Tensor, s_w: Tensor,
@@ -139,9 +137,9 @@ def fused_backward_pass(grad_y: Tensor, x_q: Tensor, s_x: Tensor, w_q: Tensor, s
     rule for it (:meth:`~mmdaq.quantization.schemes.QuantScheme.fused_grad_rule`; not while
     it collects diagnostics or the fidelity guard probes the layer): same gradients, and the
     scheme's state updated as that pass updates it, on the device."""
+    # A rule implies per-tensor W scales and INT8 forward (QuantScheme.fuses_forward).
     rule = scheme.fused_grad_rule(slot) if scheme.dataflow == 'int8' else None
-    fusable = int8_layer.USE_TRITON and fused_supported(x_q, w_q, geo)
-    if rule is None or s_w.dim() != 0 or not fusable:
+    if rule is None or not (int8_layer.USE_TRITON and fused_supported(x_q, weight)):
         return int8_layer.int8_conv_backward_pass(grad_y, x_q, s_x, w_q, s_w, weight, scheme,
                                                   geo, slot, need_x, need_w, need_b)
     scheme.note_backward()

@@ -33,7 +33,7 @@ def test_fused_passes_equal_the_reference(method, stride):
     geo = ConvGeometry((3, 3), (stride, stride), (1, 1), (1, 1), 1)
     scheme = build_scheme(method)
     rule = scheme.fused_grad_rule(0)
-    assert rule is not None and fused_supported(x, weight, geo)
+    assert rule is not None and fused_supported(x, weight)
     with count_launches() as launches:
         y, x_q, s_x, w_q, s_w = fused_forward(x, weight, bias, scheme, geo)
         grad_y = mixed_channel_grad((2, 6) + tuple(y.shape[2:]), seed=stride).to(DEVICE)
