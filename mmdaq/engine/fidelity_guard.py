@@ -12,7 +12,7 @@ from typing import Dict, NamedTuple, Optional, Set
 
 from torch import nn
 
-_BITS = ('weight_bits', 'input_bits', 'grad_bits')
+_BITS = ('weight_bits', 'input_bits', 'grad_bits', 'grad_input_bits')
 
 
 class Probe(NamedTuple):
@@ -79,7 +79,7 @@ class FidelityGuard:
         action = None
         if self.strikes[name] >= self.patience:
             self.strikes[name] = 0
-            if any(getattr(scheme, b, 8) < 8 for b in _BITS):
+            if any((getattr(scheme, b, None) or 8) < 8 for b in _BITS):
                 self.promoted.add(name)
                 action = '8 bits'
             else:
@@ -92,7 +92,7 @@ class FidelityGuard:
         """Put the moved layers where the guard moved them (after a move or a resume)."""
         for name in self.promoted & set(layers):
             for bits in _BITS:
-                if hasattr(layers[name].quant_scheme, bits):
+                if getattr(layers[name].quant_scheme, bits, None) is not None:
                     setattr(layers[name].quant_scheme, bits, 8)
         for name in self.fp32_layers & set(layers):
             layers[name].quant_enabled = False

@@ -111,6 +111,9 @@ class QuantScheme:
         input_bits (int): Bits of X's codes, 2 to 8. Defaults to 8.
         grad_bits (int): Bits of both copies of G_Y, 2 to 8; a clipping method chooses its
             clip for this width. Defaults to 8.
+        grad_input_bits (int, optional): Bits of the G_X copy of G_Y alone, 2 to 8 (the G_W
+            copy keeps ``grad_bits``), to find out which copy a low width costs; None: the
+            same as ``grad_bits``. Defaults to None.
     """
     grad_rounding: str = 'nearest'
     seed: Optional[int] = None
@@ -119,6 +122,7 @@ class QuantScheme:
     weight_bits: int = 8
     input_bits: int = 8
     grad_bits: int = 8
+    grad_input_bits: Optional[int] = None
 
     name = 'per_tensor'
     #: Which layer function runs the scheme: ``'int8'`` (:mod:`mmdaq.ops.int8_layer`, per-tensor
@@ -134,8 +138,10 @@ class QuantScheme:
         if self.weight_scale not in _WEIGHT_SCALES:
             raise ValueError(f'weight_scale must be one of {_WEIGHT_SCALES}, but got '
                              f'{self.weight_scale!r}')
-        for option in ('weight_bits', 'input_bits', 'grad_bits'):
+        for option in ('weight_bits', 'input_bits', 'grad_bits', 'grad_input_bits'):
             value = getattr(self, option)
+            if value is None and option == 'grad_input_bits':
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 8:
                 raise ValueError(f'{option} must be an int in [2, 8], but got {value!r}')
         if self.dataflow != 'int8' and (self.forward, self.weight_scale) != ('int8',
@@ -218,10 +224,15 @@ class QuantScheme:
         """
         return self.quantize_grads(g, dim, slot, for_input=False)[0]
 
+    @property
+    def input_grad_bits(self) -> int:
+        """Bits of the G_X copy of G_Y: ``grad_input_bits``, else ``grad_bits``."""
+        return self.grad_bits if self.grad_input_bits is None else self.grad_input_bits
+
     def quantize_grad_for_input(self, g: Tensor, slot: int = 0) -> QuantResult:
         """G_Y (Tensor[N, C_out, ...]) -> (int8 codes, scale Tensor[]), for the G_X GEMM."""
         return quantize(g, rounding=self.grad_rounding, generator=self._generator(g),
-                        num_bits=self.grad_bits)
+                        num_bits=self.input_grad_bits)
 
     def quantize_grads(self, g: Tensor, dim: int = 1, slot: int = 0, for_weight: bool = True,
                        for_input: bool = True) -> Tuple[Optional[QuantResult],
@@ -240,7 +251,8 @@ class QuantScheme:
         channels = g.shape[dim]
         clip, channel_max = self.grad_weight_clip_and_max(g, dim, slot)
         rounding, generator = self.grad_rounding, self._generator(g)
-        bits = dict(num_bits=self.grad_bits)
+        bits, bits_x = dict(num_bits=self.grad_bits), dict(num_bits=self.input_grad_bits)
+        shared = rounding == 'nearest' and bits == bits_x  # the copies can share their passes
         if clip is None:  # one scale for the tensor, repeated per channel
             tensor_max = abs_max(g)
             q, scale = quantize(g, rounding=rounding, generator=generator, data_max=tensor_max,
@@ -248,10 +260,10 @@ class QuantScheme:
             self._note_weight_copy(g, dim, q, scale.expand(channels).contiguous())
             for_x = None
             if for_input:
-                for_x = (q, scale) if rounding == 'nearest' else quantize(
-                    g, rounding=rounding, generator=generator, data_max=tensor_max, **bits)
+                for_x = (q, scale) if shared else quantize(
+                    g, rounding=rounding, generator=generator, data_max=tensor_max, **bits_x)
             return (q, self.last_grad_weight_scale), for_x
-        if for_input and rounding == 'nearest' and channel_max is not None and channels:
+        if for_input and shared and channel_max is not None and channels:
             # Both copies from one read of G_Y.
             for_w, for_x = quantize_per_channel_and_tensor(g, clip, dim, data_max=channel_max,
                                                            tensor_max=channel_max.amax(), **bits)
@@ -264,7 +276,7 @@ class QuantScheme:
             return (q, scale), None
         tensor_max = channel_max.amax() if channel_max is not None and channels else None
         return (q, scale), quantize(g, rounding=rounding, generator=generator,
-                                    data_max=tensor_max, **bits)
+                                    data_max=tensor_max, **bits_x)
 
     def _note_weight_copy(self, g: Tensor, dim: int, q: Tensor, scale: Tensor) -> None:
         self.last_grad_weight_scale = scale  # [C_out]; for diagnostics (clip = scale * 127)
@@ -291,7 +303,8 @@ class QuantScheme:
 
     def _fusable(self) -> bool:
         return (self.grad_rounding == 'nearest' and self.fuses_forward()
-                and not self.collect_stats and not self.measure_error)
+                and self.input_grad_bits == self.grad_bits and not self.collect_stats
+                and not self.measure_error)
 
     def fuses_forward(self) -> bool:
         """Whether the fused kernels implement this scheme's forward: INT8, per-tensor abs-max
@@ -539,12 +552,21 @@ class UI8Scheme(QuantScheme):
                 or self.update_interval < 1:
             raise ValueError(f'update_interval must be an int >= 1, but got '
                              f'{self.update_interval!r}')
-        # The direction-sensitive search quantizes its candidates at the gradient's width.
-        self.dsgc = DSGCConfig(num_candidates=self.num_candidates, num_bits=self.grad_bits)
+        if self.grad_input_bits not in (None, self.grad_bits):
+            raise ValueError(f'UI8 quantizes G_Y once for both GEMMs: grad_input_bits must be '
+                             f'None or grad_bits ({self.grad_bits}), but got '
+                             f'{self.grad_input_bits!r}')
+        DSGCConfig(num_candidates=self.num_candidates)  # validates num_candidates
         dclrs_factor(0.0, self.alpha, self.beta)  # validates alpha and beta
         self.clip_ratios: Dict[int, Tensor] = {}  # call slot -> clip / max|g|, Tensor[1]
         self.distances: Dict[int, Tensor] = {}  # call slot -> cosine distance, Tensor[1]
         self._updates: Dict[int, int] = {}
+
+    @property
+    def dsgc(self) -> DSGCConfig:
+        """The direction-sensitive search, quantizing its candidates at the gradient's width
+        (read at each search, so a layer the fidelity guard moves to 8 bits searches there)."""
+        return DSGCConfig(num_candidates=self.num_candidates, num_bits=self.grad_bits)
 
     def _clip(self, g: Tensor, slot: int) -> Tensor:
         g_max = abs_max(g).reshape(1)  # [1]

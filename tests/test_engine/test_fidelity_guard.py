@@ -88,6 +88,23 @@ def test_guard_moves_a_pathological_layer_to_8_bits_then_fp32():
     assert guard.before_iter(16, layers) is None  # nothing left to probe
 
 
+def test_guard_moves_a_layer_with_a_low_bit_grad_input_copy_to_8_bits():
+    torch.manual_seed(0)
+    model = mmdaq.convert_model(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                                              nn.Conv2d(8, 8, 3, padding=1)), method='daq',
+                                grad_input_bits=2)  # only G_X's copy of G_Y is 2-bit
+    layers = daq_layers(model)
+    guard = FidelityGuard(interval=1, threshold=0.1, patience=1)
+    x = torch.randn(2, 3, 8, 8)
+    for it in range(2):
+        guard.before_iter(it, layers)
+        model(x).square().mean().backward()
+        probe = guard.after_iter(layers)
+    assert probe.layer == '2' and probe.action == '8 bits', probe
+    assert probe.errors['grad_input'] > 0.1 > probe.errors['grad_weight']
+    assert layers['2'].quant_scheme.input_grad_bits == 8
+
+
 def test_guard_in_a_runner_logs_moves_and_survives_resume(tmp_path):
     guard = dict(interval=1, threshold=1e-9, patience=1)
     runner = make_runner(tmp_path, max_iters=4, hook=dict(type='DAQHook', guard=guard,

@@ -318,23 +318,30 @@ def test_forward_options_belong_to_the_int8_dataflow():
 
 
 @pytest.mark.parametrize('method', ['per_tensor', 'per_channel', 'daq'])
-@pytest.mark.parametrize('bits', [4, 6])
-def test_sub_8_bit_codes_equal_float_reference(method, bits):
-    """Every operand at ``bits`` (codes in [-Q, Q], Q = 2^(b-1) - 1), exact integer GEMMs."""
+@pytest.mark.parametrize('bits, grad_input_bits', [(4, None), (6, None), (4, 8), (8, 4)])
+def test_sub_8_bit_codes_equal_float_reference(method, bits, grad_input_bits):
+    """Every operand at ``bits`` (codes in [-Q, Q], Q = 2^(b-1) - 1), exact integer GEMMs;
+    with ``grad_input_bits`` the G_X copy of G_Y alone at that width."""
     x, w, b, geo = _case(2, 8, 16, 3, 1, 1, 1, 1, batch=4, size=9)
     kw = dict(stride=geo.stride, padding=geo.padding, dilation=geo.dilation, groups=1)
     gy = torch.randn(F.conv2d(x, w, **kw).shape, generator=torch.Generator().manual_seed(1))
-    options = dict(weight_bits=bits, input_bits=bits, grad_bits=bits)
+    options = dict(weight_bits=bits, input_bits=bits, grad_bits=bits,
+                   grad_input_bits=grad_input_bits)
     scheme = build_scheme(method, **options)
     ref_scheme = copy.deepcopy(scheme)
     y, gx, gw, _ = _run(lambda x_, w_, b_: int8_conv(x_, w_, b_, scheme, geo), x, w, b, gy)
-    qmax = 2**(bits - 1) - 1
+    qmax, qmax_x = 2**(bits - 1) - 1, 2**((grad_input_bits or bits) - 1) - 1
     xq, sx = ref_scheme.quantize_input(x)
     wq, sw = ref_scheme.quantize_weight(w)
     gq_w, s_gw = ref_scheme.quantize_grad_for_weight(gy, dim=1)
     gq_x, s_gx = ref_scheme.quantize_grad_for_input(gy)
-    for q in (xq, wq, gq_w, gq_x):
+    for q in (xq, wq, gq_w):
         assert q.abs().max() == qmax  # the abs-max (or clip) maps to the top code
+    assert gq_x.abs().max() == qmax_x
+    # the shared passes of quantize_grads give the copies of the separate quantizers
+    for_w, for_x = copy.deepcopy(scheme).quantize_grads(gy, dim=1)
+    for got, want in zip(for_w + for_x, (gq_w, s_gw, gq_x, s_gx)):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
     x_hat, w_hat = dequantize(xq, sx).double(), dequantize(wq, sw).double()
     torch.testing.assert_close(y.double(), F.conv2d(x_hat, w_hat, b.double(), **kw), rtol=1e-5,
                                atol=1e-5)
@@ -350,6 +357,11 @@ def test_bit_widths_are_checked():
         build_scheme('daq', grad_bits=9)
     with pytest.raises(ValueError, match=r'input_bits must be an int in \[2, 8\], but got 1'):
         build_scheme('ui8', input_bits=1)
+    with pytest.raises(ValueError, match=r'grad_input_bits must be an int in \[2, 8\], but got'):
+        build_scheme('daq', grad_input_bits=8.0)
+    with pytest.raises(ValueError, match='UI8 quantizes G_Y once for both GEMMs'):
+        build_scheme('ui8', grad_bits=4, grad_input_bits=8)
+    assert build_scheme('ui8', grad_bits=4, grad_input_bits=4).input_grad_bits == 4
 
 
 def test_ui8_searches_its_clip_at_its_gradient_width():
