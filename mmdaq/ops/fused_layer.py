@@ -23,6 +23,7 @@ which is how the tests hold them to those passes and count their launches.
 """
 from typing import Optional, Tuple
 
+import torch
 from torch import Tensor
 
 from ..quantization.schemes import FusedGradRule, QuantScheme
@@ -32,7 +33,7 @@ from .int8_matmul import MAX_CHUNK_K
 from .triton_conv import (FORWARD_WEIGHT_ORDER, int8_conv2d_dgrad_triton, int8_conv2d_triton,
                           int8_conv2d_wgrad_triton, triton_available)
 from .triton_grad_stats import GradCodes, daq_grad_codes_triton
-from .triton_quantize import quantize_per_tensor_triton, quantize_weight_triton
+from .triton_quantize import FLOAT_DTYPES, quantize_per_tensor_triton, quantize_weight_triton
 
 
 def fused_supported(x: Tensor, weight: Tensor) -> bool:
@@ -72,7 +73,8 @@ def fused_backward(grad_y: Tensor, x_q: Tensor, s_x: Tensor, w_q: Tensor, s_w: T
                    need_w: bool, need_b: bool
                    ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
     """Backward pass: ``(grad_x, grad_w, grad_b)`` as :func:`.int8_layer.int8_conv_backward_pass`
-    (float32, None where not needed), with the G_W copy of ``rule``.
+    (None where not needed), with the G_W copy of ``rule``; grad_x in grad_y's dtype (the
+    input-gradient kernel stores it so), grad_w and grad_b float32.
 
     Args:
         grad_y (Tensor[N, C_out, OH, OW]): Output gradient.
@@ -82,7 +84,8 @@ def fused_backward(grad_y: Tensor, x_q: Tensor, s_x: Tensor, w_q: Tensor, s_w: T
     """
     codes = daq_grad_codes_triton(grad_y, num_bins=rule.num_bins, alpha=rule.alpha,
                                   num_bits=scheme.grad_bits, threshold=_threshold(rule))
-    return _fused_gradients(codes, x_q, s_x, w_q, s_w, geo, rule, need_x, need_w, need_b)
+    return _fused_gradients(codes, x_q, s_x, w_q, s_w, geo, rule, need_x, need_w, need_b,
+                            grad_y.dtype)
 
 
 def _threshold(rule: FusedGradRule) -> Optional[float]:
@@ -92,8 +95,10 @@ def _threshold(rule: FusedGradRule) -> Optional[float]:
 
 def _fused_gradients(codes: GradCodes, x_q: Tensor, s_x: Tensor, w_q: Tensor, s_w: Tensor,
                      geo: ConvGeometry, rule: FusedGradRule, need_x: bool, need_w: bool,
-                     need_b: bool) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
-    """The two GEMMs and the bias gradient from the G_Y pass's ``codes``."""
+                     need_b: bool, grad_x_dtype: torch.dtype
+                     ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+    """The two GEMMs and the bias gradient from the G_Y pass's ``codes``; grad_x stored in
+    ``grad_x_dtype`` by its kernel."""
     grad_x = grad_w = grad_b = None
     if need_w:
         if rule.kind == 'per_tensor':  # the G_X copy serves both GEMMs
@@ -104,7 +109,8 @@ def _fused_gradients(codes: GradCodes, x_q: Tensor, s_x: Tensor, w_q: Tensor, s_
                                           geo.dilation, scale2=s_x)
     if need_x:
         grad_x = int8_conv2d_dgrad_triton(codes.g_q_x, w_q, codes.s_x, x_q.shape, geo.stride,
-                                          geo.padding, geo.dilation, scale2=s_w)
+                                          geo.padding, geo.dilation, scale2=s_w,
+                                          out_dtype=grad_x_dtype)
     if need_b:
         grad_b = codes.grad_bias
     return grad_x, grad_w, grad_b
@@ -116,7 +122,7 @@ def fused_forward_applies(x: Tensor, weight: Tensor, scheme: QuantScheme) -> boo
     (:meth:`~mmdaq.quantization.schemes.QuantScheme.fuses_forward`); off with
     ``MMDAQ_TRITON=0``."""
     return (int8_layer.USE_TRITON and scheme.dataflow == 'int8' and scheme.fuses_forward()
-            and fused_supported(x, weight))
+            and x.dtype in FLOAT_DTYPES and fused_supported(x, weight))
 
 
 def fused_forward_pass(x: Tensor, weight: Tensor, bias: Optional[Tensor], scheme: QuantScheme,
@@ -139,7 +145,8 @@ def fused_backward_pass(grad_y: Tensor, x_q: Tensor, s_x: Tensor, w_q: Tensor, s
     scheme's state updated as that pass updates it, on the device."""
     # A rule implies per-tensor W scales and INT8 forward (QuantScheme.fuses_forward).
     rule = scheme.fused_grad_rule(slot) if scheme.dataflow == 'int8' else None
-    if rule is None or not (int8_layer.USE_TRITON and fused_supported(x_q, weight)):
+    if not (rule is not None and grad_y.dtype in FLOAT_DTYPES and int8_layer.USE_TRITON
+            and fused_supported(x_q, weight)):
         return int8_layer.int8_conv_backward_pass(grad_y, x_q, s_x, w_q, s_w, weight, scheme,
                                                   geo, slot, need_x, need_w, need_b)
     scheme.note_backward()
@@ -150,4 +157,5 @@ def fused_backward_pass(grad_y: Tensor, x_q: Tensor, s_x: Tensor, w_q: Tensor, s
                                   clip_state=state)
     if need_w:
         scheme.record_fused_grads(slot, rule, codes)
-    return _fused_gradients(codes, x_q, s_x, w_q, s_w, geo, rule, need_x, need_w, need_b)
+    return _fused_gradients(codes, x_q, s_x, w_q, s_w, geo, rule, need_x, need_w, need_b,
+                            grad_y.dtype)

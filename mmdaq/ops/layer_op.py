@@ -46,7 +46,8 @@ def define_layer_ops(name: str, forward_pass: Callable, backward_pass: Callable,
         name (str): Op name in the ``mmdaq`` namespace.
         forward_pass (Callable): ``(x, weight, bias, scheme, geo) -> (y, *saved)``.
         backward_pass (Callable): ``(grad_y, *saved, weight, scheme, geo, slot, need_x, need_w,
-            need_b) -> (grad_x, grad_w, grad_b)``, float32 or None where not needed.
+            need_b) -> (grad_x, grad_w, grad_b)``, float32 (grad_x also in grad_y's dtype) or
+            None where not needed; the op returns grad_x in grad_y's dtype.
         saved (Sequence[str]): Schema names of the saved tensors, e.g. ``('Tensor x_q', ..)``.
         saved_fake (SavedFake): Their fakes.
         device_passes (dict, optional): Device type (``'cuda'``) -> ``(forward_pass,
@@ -81,7 +82,8 @@ def define_layer_ops(name: str, forward_pass: Callable, backward_pass: Callable,
     def backward_fake(grad_y, x_codes, *args):
         weight, (need_x, need_w, need_b) = args[len(saved) - 1], args[-3:]
         f32 = dict(dtype=torch.float32)
-        return (x_codes.new_empty(x_codes.shape, **f32) if need_x else grad_y.new_empty(0),
+        return (x_codes.new_empty(x_codes.shape, dtype=grad_y.dtype) if need_x else
+                grad_y.new_empty(0),
                 weight.new_empty(weight.shape, **f32) if need_w else grad_y.new_empty(0),
                 weight.new_empty(weight.shape[:1], **f32) if need_b else grad_y.new_empty(0))
 
@@ -126,6 +128,10 @@ def _register_autograd(forward_op, backward_op) -> None:
 
 def backward_outputs(grad_y: Tensor, grads: Sequence[Optional[Tensor]]) -> Tuple[Tensor, ...]:
     """A backward pass's ``(grad_x, grad_w, grad_b)`` as op outputs: ops return tensors, not
-    None, so an empty tensor stands for "not needed"; and contiguous ones, as the fake says
-    (col2im's input gradient is a cropped view of its padded buffer)."""
-    return tuple(grad_y.new_empty(0) if g is None else g.contiguous() for g in grads)
+    None, so an empty tensor stands for "not needed"; contiguous ones, as the fake says
+    (col2im's input gradient is a cropped view of its padded buffer); grad_x in grad_y's dtype,
+    which is X's (a no-op where the pass stored it so)."""
+    grad_x, *rest = grads
+    if grad_x is not None:
+        grad_x = grad_x.to(grad_y.dtype)
+    return tuple(grad_y.new_empty(0) if g is None else g.contiguous() for g in (grad_x, *rest))

@@ -28,6 +28,7 @@ from torch import Tensor
 from .im2col import conv_output_size
 from .int8_matmul import MAX_CHUNK_K
 from .triton_launch import launch
+from .triton_quantize import FLOAT_DTYPES
 
 try:
     import triton
@@ -85,6 +86,11 @@ def _weight_operand(w_q: Tensor, order) -> Tuple[Tensor, int, int, int]:
     return w_q, s_tap, s_c, s_co
 
 
+def _check_out_dtype(out_dtype: torch.dtype) -> None:
+    if out_dtype not in FLOAT_DTYPES:
+        raise ValueError(f'out_dtype must be float32, float16 or bfloat16, but got {out_dtype}')
+
+
 def conv2d_int8_supported(x_q: Tensor, kernel: Sequence[int], channels: int, groups: int) -> bool:
     """Whether :func:`int8_conv2d_triton` takes this convolution (2-D, one group, and a
     reduction short enough for exact int32 accumulation)."""
@@ -120,8 +126,7 @@ def int8_conv2d_triton(x_q: Tensor, w_q: Tensor, scale: Tensor, bias: Optional[T
     x_nhwc = x_q.permute(0, 2, 3, 1).contiguous()  # free if x_q is channels_last already
     w_k, *w_strides = _weight_operand(w_q, FORWARD_WEIGHT_ORDER)
     scale = scale.float().reshape(-1).contiguous()
-    if out_dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise ValueError(f'out_dtype must be float32, float16 or bfloat16, but got {out_dtype}')
+    _check_out_dtype(out_dtype)
     out = torch.empty((n, c_out, oh, ow), dtype=out_dtype, device=x_q.device)
     if out.numel() == 0:
         return out, (oh, ow)
@@ -150,7 +155,8 @@ def conv2d_dgrad_int8_supported(g_q: Tensor, kernel: Sequence[int], groups: int)
 def int8_conv2d_dgrad_triton(g_q: Tensor, w_q: Tensor, scale: Tensor, input_size: Sequence[int],
                              stride: Sequence[int], padding: Sequence[int],
                              dilation: Sequence[int], max_int32_k: int = MAX_CHUNK_K,
-                             scale2: Optional[Tensor] = None) -> Tensor:
+                             scale2: Optional[Tensor] = None,
+                             out_dtype: torch.dtype = torch.float32) -> Tensor:
     """Input gradient ``scale * conv_transpose2d(g_q, w_q)`` from int8 codes, in one kernel.
 
     Any stride, padding and dilation, with no columns and no col2im: each input position sums
@@ -171,18 +177,21 @@ def int8_conv2d_dgrad_triton(g_q: Tensor, w_q: Tensor, scale: Tensor, input_size
             :data:`~.int8_matmul.MAX_CHUNK_K`, the exact limit; tests lower it.
         scale2 (Tensor[], float32, optional): A second factor of the multiplier (as in
             :func:`int8_conv2d_triton`). Defaults to None.
+        out_dtype (torch.dtype): float32, float16 or bfloat16, rounded to as in
+            :func:`int8_conv2d_triton`. Defaults to float32.
 
     Returns:
-        Tensor[N, C, H, W], float32, contiguous (NCHW like X and the forward's output, so the
-        layers before see the layout they produced).
+        Tensor[N, C, H, W], ``out_dtype``, contiguous (NCHW like X and the forward's output,
+        so the layers before see the layout they produced).
     """
     n, c_out, oh, ow = g_q.shape
     _, c, kh, kw = w_q.shape
     h, w = input_size[2:]
     g_rows = _channels_last_rows(g_q)  # [N*OH*OW, C_out]
     w_k, *w_strides = _weight_operand(w_q, DGRAD_WEIGHT_ORDER)
+    _check_out_dtype(out_dtype)
     scale = scale.float().reshape(-1)
-    out = torch.empty((n, c, h, w), dtype=torch.float32, device=g_q.device)
+    out = torch.empty((n, c, h, w), dtype=out_dtype, device=g_q.device)
     if out.numel() == 0:
         return out
     positions = n * triton.cdiv(h, stride[0]) * triton.cdiv(w, stride[1])  # per phase
@@ -195,7 +204,8 @@ def int8_conv2d_dgrad_triton(g_q: Tensor, w_q: Tensor, scale: Tensor, input_size
            g_rows, w_k, scale, _scale2(scale2, scale), out, n, h, w, c, oh, ow, c_out, kh, kw,
            stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
            kernels.position_bucket(positions), *w_strides, HAS_SCALE2=scale2 is not None,
-           LONG_K=kh * kw * c_out > max_int32_k, enable_fp_fusion=False)
+           LONG_K=kh * kw * c_out > max_int32_k, OUT_BF16=out_dtype == torch.bfloat16,
+           enable_fp_fusion=False)
     return out
 
 

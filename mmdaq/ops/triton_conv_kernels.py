@@ -119,6 +119,17 @@ def prune_wgrad(configs: List['triton.Config'], nargs: Dict, **kwargs) -> List['
                                 BLOCK_M=nargs['M_BUCKET']))
 
 
+@triton.jit
+def _rounded_for(y, out_ptr, OUT_BF16: tl.constexpr):
+    # float32 y in the dtype of out_ptr, rounded to nearest even as .to(dtype) would: for
+    # bfloat16 by bit arithmetic (the interpreter's cast truncates), float16 by the cast.
+    if OUT_BF16:
+        bits = y.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        y = tl.where(y == y, bits.to(tl.float32, bitcast=True), y)  # NaN stays NaN
+    return y.to(out_ptr.dtype.element_ty)
+
+
 @triton.autotune(configs=GEMM_CONFIGS, key=GEMM_KEY,
                  prune_configs_by=dict(early_config_prune=prune_forward))
 @triton.jit
@@ -176,12 +187,7 @@ def int8_conv2d_kernel(x_ptr, w_ptr, scale_ptr, scale2_ptr, bias_ptr, out_ptr,
     if HAS_BIAS:
         y = y + tl.load(bias_ptr + offs_n, mask=n_ok, other=0.0)[None, :]
     out = (n_img[:, None].to(tl.int64) * CO + offs_n[None, :]) * L + rem[:, None]
-    if OUT_BF16:  # round to nearest even here: the interpreter's cast truncates
-        bits = y.to(tl.uint32, bitcast=True)
-        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-        y = tl.where(y == y, bits.to(tl.float32, bitcast=True), y)  # NaN stays NaN
-    # stored in the output's dtype (float32; float16 rounded to nearest even by the cast)
-    tl.store(out_ptr + out, y.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+    tl.store(out_ptr + out, _rounded_for(y, out_ptr, OUT_BF16), mask=m_ok[:, None] & n_ok[None, :])
 
 
 @triton.autotune(configs=GEMM_CONFIGS, key=GEMM_KEY,
@@ -192,11 +198,11 @@ def int8_conv2d_dgrad_kernel(g_ptr, w_ptr, scale_ptr, scale2_ptr, out_ptr,
                              stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, M_BUCKET,
                              w_stride_tap, w_stride_c, w_stride_co,
                              HAS_SCALE2: tl.constexpr, LONG_K: tl.constexpr,
-                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                             BLOCK_K: tl.constexpr):
+                             OUT_BF16: tl.constexpr, BLOCK_M: tl.constexpr,
+                             BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     # g: int8 [N * OH * OW, CO] (G_Y codes, channels last); w: int8, addressed as in
     # int8_conv2d_kernel; scale: float32 [], times scale2 (float32 []) if HAS_SCALE2;
-    # out: float32 [N, C, H, W].
+    # out: float32 (or float16 / bfloat16) [N, C, H, W].
     # G_X[n, c, ih, iw] = scale * sum over taps (kh, kw) and co of
     #   G_Y[n, co, oh, ow] * W[co, c, kh, kw], with ih = oh * stride_h - pad_h + kh * dil_h.
     # The input positions are taken by phase (ih % stride_h, iw % stride_w): one program
@@ -247,7 +253,7 @@ def int8_conv2d_dgrad_kernel(g_ptr, w_ptr, scale_ptr, scale2_ptr, out_ptr,
     y = acc.to(tl.float32) * s
     out = ((n_img[:, None].to(tl.int64) * C + offs_n[None, :]) * H + ih[:, None]) * W \
         + iw[:, None]
-    tl.store(out_ptr + out, y, mask=m_ok[:, None] & n_ok[None, :])
+    tl.store(out_ptr + out, _rounded_for(y, out_ptr, OUT_BF16), mask=m_ok[:, None] & n_ok[None, :])
 
 
 @triton.autotune(configs=WGRAD_CONFIGS, key=WGRAD_KEY,

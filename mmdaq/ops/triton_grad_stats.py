@@ -32,13 +32,13 @@ from ..quantization.quantize import max_code
 from ..quantization.schemes import FusedClipState
 from . import triton_grad_stats_kernels as kernels
 from .triton_launch import launch
+from .triton_quantize import FLOAT_DTYPES
 
 try:
     import triton
 except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
     triton = None
 
-_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 #: Most values of the per-split partials one histogram program adds up (BLOCK_C * splits).
 _MAX_PARTIALS = 4096
 
@@ -236,7 +236,7 @@ def _check_args(g: Tensor, num_bins: int, alpha: float, num_bits: int,
     if triton is None:
         raise RuntimeError('daq_grad_codes_triton needs triton, but it is not installed; use '
                            'DAQScheme.quantize_grads instead')
-    if not isinstance(g, Tensor) or g.dtype not in _FLOAT_DTYPES or g.dim() < 2:
+    if not isinstance(g, Tensor) or g.dtype not in FLOAT_DTYPES or g.dim() < 2:
         got = f'{g.dtype} {g.dim()}-d tensor' if isinstance(g, Tensor) else type(g).__name__
         raise TypeError(f'g must be a float32, float16 or bfloat16 tensor [N, C, *S] or [M, C], '
                         f'but got {got}')

@@ -41,7 +41,8 @@ try:
 except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
     triton = None
 
-_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+#: Float dtypes the Triton kernels of mmdaq read and write.
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _BLOCK = 1024  # elements per tile
 _MAX_PARTIALS = 256  # programs of the abs-max kernel: partial maxima each codes program reduces
 _MAX_CODE_PROGRAMS = 4096  # programs of the codes kernel; each loops over its share of tiles
@@ -302,7 +303,7 @@ def _quantize_per_tensor(x: Tensor, num_bits: int, codes: Tensor) -> Tuple[Tenso
 
 def _check_input(x: Tensor, name: str) -> None:
     """Raise a TypeError unless ``x`` is a float32, float16 or bfloat16 tensor."""
-    if not isinstance(x, Tensor) or x.dtype not in _FLOAT_DTYPES:
+    if not isinstance(x, Tensor) or x.dtype not in FLOAT_DTYPES:
         got = x.dtype if isinstance(x, Tensor) else type(x).__name__
         raise TypeError(f'{name} must be a float32, float16 or bfloat16 tensor, but got {got}')
     if triton is None:

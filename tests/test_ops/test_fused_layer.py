@@ -193,7 +193,8 @@ def test_the_int8_ops_have_a_cuda_kernel():
 
 def test_half_precision_activations_and_gradients():
     """X and G_Y in bfloat16 (a layer under autocast): the chain quantizes them as the reference
-    passes do, and returns Y in X's dtype."""
+    passes do, and returns Y in X's dtype and G_X in G_Y's (its kernel rounds as a cast
+    would)."""
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(2, 4, 6, 6, generator=gen).to(DEVICE, torch.bfloat16)
     weight = torch.randn(5, 4, 3, 3, generator=gen).to(DEVICE)
@@ -204,5 +205,5 @@ def test_half_precision_activations_and_gradients():
     got = fused_backward_pass(grad_y, *saved, weight, fused, geo, 0, True, True, False)
     y_ref, *saved_ref = int8_conv_forward_pass(x, weight, None, ref, geo)
     want = int8_conv_backward_pass(grad_y, *saved_ref, weight, ref, geo, 0, True, True, False)
-    assert y.dtype == torch.bfloat16
-    _assert_same((y, saved[:2], got[:2]), (y_ref, saved_ref[:2], want[:2]))
+    assert y.dtype == torch.bfloat16 and got[0].dtype == torch.bfloat16
+    _assert_same((y, saved[:2], got[:2]), (y_ref, saved_ref[:2], (want[0].bfloat16(), want[1])))

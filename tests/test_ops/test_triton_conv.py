@@ -282,3 +282,22 @@ def test_forward_stores_half_precision_as_a_cast_would(out_dtype):
     torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
     with pytest.raises(ValueError, match='out_dtype must be'):
         triton_conv.int8_conv2d_triton(x, w, *args, out_dtype=torch.int32)
+
+
+@pytest.mark.filterwarnings('ignore:overflow encountered:RuntimeWarning')  # the interpreter's
+@pytest.mark.parametrize('out_dtype', [torch.float16, torch.bfloat16])
+def test_dgrad_stores_half_precision_as_a_cast_would(out_dtype):
+    gen = torch.Generator().manual_seed(12)
+    g = _codes((2, 4, 3, 3), gen).to(DEVICE)
+    w = _codes((4, 5, 3, 3), gen).to(DEVICE)
+    x_shape, geo = (2, 5, 6, 6), ((2, 2), (1, 1), (1, 1))
+    for scale in (torch.rand((), generator=gen) * 1e-2 + 1e-3, torch.tensor(3e36),
+                  torch.tensor(float('nan'))):  # finite, Inf where the sums are large, NaN
+        want = triton_conv.int8_conv2d_dgrad_triton(g, w, scale.to(DEVICE), x_shape, *geo)
+        got = triton_conv.int8_conv2d_dgrad_triton(g, w, scale.to(DEVICE), x_shape, *geo,
+                                                   out_dtype=out_dtype)
+        assert got.dtype == out_dtype and got.is_contiguous()
+        torch.testing.assert_close(got, want.to(out_dtype), rtol=0, atol=0, equal_nan=True)
+    with pytest.raises(ValueError, match='out_dtype must be'):
+        triton_conv.int8_conv2d_dgrad_triton(g, w, scale.to(DEVICE), x_shape, *geo,
+                                             out_dtype=torch.float64)
