@@ -13,6 +13,8 @@ from mmengine.config import Config
 from ..compat.distributed import cpu_model_wrapper_cfg, init_cpu_distributed, needs_cpu_distributed
 
 SUPPORTED_SCOPES = ('mmdet', 'mmaction')
+#: Dataset roots of the demo configs -> the kind tools/data/generate_synthetic.py makes there.
+SYNTHETIC_ROOTS = {'data/synthetic_shapes': 'detection', 'data/synthetic_clips': 'video'}
 
 
 def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optional[str] = None,
@@ -80,10 +82,29 @@ def setup_launcher(cfg: Config) -> None:
         cfg.env_cfg = env_cfg
 
 
+def check_synthetic_data(cfg: Config) -> None:
+    """Raise FileNotFoundError, saying how to make it, where a dataloader of the config reads a
+    synthetic dataset (:data:`SYNTHETIC_ROOTS`, relative to the working directory) that was not
+    generated yet."""
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        dataset = (cfg.get(loader) or {}).get('dataset') or {}
+        paths = [osp.normpath(p) for p in (dataset.get('data_root'), dataset.get('ann_file'))
+                 if isinstance(p, str) and p]
+        for root, kind in SYNTHETIC_ROOTS.items():
+            generated = osp.isfile(osp.join(root, 'manifest.json'))
+            if not generated and any(p == root or p.startswith(root + osp.sep) for p in paths):
+                raise FileNotFoundError(
+                    f'{loader} reads the synthetic dataset {root!r}, which is not in '
+                    f'{osp.abspath(root)!r}: generate it with `make data` (or `python '
+                    f'tools/data/generate_synthetic.py {kind}`) in this directory')
+
+
 def build_runner(cfg: Config):
-    """The Runner of the config: the default one, or ``runner_type`` from the registry."""
+    """The Runner of the config: the default one, or ``runner_type`` from the registry.
+    A synthetic dataset the config reads must exist (:func:`check_synthetic_data`)."""
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
+    check_synthetic_data(cfg)
     setup_launcher(cfg)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)

@@ -49,6 +49,21 @@ def _scalars(work_dir):
         return [json.loads(line) for line in f]
 
 
+def test_a_missing_synthetic_dataset_says_how_to_make_it(tmp_path, monkeypatch):
+    from mmdaq.engine.launch import check_synthetic_data, load_config
+    monkeypatch.chdir(tmp_path)
+    for config, kind in ((DET_CONFIG, 'detection'), (VIDEO_CONFIG, 'video')):
+        cfg = load_config(config)
+        with pytest.raises(FileNotFoundError, match=f'make data.*generate_synthetic.py {kind}'):
+            check_synthetic_data(cfg)
+    from mmdaq.datasets import generate_video_dataset
+    generate_video_dataset(str(tmp_path / 'data/synthetic_clips'), num_train=2, num_val=2, seed=0)
+    check_synthetic_data(load_config(VIDEO_CONFIG))  # generated: no error
+    cfg = load_config(DET_CONFIG, dict(train_dataloader=dict(dataset=dict(data_root='elsewhere/'))))
+    with pytest.raises(FileNotFoundError, match='val_dataloader reads'):
+        check_synthetic_data(cfg)  # the train split moved, the val split still reads the demo's
+
+
 def test_train_then_test_detection(det_dir):
     work = str(det_dir / 'work_train')
     out = _run([sys.executable, osp.join(ROOT, 'tools/train.py'), DET_CONFIG, '--work-dir', work,
