@@ -6,7 +6,8 @@ reduction dim K of the weight-gradient GEMM is N*H*W (often millions), so
 :func:`int8_matmul` splits K into chunks of :data:`MAX_CHUNK_K` = 2**17 = 131072,
 each accumulated exactly in int32, and adds the chunk results in int64.
 
-Backends, chosen per device at run time (``backend='auto'``):
+Backends, chosen per device at run time (``backend='auto'``; :func:`int8_matmul_backend` sets
+what ``'auto'`` stands for inside a block):
 
 * ``'int_mm'``: ``torch._int_mm`` (int8 tensor cores on CUDA; oneDNN VNNI/AMX
   kernels on CPUs that have them). On CPUs without VNNI/AMX it falls back to a reference
@@ -16,8 +17,9 @@ Backends, chosen per device at run time (``backend='auto'``):
   is therefore an exact integer in float32, whatever the summation order. Same
   result as ``'int_mm'``, bit for bit, at FP32 speed.
 """
+import contextlib
 import warnings
-from typing import Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -73,12 +75,34 @@ def has_fast_int8_cpu() -> bool:
     return bool(_CPU_INT8_FLAGS)
 
 
+_AUTO_BACKEND: Optional[str] = None  # set by int8_matmul_backend
+
+
+@contextlib.contextmanager
+def int8_matmul_backend(backend: str) -> Iterator[None]:
+    """``backend='auto'`` stands for ``backend`` inside the block (restored after it).
+
+    E.g. ``'int_mm'`` on a CPU without VNNI, to trace the integer GEMMs that a VNNI CPU or a
+    GPU runs (torch's reference int8 kernel computes them there: same results, slowly).
+    """
+    global _AUTO_BACKEND
+    if backend not in BACKENDS[1:]:
+        raise ValueError(f'backend must be one of {BACKENDS[1:]}, but got {backend!r}')
+    old, _AUTO_BACKEND = _AUTO_BACKEND, backend
+    try:
+        yield
+    finally:
+        _AUTO_BACKEND = old
+
+
 def resolve_backend(device: torch.device, backend: str = 'auto') -> str:
     """The backend ``'auto'`` stands for on ``device`` (see module docstring)."""
     if backend not in BACKENDS:
         raise ValueError(f'backend must be one of {BACKENDS}, but got {backend!r}')
     if backend != 'auto':
         return backend
+    if _AUTO_BACKEND is not None:
+        return _AUTO_BACKEND
     if device.type == 'cuda' or (device.type == 'cpu' and has_fast_int8_cpu()):
         return 'int_mm'
     return 'float_exact'

@@ -8,6 +8,7 @@ from mmdaq.analysis.op_trace import OpTrace
 from mmdaq.analysis.roofline import (DEVICES, DeviceModel, Kernel, conv_dims, daq_fused_kernels,
                                      dense_kernels, predict, summarize_ratios, traced_kernels)
 from mmdaq.ops.conv_autotune import cpu_conv_kernel
+from mmdaq.ops.int8_matmul import int8_matmul_backend
 
 
 def test_conv_dims_of_a_strided_conv():
@@ -52,7 +53,8 @@ def test_traced_daq_layer_has_the_three_integer_gemms():
     torch.manual_seed(0)
     conv = mmdaq.convert_model(nn.Conv2d(16, 32, 3, padding=1, bias=False), method='daq')
     x = torch.randn(2, 16, 8, 8, requires_grad=True)
-    with cpu_conv_kernel('gemm'):
+    # integer GEMMs also on a CPU without VNNI (whose 'auto' backend is float GEMMs)
+    with cpu_conv_kernel('gemm'), int8_matmul_backend('int_mm'):
         conv(x).sum().backward()
         y = conv(x)
         with OpTrace() as trace:

@@ -3,7 +3,7 @@ import torch
 
 from mmdaq.ops.grouped_matmul import grouped_int8_matmul
 from mmdaq.ops.int8_matmul import (MAX_CHUNK_K, MAX_FLOAT_EXACT_K, has_fast_int8_cpu, int8_matmul,
-                                   int8_matmul_reference, resolve_backend)
+                                   int8_matmul_backend, int8_matmul_reference, resolve_backend)
 from mmdaq.testing import DEVICES
 
 
@@ -73,3 +73,18 @@ def test_strided_and_transposed_operands_give_the_exact_product(backend):
     for lhs, rhs in ((a, b), (a, b.contiguous()), (a.contiguous(), b[:, ::2])):
         assert torch.equal(int8_matmul(lhs, rhs, backend=backend).long(),
                            int8_matmul_reference(lhs, rhs))
+
+
+def test_the_auto_backend_can_be_set_for_a_block():
+    cpu = torch.device('cpu')
+    default = resolve_backend(cpu)
+    with int8_matmul_backend('int_mm'):
+        assert resolve_backend(cpu) == 'int_mm'
+        with int8_matmul_backend('float_exact'):
+            assert resolve_backend(cpu) == 'float_exact'
+            assert resolve_backend(cpu, 'int_mm') == 'int_mm'  # an explicit backend wins
+        assert resolve_backend(cpu) == 'int_mm'
+    assert resolve_backend(cpu) == default
+    with pytest.raises(ValueError, match='backend must be one of'):
+        with int8_matmul_backend('auto'):
+            pass

@@ -3,10 +3,11 @@
 For every distinct convolution of ResNet-50 (batch x 3 x size x size) it models (see
 ``mmdaq/analysis/roofline.py``): FP32 and BF16 autocast as cuDNN's three kernels, DAQ as the
 kernels its layer really dispatches (traced on this CPU with ``OpTrace``, the GEMM path:
-``MMDAQ_CPU_CONV=gemm``, closest to the generic CUDA chain) and DAQ as the fused ten-kernel
-Triton chain that the layer runs on CUDA (also against BF16, eager and both replayed as CUDA
-graphs; and, column "bf16 act", the chain between bfloat16 layers under autocast, X and G_Y
-read and Y and G_X written in two bytes). It prints per shape the predicted ratios, then the
+``MMDAQ_CPU_CONV=gemm``, closest to the generic CUDA chain, its GEMMs integer ones even on a
+CPU without VNNI, where torch's reference int8 kernel makes the trace slow) and DAQ as the
+fused ten-kernel Triton chain that the layer runs on CUDA (also against BF16, eager and both
+replayed as CUDA graphs; and, column "bf16 act", the chain between bfloat16 layers under
+autocast, X and G_Y read and Y and G_X written in two bytes). It prints per shape the predicted ratios, then the
 medians, and, with ``--measured`` (a ``bench_layers.py --json`` file of a GPU run), the
 measured ratios beside the predictions and how far apart they are::
 
@@ -34,14 +35,16 @@ from mmdaq.analysis.op_trace import OpTrace  # noqa: E402
 from mmdaq.analysis.roofline import (DEVICES, conv_dims, daq_fused_kernels,  # noqa: E402
                                      dense_kernels, predict, summarize_ratios, traced_kernels)
 from mmdaq.ops.conv_autotune import cpu_conv_kernel  # noqa: E402
+from mmdaq.ops.int8_matmul import int8_matmul_backend  # noqa: E402
 
 
 def trace_daq_layer(shape, seed: int = 0) -> OpTrace:
-    """The ops of one DAQ conv forward + backward (after two warm-up steps) on this CPU."""
+    """The ops of one DAQ conv forward + backward (after two warm-up steps) on this CPU, its
+    GEMMs as integer GEMMs (as on a GPU) whatever this CPU's int8 instructions."""
     torch.manual_seed(seed)
     conv = mmdaq.convert_model(shape.build(), method='daq')
     x = torch.randn(shape.input_shape, requires_grad=True)
-    with cpu_conv_kernel('gemm'):
+    with cpu_conv_kernel('gemm'), int8_matmul_backend('int_mm'):
         for _ in range(2):
             y = conv(x)
             y.backward(torch.ones_like(y))
