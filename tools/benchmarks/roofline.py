@@ -7,9 +7,9 @@ kernels its layer really dispatches (traced on this CPU with ``OpTrace``, the GE
 CPU without VNNI, where torch's reference int8 kernel makes the trace slow) and DAQ as the
 fused ten-kernel Triton chain that the layer runs on CUDA (also against BF16, eager and both
 replayed as CUDA graphs; and, column "bf16 act", the chain between bfloat16 layers under
-autocast, X and G_Y read and Y and G_X written in two bytes). It prints per shape the predicted ratios, then the
-medians, and, with ``--measured`` (a ``bench_layers.py --json`` file of a GPU run), the
-measured ratios beside the predictions and how far apart they are::
+autocast, X and G_Y read and Y and G_X written in two bytes). It prints per shape the predicted
+ratios, then the medians, and, with ``--measured`` (a ``bench_layers.py --json`` file of a GPU
+run), the measured ratios beside the predictions and how far apart they are::
 
     python tools/benchmarks/roofline.py --batch 64 \\
         --measured docs/benchmarks/h100_2026-11-25/bench_layers_cuda.json
