@@ -91,8 +91,8 @@ def check_synthetic_data(cfg: Config) -> None:
         paths = [osp.normpath(p) for p in (dataset.get('data_root'), dataset.get('ann_file'))
                  if isinstance(p, str) and p]
         for root, kind in SYNTHETIC_ROOTS.items():
-            generated = osp.isfile(osp.join(root, 'manifest.json'))
-            if not generated and any(p == root or p.startswith(root + osp.sep) for p in paths):
+            reads_root = any(p == root or p.startswith(root + osp.sep) for p in paths)
+            if reads_root and not osp.isfile(osp.join(root, 'manifest.json')):
                 raise FileNotFoundError(
                     f'{loader} reads the synthetic dataset {root!r}, which is not in '
                     f'{osp.abspath(root)!r}: generate it with `make data` (or `python '

@@ -225,14 +225,14 @@ class QuantScheme:
         return self.quantize_grads(g, dim, slot, for_input=False)[0]
 
     @property
-    def input_grad_bits(self) -> int:
+    def grad_input_copy_bits(self) -> int:
         """Bits of the G_X copy of G_Y: ``grad_input_bits``, else ``grad_bits``."""
         return self.grad_bits if self.grad_input_bits is None else self.grad_input_bits
 
     def quantize_grad_for_input(self, g: Tensor, slot: int = 0) -> QuantResult:
         """G_Y (Tensor[N, C_out, ...]) -> (int8 codes, scale Tensor[]), for the G_X GEMM."""
         return quantize(g, rounding=self.grad_rounding, generator=self._generator(g),
-                        num_bits=self.input_grad_bits)
+                        num_bits=self.grad_input_copy_bits)
 
     def quantize_grads(self, g: Tensor, dim: int = 1, slot: int = 0, for_weight: bool = True,
                        for_input: bool = True) -> Tuple[Optional[QuantResult],
@@ -251,7 +251,7 @@ class QuantScheme:
         channels = g.shape[dim]
         clip, channel_max = self.grad_weight_clip_and_max(g, dim, slot)
         rounding, generator = self.grad_rounding, self._generator(g)
-        bits, bits_x = dict(num_bits=self.grad_bits), dict(num_bits=self.input_grad_bits)
+        bits, bits_x = dict(num_bits=self.grad_bits), dict(num_bits=self.grad_input_copy_bits)
         shared = rounding == 'nearest' and bits == bits_x  # the copies can share their passes
         if clip is None:  # one scale for the tensor, repeated per channel
             tensor_max = abs_max(g)
@@ -303,7 +303,7 @@ class QuantScheme:
 
     def _fusable(self) -> bool:
         return (self.grad_rounding == 'nearest' and self.fuses_forward()
-                and self.input_grad_bits == self.grad_bits and not self.collect_stats
+                and self.grad_input_copy_bits == self.grad_bits and not self.collect_stats
                 and not self.measure_error)
 
     def fuses_forward(self) -> bool:

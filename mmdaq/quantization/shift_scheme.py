@@ -99,7 +99,7 @@ class ShiftQuantScheme(QuantScheme):
 
     def quantize_grad_for_input(self, g: Tensor, slot: int = 0) -> ShiftQuantResult:
         """G_Y (Tensor[N, C_out, *O]) -> codes with one scale per output channel (dim 1)."""
-        return shift_quantize(g, 1, self.num_groups, self.input_grad_bits, self.grad_rounding,
+        return shift_quantize(g, 1, self.num_groups, self.grad_input_copy_bits, self.grad_rounding,
                               self._generator(g))
 
     def quantize_grads(self, g: Tensor, dim: int = 1, slot: int = 0, for_weight: bool = True,

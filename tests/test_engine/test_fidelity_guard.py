@@ -102,7 +102,7 @@ def test_guard_moves_a_layer_with_a_low_bit_grad_input_copy_to_8_bits():
         probe = guard.after_iter(layers)
     assert probe.layer == '2' and probe.action == '8 bits', probe
     assert probe.errors['grad_input'] > 0.1 > probe.errors['grad_weight']
-    assert layers['2'].quant_scheme.input_grad_bits == 8
+    assert layers['2'].quant_scheme.grad_input_copy_bits == 8
 
 
 def test_guard_in_a_runner_logs_moves_and_survives_resume(tmp_path):

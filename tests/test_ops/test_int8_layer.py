@@ -361,7 +361,7 @@ def test_bit_widths_are_checked():
         build_scheme('daq', grad_input_bits=8.0)
     with pytest.raises(ValueError, match='UI8 quantizes G_Y once for both GEMMs'):
         build_scheme('ui8', grad_bits=4, grad_input_bits=8)
-    assert build_scheme('ui8', grad_bits=4, grad_input_bits=4).input_grad_bits == 4
+    assert build_scheme('ui8', grad_bits=4, grad_input_bits=4).grad_input_copy_bits == 4
 
 
 def test_ui8_searches_its_clip_at_its_gradient_width():
