@@ -29,6 +29,24 @@ MMDAQ_CPU_CLONES void full_block(const int8_t* __restrict__ in, uint8_t* __restr
   }
 }
 
+// A block narrower than kBlock in positions (w) or channels (h): the weights' few taps, the
+// last positions or channels. The same as full_block with run-time sizes, in a function of its
+// own: with the sizes and pointers as by-value restrict arguments the compiler need not reload
+// them after every byte store (uint8_t stores may alias anything reached by reference).
+MMDAQ_CPU_CLONES void edge_block(const int8_t* __restrict__ in, uint8_t* __restrict__ o,
+                                 int64_t c, int64_t l, int64_t l0, int64_t w, int64_t c0,
+                                 int64_t h, uint8_t flip) {
+  uint8_t t[kBlock][kBlock];
+  for (int64_t j = 0; j < h; ++j) {
+    const int8_t* src = in + (c0 + j) * l + l0;
+    for (int64_t i = 0; i < w; ++i) t[i][j] = static_cast<uint8_t>(src[i]);
+  }
+  for (int64_t i = 0; i < w; ++i) {
+    uint8_t* dst = o + (l0 + i) * c + c0;
+    for (int64_t j = 0; j < h; ++j) dst[j] = t[i][j] ^ flip;
+  }
+}
+
 at::Tensor int8_channels_last_cpu(const at::Tensor& x, bool to_uint8) {
   MMDAQ_CHECK(x.scalar_type() == at::kChar, "int8_channels_last: x must be int8, but got ",
               x.scalar_type());
@@ -71,11 +89,7 @@ at::Tensor int8_channels_last_cpu(const at::Tensor& x, bool to_uint8) {
             full_block(in, o, c, l, l0, c0, flip);
             continue;
           }
-          for (int64_t i = l0; i < l1; ++i) {  // edge blocks
-            for (int64_t ch = c0; ch < c1; ++ch) {
-              o[i * c + ch] = static_cast<uint8_t>(in[ch * l + i]) ^ flip;
-            }
-          }
+          edge_block(in, o, c, l, l0, l1 - l0, c0, c1 - c0, flip);
         }
       }
     }
