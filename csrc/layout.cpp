@@ -8,6 +8,12 @@ TORCH_LIBRARY_FRAGMENT(mmdaq, m) {
   // to_uint8, the codes + 128 as uint8: the activation oneDNN's u8 x s8 convolution takes,
   // with zero point 128. See mmdaq/kernels/layout.py.
   m.def("int8_channels_last(Tensor x, bool to_uint8) -> Tensor");
+  // The columns of a convolution from int8 codes x [N, C, *S] (S: 1 to 3 dims; channels last
+  // in memory or laid out so first): cols [N * L, C * K], the columns of output position l in
+  // (group, k_1 .. k_d, channel of the group) order, zeros where a tap falls in the padding.
+  // See mmdaq/ops/im2col.py.
+  m.def("int8_im2col(Tensor x, int[] kernel, int[] stride, int[] padding, int[] dilation, "
+        "int groups) -> Tensor");
   // The weight gradient from the integer sums of its GEMM: acc [C_out, K * C_in] (int32,
   // columns in (k, c) order) times scale[C_out] per row, as float32 in the weight's layout
   // weight_shape = [C_out, C_in, *k]: out[o, c, k] = float(acc[o, k * C_in + c]) * scale[o].

@@ -5,6 +5,8 @@
 #include <torch/types.h>
 
 #include <algorithm>
+#include <array>
+#include <cstring>
 #include <vector>
 
 #include "../common/check.h"
@@ -97,6 +99,109 @@ at::Tensor int8_channels_last_cpu(const at::Tensor& x, bool to_uint8) {
   return out;
 }
 
+// Whether x [N, C, *S] is stored densely as [N, *S, C].
+bool dense_channels_last(const at::Tensor& x) {
+  if (x.stride(1) != 1 && x.size(1) != 1) return false;
+  int64_t step = x.size(1);
+  for (int64_t d = x.dim() - 1; d >= 2; --d) {
+    if (x.stride(d) != step && x.size(d) != 1) return false;
+    step *= x.size(d);
+  }
+  return x.stride(0) == step || x.size(0) == 1;
+}
+
+// Convolution arguments over 3 spatial dims (the missing leading ones of size 1).
+struct Geometry3 {
+  std::array<int64_t, 3> size{1, 1, 1}, kernel{1, 1, 1}, stride{1, 1, 1}, padding{0, 0, 0},
+      dilation{1, 1, 1}, out{1, 1, 1};
+};
+
+Geometry3 im2col_geometry(const at::Tensor& x, at::IntArrayRef kernel, at::IntArrayRef stride,
+                          at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  MMDAQ_CHECK(x.scalar_type() == at::kChar, "int8_im2col: x must be int8, but got ",
+              x.scalar_type());
+  MMDAQ_CHECK(x.dim() >= 3 && x.dim() <= 5,
+              "int8_im2col: x must be [N, C, *S] with 1 to 3 spatial dims, but got shape ",
+              x.sizes());
+  const int64_t nd = x.dim() - 2;
+  MMDAQ_CHECK(static_cast<int64_t>(kernel.size()) == nd &&
+                  static_cast<int64_t>(stride.size()) == nd &&
+                  static_cast<int64_t>(padding.size()) == nd &&
+                  static_cast<int64_t>(dilation.size()) == nd,
+              "int8_im2col: kernel, stride, padding and dilation need one value per spatial dim (",
+              nd, "), but got ", kernel, ", ", stride, ", ", padding, ", ", dilation);
+  MMDAQ_CHECK(groups >= 1 && x.size(1) % groups == 0, "int8_im2col: groups (", groups,
+              ") must be positive and divide the channels (", x.size(1), ")");
+  Geometry3 g;
+  for (int64_t i = 0; i < nd; ++i) {
+    const int64_t j = 3 - nd + i;
+    MMDAQ_CHECK(kernel[i] >= 1 && stride[i] >= 1 && dilation[i] >= 1 && padding[i] >= 0,
+                "int8_im2col: kernel, stride and dilation must be positive and padding not "
+                "negative, but got ", kernel, ", ", stride, ", ", dilation, ", ", padding);
+    g.size[j] = x.size(2 + i);
+    g.kernel[j] = kernel[i];
+    g.stride[j] = stride[i];
+    g.padding[j] = padding[i];
+    g.dilation[j] = dilation[i];
+    g.out[j] = (g.size[j] + 2 * padding[i] - dilation[i] * (kernel[i] - 1) - 1) / stride[i] + 1;
+    MMDAQ_CHECK(g.size[j] + 2 * padding[i] >= dilation[i] * (kernel[i] - 1) + 1,
+                "int8_im2col: the kernel (", kernel, ", dilation ", dilation,
+                ") is larger than the padded input ", x.sizes(), " (padding ", padding, ")");
+  }
+  return g;
+}
+
+// Columns of output positions [begin, end): per position, per group and tap, a run of Cg codes
+// copied from the channels-last input, or zeros where the tap is in the padding.
+void im2col_rows(const int8_t* __restrict__ xp, int8_t* __restrict__ cp, const Geometry3& g,
+                 int64_t c, int64_t groups, int64_t begin, int64_t end) {
+  const int64_t cg = c / groups;
+  const int64_t l = g.out[0] * g.out[1] * g.out[2];
+  const int64_t taps = g.kernel[0] * g.kernel[1] * g.kernel[2];
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t n = r / l, o = r % l;
+    const int64_t o0 = o / (g.out[1] * g.out[2]), o1 = o / g.out[2] % g.out[1],
+                  o2 = o % g.out[2];
+    int8_t* dst = cp + r * c * taps;
+    for (int64_t grp = 0; grp < groups; ++grp) {
+      for (int64_t k0 = 0; k0 < g.kernel[0]; ++k0) {
+        const int64_t p0 = o0 * g.stride[0] - g.padding[0] + k0 * g.dilation[0];
+        for (int64_t k1 = 0; k1 < g.kernel[1]; ++k1) {
+          const int64_t p1 = o1 * g.stride[1] - g.padding[1] + k1 * g.dilation[1];
+          for (int64_t k2 = 0; k2 < g.kernel[2]; ++k2, dst += cg) {
+            const int64_t p2 = o2 * g.stride[2] - g.padding[2] + k2 * g.dilation[2];
+            if (p0 < 0 || p0 >= g.size[0] || p1 < 0 || p1 >= g.size[1] || p2 < 0 ||
+                p2 >= g.size[2]) {
+              std::memset(dst, 0, cg);
+              continue;
+            }
+            const int64_t pos = ((n * g.size[0] + p0) * g.size[1] + p1) * g.size[2] + p2;
+            std::memcpy(dst, xp + pos * c + grp * cg, cg);
+          }
+        }
+      }
+    }
+  }
+}
+
+at::Tensor int8_im2col_cpu(const at::Tensor& x, at::IntArrayRef kernel, at::IntArrayRef stride,
+                           at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  const Geometry3 g = im2col_geometry(x, kernel, stride, padding, dilation, groups);
+  const int64_t n = x.size(0), c = x.size(1);
+  const int64_t rows = n * g.out[0] * g.out[1] * g.out[2];
+  const int64_t width = c * g.kernel[0] * g.kernel[1] * g.kernel[2];
+  auto cols = at::empty({rows, width}, x.options());
+  if (cols.numel() == 0) return cols;
+  const auto xcl = dense_channels_last(x) ? x : int8_channels_last_cpu(x, false);
+  const int8_t* xp = xcl.data_ptr<int8_t>();
+  int8_t* cp = cols.data_ptr<int8_t>();
+  const int64_t grain = std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(width, 1));
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    im2col_rows(xp, cp, g, c, groups, begin, end);
+  });
+  return cols;
+}
+
 // Row o of int32_to_weight: [K, C] int32 -> [C, K] float times s.
 MMDAQ_CPU_CLONES void weight_row(const int32_t* __restrict__ a, float* __restrict__ o, int64_t k,
                                  int64_t c, float s) {
@@ -143,5 +248,6 @@ at::Tensor int32_to_weight_cpu(const at::Tensor& acc, const at::Tensor& scale,
 
 TORCH_LIBRARY_IMPL(mmdaq, CPU, m) {
   m.impl("int8_channels_last", &int8_channels_last_cpu);
+  m.impl("int8_im2col", &int8_im2col_cpu);
   m.impl("int32_to_weight", &int32_to_weight_cpu);
 }

@@ -1,8 +1,10 @@
 """im2col / col2im for 1-D, 2-D and 3-D convolutions, on any dtype (int8 included).
 
 A convolution becomes a GEMM over the columns ``[N*L, C*K]`` with L the number of
-output positions and K the kernel volume. :func:`im2col` builds them from strided
-views (``Tensor.unfold``), so it works on the int8 codes directly and copies once.
+output positions and K the kernel volume. :func:`im2col` builds them from int8 codes on CPU
+with the compiled ``mmdaq::int8_im2col`` (one pass: runs of channels copied from the
+channels-last codes, zeros for the padding), and otherwise from strided views
+(:func:`im2col_reference`: ``Tensor.unfold`` on any dtype, one copy), which is its reference.
 :func:`col2im` is its adjoint (overlapping windows are summed) and computes the
 input gradient from the column gradient.
 """
@@ -15,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..kernels import int8_channels_last
+from ..kernels.extension import compiled_op_available, register_fake_if_built
 
 
 def conv_output_size(size: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
@@ -41,12 +44,22 @@ def im2col(x: Tensor, kernel: Sequence[int], stride: Sequence[int], padding: Seq
         tuple: cols (Tensor[N*L, C*K], x.dtype) and the output size (O_1, .., O_d) with
         L = prod(O).
     """
+    out_size = conv_output_size(x.shape[2:], kernel, stride, padding, dilation)
+    if x.dtype == torch.int8 and 1 <= x.dim() - 2 <= 3 and \
+            compiled_op_available('int8_im2col', x.device):
+        return torch.ops.mmdaq.int8_im2col(x, kernel, stride, padding, dilation,
+                                           groups), out_size
+    return im2col_reference(x, kernel, stride, padding, dilation, groups), out_size
+
+
+def im2col_reference(x: Tensor, kernel: Sequence[int], stride: Sequence[int],
+                     padding: Sequence[int], dilation: Sequence[int], groups: int = 1) -> Tensor:
+    """The columns of :func:`im2col` from strided views (``Tensor.unfold``) and one copy: any
+    dtype and device; the twin the compiled ``mmdaq::int8_im2col`` is tested against."""
     n, c = x.shape[:2]
     nd = x.dim() - 2
     out_size = conv_output_size(x.shape[2:], kernel, stride, padding, dilation)
-    if x.dtype == torch.int8 and nd > 0 and not x.movedim(1, -1).is_contiguous():
-        x = int8_channels_last(x)  # one vectorized pass; torch's copy moves byte by byte
-    x = x.movedim(1, -1)  # [N, *S, C]; free for a channels_last input
+    x = x.movedim(1, -1)  # [N, *S, C]
     if any(p > 0 for p in padding):
         x = F.pad(x, [0, 0] + [p for p in reversed(padding) for _ in range(2)])
     for i in range(nd):  # [N, O.., C, w_1..]: windows appended as trailing dims
@@ -58,7 +71,16 @@ def im2col(x: Tensor, kernel: Sequence[int], stride: Sequence[int], padding: Seq
     x = x.reshape(x.shape[:1 + nd] + (groups, c // groups) + x.shape[2 + nd:])
     # [N, O.., G, Cg, k..] -> [N, O.., G, k.., Cg] -> [N*L, C*K]
     perm = tuple(range(2 + nd)) + tuple(range(3 + nd, 3 + 2 * nd)) + (2 + nd, )
-    return x.permute(perm).reshape(n * math.prod(out_size), c * math.prod(kernel)), out_size
+    return x.permute(perm).reshape(n * math.prod(out_size), c * math.prod(kernel))
+
+
+@register_fake_if_built('mmdaq::int8_im2col')
+def _int8_im2col_fake(x: Tensor, kernel, stride, padding, dilation, groups) -> Tensor:
+    torch._check(x.dtype == torch.int8 and 3 <= x.dim() <= 5,
+                 lambda: 'int8_im2col: x must be int8 [N, C, *S] with 1 to 3 spatial dims, but '
+                 f'got {x.dtype} of shape {tuple(x.shape)}')
+    out_size = conv_output_size(x.shape[2:], kernel, stride, padding, dilation)
+    return x.new_empty((x.shape[0] * math.prod(out_size), x.shape[1] * math.prod(kernel)))
 
 
 def channels_inner_weight(w: Tensor, groups: int) -> Tensor:

@@ -65,3 +65,40 @@ def test_weight_columns_is_channels_inner_weight_transposed(shape, groups):
     assert torch.equal(got, channels_inner_weight(w, groups).transpose(1, 2))
     if math.prod(shape[2:]) == 1 and groups == 1:  # 1x1: a view of the weight
         assert got.data_ptr() == w.data_ptr()
+
+
+@pytest.mark.needs_ext
+@pytest.mark.parametrize('nd', [1, 2, 3])
+@pytest.mark.parametrize('k, s, p, d, groups', [(3, 1, 1, 1, 1), (3, 2, 2, 2, 2), (1, 1, 0, 1, 3),
+                                                (2, 3, 0, 1, 6), (5, 1, 2, 1, 1), (3, 1, 4, 1, 1)])
+@pytest.mark.parametrize('layout', ['contiguous', 'channels_last', 'sliced'])
+def test_compiled_int8_im2col_equals_the_reference(nd, k, s, p, d, groups, layout):
+    from mmdaq.ops.im2col import im2col_reference
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randint(-127, 128, (3, 12) + (7, ) * nd, generator=gen, dtype=torch.int8)
+    if layout == 'channels_last':  # already in the layout the kernel reads: no copy
+        x = x.movedim(1, -1).contiguous().movedim(-1, 1)
+    elif layout == 'sliced':  # neither layout: laid out first
+        x = x[:, :, ..., 1:]
+    args = ((k, ) * nd, (s, ) * nd, (p, ) * nd, (d, ) * nd)
+    got = torch.ops.mmdaq.int8_im2col(x, *args, groups)
+    want = im2col_reference(x, *args, groups=groups)
+    assert got.dtype == torch.int8 and got.is_contiguous() and torch.equal(got, want)
+    assert torch.equal(im2col(x, *args, groups=groups)[0], want)
+
+
+@pytest.mark.needs_ext
+def test_compiled_int8_im2col_opcheck_and_bad_input():
+    x = torch.randint(-127, 128, (2, 4, 5, 6), dtype=torch.int8)
+    torch.library.opcheck(torch.ops.mmdaq.int8_im2col.default,
+                          (x, [3, 3], [2, 1], [1, 1], [1, 2], 2))
+    with pytest.raises(RuntimeError, match='int8_im2col: x must be int8'):
+        torch.ops.mmdaq.int8_im2col(x.float(), [3, 3], [1, 1], [1, 1], [1, 1], 1)
+    with pytest.raises(RuntimeError, match='one value per spatial dim'):
+        torch.ops.mmdaq.int8_im2col(x, [3], [1, 1], [1, 1], [1, 1], 1)
+    with pytest.raises(RuntimeError, match='must be positive and divide'):
+        torch.ops.mmdaq.int8_im2col(x, [3, 3], [1, 1], [1, 1], [1, 1], 3)
+    with pytest.raises(RuntimeError, match='larger than the padded input'):
+        torch.ops.mmdaq.int8_im2col(x, [9, 3], [1, 1], [1, 1], [1, 1], 1)
+    with pytest.raises(RuntimeError, match='padding not negative'):
+        torch.ops.mmdaq.int8_im2col(x, [3, 3], [1, 1], [-1, 1], [1, 1], 1)
