@@ -93,17 +93,21 @@ def compiled_op_available(name: str, device: Optional[torch.device] = None) -> b
     The answer is cached per op and device type: it cannot change once the extension is loaded
     or not.
     """
-    key = (name, None if device is None else torch.device(device).type)
-    if key not in _COMPILED_OPS:
+    if device is not None:
+        # The hot path (a call per kernel launch): a torch.device's type read, not a new device.
+        device = device.type if isinstance(device, torch.device) else torch.device(device).type
+    key = (name, device)
+    found = _COMPILED_OPS.get(key)
+    if found is None:
         _try_load()
         try:
             getattr(torch.ops.mmdaq, name)
             found = True
         except (AttributeError, RuntimeError):
             found = False
-        if found and key[1] is not None:
-            dispatch_key = _KERNEL_DEVICE_TYPES.get(key[1])
+        if found and device is not None:
+            dispatch_key = _KERNEL_DEVICE_TYPES.get(device)
             found = dispatch_key is not None and \
                 torch._C._dispatch_has_kernel_for_dispatch_key(f'mmdaq::{name}', dispatch_key)
         _COMPILED_OPS[key] = found
-    return _COMPILED_OPS[key]
+    return found
