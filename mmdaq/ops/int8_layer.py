@@ -28,6 +28,7 @@ from ..kernels import channels_first_epilogue, int32_to_weight
 from ..quantization.schemes import QuantScheme
 from .conv_autotune import cpu_conv_mode, fastest, shape_bucket
 from .geometry import ConvGeometry
+from .grad_codes_cpu import daq_grad_codes_cpu, daq_grad_codes_cpu_applies
 from .grad_error import int8_grad_errors
 from .grouped_matmul import grouped_int8_matmul
 from .im2col import channels_inner_to_weight, channels_inner_weight, col2im, im2col, weight_columns
@@ -234,8 +235,17 @@ def int8_conv_backward_pass(grad_y: Tensor, x_q: Tensor, s_x: Tensor, w_q: Tenso
     grad_y = grad_y.float()
     grad_x = grad_w = grad_b = None
     per_channel_w = s_w.dim() > 0
-    for_w, for_x = scheme.quantize_grads(grad_y, dim=1, slot=slot, for_weight=need_w,
-                                         for_input=need_x and not per_channel_w)
+    rule = scheme.fused_grad_rule(slot) if need_w else None  # implies per-tensor W scales
+    fused_bias = None
+    if daq_grad_codes_cpu_applies(grad_y, rule, scheme):  # the G_Y pass in one compiled op
+        codes = daq_grad_codes_cpu(grad_y, rule, scheme.fused_clip_state(
+            slot, grad_y.shape[1], grad_y.device), need_b)
+        scheme.record_fused_grads(slot, rule, codes)
+        for_w, for_x, fused_bias = (codes.g_q_w, codes.s_w), (codes.g_q_x, codes.s_x), \
+            codes.grad_bias
+    else:
+        for_w, for_x = scheme.quantize_grads(grad_y, dim=1, slot=slot, for_weight=need_w,
+                                             for_input=need_x and not per_channel_w)
     if need_x and per_channel_w:
         # G_X = sum_c G_Y[:, c] s_w[c] Wq[c]: the weight scales go into G_Y's per-tensor copy.
         channel_shape = (1, -1) + (1, ) * (grad_y.dim() - 2)
@@ -274,8 +284,9 @@ def int8_conv_backward_pass(grad_y: Tensor, x_q: Tensor, s_x: Tensor, w_q: Tenso
             cols = cols * (s_g * s_w)
             grad_x = col2im(cols, x_q.shape, geo.kernel, geo.stride, geo.padding,
                             geo.dilation, geo.groups)
-    if need_b:
-        grad_b = grad_y.sum(dim=[d for d in range(grad_y.dim()) if d != 1]) * factor
+    if need_b:  # (a scheme with a fused rule has factor 1: UI8 has no such rule)
+        grad_b = fused_bias if fused_bias is not None else \
+            grad_y.sum(dim=[d for d in range(grad_y.dim()) if d != 1]) * factor
     if scheme.measure_error:  # the fidelity guard's probe of this layer (grad_error.py)
         scheme.measure_error = False
         scheme.last_error = int8_grad_errors(grad_y, x_q, s_x, weight, geo, grad_x,
