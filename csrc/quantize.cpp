@@ -5,6 +5,10 @@ TORCH_LIBRARY_FRAGMENT(mmdaq, m) {
   // Codes of x for the given step(s): per tensor if scale has one element, else per channel
   // along `dim` (scale.numel() == x.size(dim)). Returns int8 with x's shape.
   m.def("quantize_int8(Tensor x, Tensor scale, int dim) -> Tensor");
+  // Per-tensor INT8 codes of x with its abs-max as the clip, in one op: the step
+  // clip_to_scale(abs-max, abs-max, 127) (NaN where x holds NaN or Inf, 0 for all zeros or an
+  // empty x) and the codes quantize_int8 gives for it. Returns (codes, scale []).
+  m.def("quantize_per_tensor_int8(Tensor x) -> (Tensor, Tensor)");
   // The same with stochastic rounding: floor(v) + (u < v - floor(v)), v = x / scale clamped to
   // [-127, 127], u of element i from Philox-4x32-10 block offset + i / 4 under `seed`
   // (reproducible, the same on every device; philox_uniform gives the u's).

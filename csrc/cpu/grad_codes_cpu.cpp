@@ -39,8 +39,8 @@ Outputs daq_grad_codes_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins, d
   MMDAQ_CHECK(g.scalar_type() == at::kFloat && g.dim() >= 1,
               "daq_grad_codes: g must be a float32 tensor with a channel dim, but got ",
               g.scalar_type(), " of shape ", g.sizes());
-  MMDAQ_CHECK(dim >= -g.dim() && dim < g.dim(), "daq_grad_codes: dim must be in [", -g.dim(),
-              ", ", g.dim(), "), but got ", dim);
+  MMDAQ_CHECK(dim >= -g.dim() && dim < g.dim(), "daq_grad_codes: dim must be in [", -g.dim(), ", ",
+              g.dim(), "), but got ", dim);
   dim = dim < 0 ? dim + g.dim() : dim;
   const int64_t channels = g.size(dim);
   MMDAQ_CHECK(channels > 0 && g.numel() > 0, "daq_grad_codes: g must not be empty, but got shape ",
@@ -52,10 +52,10 @@ Outputs daq_grad_codes_cpu(const at::Tensor& g, int64_t dim, int64_t num_bins, d
   const int64_t values = g.numel() / channels;
   const int64_t bins = std::min<int64_t>(num_bins, std::max<int64_t>(64, values));
 
-  static auto stats_op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("mmdaq::grad_channel_stats", "")
-                             .typed<Stats(const at::Tensor&, int64_t, int64_t, double, int64_t,
-                                          bool)>();
+  static auto stats_op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("mmdaq::grad_channel_stats", "")
+          .typed<Stats(const at::Tensor&, int64_t, int64_t, double, int64_t, bool)>();
   static auto pair_op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("mmdaq::quantize_int8_pair", "")

@@ -35,9 +35,9 @@ MMDAQ_CPU_CLONES void full_block(const int8_t* __restrict__ in, uint8_t* __restr
 // last positions or channels. The same as full_block with run-time sizes, in a function of its
 // own: with the sizes and pointers as by-value restrict arguments the compiler need not reload
 // them after every byte store (uint8_t stores may alias anything reached by reference).
-MMDAQ_CPU_CLONES void edge_block(const int8_t* __restrict__ in, uint8_t* __restrict__ o,
-                                 int64_t c, int64_t l, int64_t l0, int64_t w, int64_t c0,
-                                 int64_t h, uint8_t flip) {
+MMDAQ_CPU_CLONES void edge_block(const int8_t* __restrict__ in, uint8_t* __restrict__ o, int64_t c,
+                                 int64_t l, int64_t l0, int64_t w, int64_t c0, int64_t h,
+                                 uint8_t flip) {
   uint8_t t[kBlock][kBlock];
   for (int64_t j = 0; j < h; ++j) {
     const int8_t* src = in + (c0 + j) * l + l0;
@@ -124,12 +124,11 @@ Geometry3 im2col_geometry(const at::Tensor& x, at::IntArrayRef kernel, at::IntAr
               "int8_im2col: x must be [N, C, *S] with 1 to 3 spatial dims, but got shape ",
               x.sizes());
   const int64_t nd = x.dim() - 2;
-  MMDAQ_CHECK(static_cast<int64_t>(kernel.size()) == nd &&
-                  static_cast<int64_t>(stride.size()) == nd &&
-                  static_cast<int64_t>(padding.size()) == nd &&
-                  static_cast<int64_t>(dilation.size()) == nd,
-              "int8_im2col: kernel, stride, padding and dilation need one value per spatial dim (",
-              nd, "), but got ", kernel, ", ", stride, ", ", padding, ", ", dilation);
+  MMDAQ_CHECK(
+      static_cast<int64_t>(kernel.size()) == nd && static_cast<int64_t>(stride.size()) == nd &&
+          static_cast<int64_t>(padding.size()) == nd && static_cast<int64_t>(dilation.size()) == nd,
+      "int8_im2col: kernel, stride, padding and dilation need one value per spatial dim (", nd,
+      "), but got ", kernel, ", ", stride, ", ", padding, ", ", dilation);
   MMDAQ_CHECK(groups >= 1 && x.size(1) % groups == 0, "int8_im2col: groups (", groups,
               ") must be positive and divide the channels (", x.size(1), ")");
   Geometry3 g;
@@ -137,7 +136,8 @@ Geometry3 im2col_geometry(const at::Tensor& x, at::IntArrayRef kernel, at::IntAr
     const int64_t j = 3 - nd + i;
     MMDAQ_CHECK(kernel[i] >= 1 && stride[i] >= 1 && dilation[i] >= 1 && padding[i] >= 0,
                 "int8_im2col: kernel, stride and dilation must be positive and padding not "
-                "negative, but got ", kernel, ", ", stride, ", ", dilation, ", ", padding);
+                "negative, but got ",
+                kernel, ", ", stride, ", ", dilation, ", ", padding);
     g.size[j] = x.size(2 + i);
     g.kernel[j] = kernel[i];
     g.stride[j] = stride[i];
@@ -160,8 +160,7 @@ void im2col_rows(const int8_t* __restrict__ xp, int8_t* __restrict__ cp, const G
   const int64_t taps = g.kernel[0] * g.kernel[1] * g.kernel[2];
   for (int64_t r = begin; r < end; ++r) {
     const int64_t n = r / l, o = r % l;
-    const int64_t o0 = o / (g.out[1] * g.out[2]), o1 = o / g.out[2] % g.out[1],
-                  o2 = o % g.out[2];
+    const int64_t o0 = o / (g.out[1] * g.out[2]), o1 = o / g.out[2] % g.out[1], o2 = o % g.out[2];
     int8_t* dst = cp + r * c * taps;
     for (int64_t grp = 0; grp < groups; ++grp) {
       for (int64_t k0 = 0; k0 < g.kernel[0]; ++k0) {

@@ -4,8 +4,10 @@
 #include <torch/library.h>
 #include <torch/types.h>
 #include <algorithm>
+#include <cstring>
 #include <tuple>
 
+#include "../common/check.h"
 #include "../common/cpu_clones.h"
 #include "../common/quant_utils.h"
 #include "../quantize_args.h"
@@ -124,8 +126,43 @@ at::Tensor clip_to_scale_cpu(const at::Tensor& clip, const at::Tensor& data_max,
 
 }  // namespace
 
+// Bits of the largest |x| over [begin, end): the sign bit cleared, the bit patterns of
+// non-negative floats order as their values, and every NaN's lies above Inf's, so an integer
+// max (which vectorizes) propagates NaN as the float abs-max does.
+MMDAQ_CPU_CLONES uint32_t abs_max_bits(const float* __restrict__ x, int64_t begin, int64_t end) {
+  uint32_t m = 0;
+  for (int64_t i = begin; i < end; ++i) {
+    uint32_t b;
+    std::memcpy(&b, x + i, sizeof(b));
+    b &= 0x7fffffffu;
+    m = b > m ? b : m;
+  }
+  return m;
+}
+
+std::tuple<at::Tensor, at::Tensor> quantize_per_tensor_int8_cpu(const at::Tensor& x) {
+  MMDAQ_CHECK(x.scalar_type() == at::kFloat && x.dim() > 0,
+              "quantize_per_tensor_int8: x must be a float32 tensor with at least one dim, but "
+              "got ",
+              x.scalar_type(), " of shape ", x.sizes());
+  const auto xc = x.contiguous();
+  const float* xp = xc.data_ptr<float>();
+  const uint32_t bits = at::parallel_reduce(
+      0, xc.numel(), 1 << 16, uint32_t{0},
+      [&](int64_t begin, int64_t end, uint32_t m) {
+        return std::max(m, abs_max_bits(xp, begin, end));
+      },
+      [](uint32_t a, uint32_t b) { return std::max(a, b); });
+  float data_max;
+  std::memcpy(&data_max, &bits, sizeof(data_max));
+  auto scale = at::empty({}, x.options());
+  scale.fill_(mmdaq::clip_to_step(data_max, data_max, mmdaq::kInt8MaxCode));
+  return {quantize_int8_cpu(x, scale, 0), scale};
+}
+
 TORCH_LIBRARY_IMPL(mmdaq, CPU, m) {
   m.impl("clip_to_scale", &clip_to_scale_cpu);
+  m.impl("quantize_per_tensor_int8", &quantize_per_tensor_int8_cpu);
   m.impl("quantize_int8", &quantize_int8_cpu);
   m.impl("quantize_int8_pair", &quantize_int8_pair_cpu);
   m.impl("quantize_int8_stochastic", &quantize_int8_stochastic_cpu);

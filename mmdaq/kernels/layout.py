@@ -1,4 +1,5 @@
-"""``mmdaq::int8_channels_last``: int8 codes to channels-last storage in one pass; and
+"""``mmdaq::int8_channels_last``: int8 codes to channels-last storage in one pass;
+``mmdaq::int8_im2col``: the columns of a convolution from int8 codes in one pass; and
 ``mmdaq::int32_to_weight``: the weight gradient from its GEMM's sums, scaled into the weight's
 layout.
 
@@ -7,10 +8,13 @@ channels last; the compiled kernel does it in vectorized 16 x 16 blocks. Used by
 (whose columns have the channels innermost) and, shifted to uint8, by oneDNN's convolution
 (:mod:`mmdaq.ops.onednn_conv`).
 """
+import math
+from typing import Sequence
+
 import torch
 from torch import Tensor
 
-from .extension import compiled_op_available, register_fake_if_built
+from .extension import compiled_op_available, register_fake_if_built, require_extension
 
 #: Added to a code to make it oneDNN's unsigned activation (its zero point).
 UINT8_ZERO_POINT = 128
@@ -53,6 +57,41 @@ def int8_channels_last(x: Tensor, to_uint8: bool = False) -> Tensor:
     if compiled_op_available('int8_channels_last', x.device):
         return torch.ops.mmdaq.int8_channels_last(x, to_uint8)
     return int8_channels_last_reference(x, to_uint8)
+
+
+def _output_size(size, kernel, stride, padding, dilation):
+    return [(s + 2 * p - d * (k - 1) - 1) // st + 1
+            for s, k, st, p, d in zip(size, kernel, stride, padding, dilation)]
+
+
+@register_fake_if_built('mmdaq::int8_im2col')
+def _int8_im2col_fake(x: Tensor, kernel, stride, padding, dilation, groups) -> Tensor:
+    torch._check(x.dtype == torch.int8 and 3 <= x.dim() <= 5,
+                 lambda: 'int8_im2col: x must be int8 [N, C, *S] with 1 to 3 spatial dims, but '
+                 f'got {x.dtype} of shape {tuple(x.shape)}')
+    out_size = _output_size(x.shape[2:], kernel, stride, padding, dilation)
+    return x.new_empty((x.shape[0] * math.prod(out_size), x.shape[1] * math.prod(kernel)))
+
+
+def int8_im2col(x: Tensor, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
+                dilation: Sequence[int], groups: int = 1) -> Tensor:
+    """The columns of a convolution of int8 codes, by the compiled kernel (CPU).
+
+    :func:`mmdaq.ops.im2col.im2col_reference` is its plain-PyTorch twin (same values).
+
+    Args:
+        x (Tensor[N, C, *S], int8): Codes, 1 to 3 spatial dims, any layout (laid out channels
+            last first where they are not).
+        kernel, stride, padding, dilation (Sequence[int]): One value per spatial dim.
+        groups (int): G of the convolution. Defaults to 1.
+
+    Returns:
+        Tensor[N*L, C*K], int8, contiguous: the columns of output position l in (group, k_1 ..
+        k_d, channel of the group) order, zeros where a tap falls in the padding.
+    """
+    require_extension('int8_im2col')
+    return torch.ops.mmdaq.int8_im2col(x, list(kernel), list(stride), list(padding),
+                                       list(dilation), groups)
 
 
 @register_fake_if_built('mmdaq::int32_to_weight')

@@ -1,5 +1,6 @@
 """``mmdaq::quantize_int8`` (and its stochastic and pair forms): float32 -> INT8 codes for
-given step(s); ``mmdaq::clip_to_scale``: the step of a clip. Compiled kernels.
+given step(s); ``mmdaq::quantize_per_tensor_int8``: the abs-max step and its codes in one op;
+``mmdaq::clip_to_scale``: the step of a clip. Compiled kernels.
 
 The plain-PyTorch references :func:`quantize_int8_reference` (the one eager quantizer, which
 :mod:`mmdaq.quantization` also runs where the kernels do not apply) and
@@ -144,6 +145,34 @@ def philox_uniform(like: Tensor, seed: int, offset: int) -> Tensor:
     """The uniform numbers in [0, 1) that :func:`quantize_int8_stochastic` draws for ``like``."""
     require_extension('philox_uniform')
     return torch.ops.mmdaq.philox_uniform(like, seed, offset)
+
+
+@register_fake_if_built('mmdaq::quantize_per_tensor_int8')
+def _quantize_per_tensor_int8_fake(x: Tensor) -> Tuple[Tensor, Tensor]:
+    torch._check(x.dtype == torch.float32 and x.dim() > 0,
+                 lambda: 'quantize_per_tensor_int8: x must be a float32 tensor with at least one '
+                 f'dim, but got {x.dtype} of shape {tuple(x.shape)}')
+    return torch.empty_like(x, dtype=torch.int8), x.new_empty(())
+
+
+def quantize_per_tensor_int8(x: Tensor) -> Tuple[Tensor, Tensor]:
+    """Per-tensor INT8 codes of ``x`` with its abs-max as the clip, by one compiled kernel.
+
+    Args:
+        x (Tensor[...], float32): Values (at least one dim).
+
+    Returns:
+        tuple: codes (Tensor[...], int8, as :func:`quantize_int8` gives them for the step) and
+        the step ``clip_to_scale(abs-max, abs-max, 127)`` (Tensor[], float32).
+    """
+    require_extension('quantize_per_tensor_int8')
+    return torch.ops.mmdaq.quantize_per_tensor_int8(x)
+
+
+def quantize_per_tensor_int8_applies(x: Tensor) -> bool:
+    """Whether :func:`quantize_per_tensor_int8` is built for ``x``'s device and takes ``x``."""
+    return x.dim() > 0 and x.dtype == torch.float32 and \
+        compiled_op_available('quantize_per_tensor_int8', x.device)
 
 
 def quantize_int8_applies(x: Tensor) -> bool:

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..kernels.extension import compiled_op_available, register_fake_if_built
+from ..kernels import compiled_op_available, daq_grad_codes
 from ..quantization.schemes import FusedClipState, FusedGradRule, QuantScheme
 from .triton_grad_stats import GradCodes
 
@@ -44,20 +44,7 @@ def daq_grad_codes_cpu(g: Tensor, rule: FusedGradRule, clip_state: FusedClipStat
         GradCodes: the codes in G_Y's shape and layout (row-major), ``grad_bias`` empty
         without ``need_bias``.
     """
-    outputs = torch.ops.mmdaq.daq_grad_codes(g, 1, rule.num_bins, float(rule.alpha),
-                                             float(rule.threshold), clip_state.prev_clip,
-                                             clip_state.clip_ratio, clip_state.is_gaussian,
-                                             clip_state.has_history, need_bias)
-    return GradCodes(*outputs)
-
-
-@register_fake_if_built('mmdaq::daq_grad_codes')
-def _daq_grad_codes_fake(g, dim, num_bins, alpha, threshold, prev_clip, clip_ratio,
-                         is_gaussian, has_history, need_bias):
-    channels = g.shape[dim]
-    per_channel = g.new_empty((channels, ), dtype=torch.float32)
-    codes = torch.empty_like(g, dtype=torch.int8, memory_format=torch.contiguous_format)
-    return (codes, per_channel, torch.empty_like(codes), g.new_empty((), dtype=torch.float32),
-            torch.empty_like(per_channel), torch.empty_like(per_channel),
-            torch.empty_like(per_channel),
-            torch.empty_like(per_channel) if need_bias else g.new_empty((0, )))
+    return GradCodes(*daq_grad_codes(g, 1, rule.num_bins, float(rule.alpha),
+                                     float(rule.threshold), clip_state.prev_clip,
+                                     clip_state.clip_ratio, clip_state.is_gaussian,
+                                     clip_state.has_history, need_bias))

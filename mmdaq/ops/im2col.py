@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..kernels import int8_channels_last
-from ..kernels.extension import compiled_op_available, register_fake_if_built
+from ..kernels import compiled_op_available, int8_channels_last, int8_im2col
 
 
 def conv_output_size(size: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
@@ -47,8 +46,7 @@ def im2col(x: Tensor, kernel: Sequence[int], stride: Sequence[int], padding: Seq
     out_size = conv_output_size(x.shape[2:], kernel, stride, padding, dilation)
     if x.dtype == torch.int8 and 1 <= x.dim() - 2 <= 3 and \
             compiled_op_available('int8_im2col', x.device):
-        return torch.ops.mmdaq.int8_im2col(x, kernel, stride, padding, dilation,
-                                           groups), out_size
+        return int8_im2col(x, kernel, stride, padding, dilation, groups), out_size
     return im2col_reference(x, kernel, stride, padding, dilation, groups), out_size
 
 
@@ -72,15 +70,6 @@ def im2col_reference(x: Tensor, kernel: Sequence[int], stride: Sequence[int],
     # [N, O.., G, Cg, k..] -> [N, O.., G, k.., Cg] -> [N*L, C*K]
     perm = tuple(range(2 + nd)) + tuple(range(3 + nd, 3 + 2 * nd)) + (2 + nd, )
     return x.permute(perm).reshape(n * math.prod(out_size), c * math.prod(kernel))
-
-
-@register_fake_if_built('mmdaq::int8_im2col')
-def _int8_im2col_fake(x: Tensor, kernel, stride, padding, dilation, groups) -> Tensor:
-    torch._check(x.dtype == torch.int8 and 3 <= x.dim() <= 5,
-                 lambda: 'int8_im2col: x must be int8 [N, C, *S] with 1 to 3 spatial dims, but '
-                 f'got {x.dtype} of shape {tuple(x.shape)}')
-    out_size = conv_output_size(x.shape[2:], kernel, stride, padding, dilation)
-    return x.new_empty((x.shape[0] * math.prod(out_size), x.shape[1] * math.prod(kernel)))
 
 
 def channels_inner_weight(w: Tensor, groups: int) -> Tensor:

@@ -108,12 +108,17 @@ def _register_autograd(forward_op, backward_op) -> None:
 
     def setup_context(ctx, inputs, output) -> None:
         x, weight, bias, *args = inputs  # args: scheme, kernel, .., groups, slot
+        # The saved outputs (codes, scales) get no gradient: no zero tensors of their sizes
+        # (an activation-sized memset per layer and backward) are made for them.
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(*output[1:], weight)
         ctx.args = tuple(args)
         ctx.has_bias = bias is not None
         ctx.x_dtype, ctx.w_dtype = x.dtype, weight.dtype
 
-    def backward(ctx, grad_y: Tensor, *_grad_saved):
+    def backward(ctx, grad_y: Optional[Tensor], *_grad_saved):
+        if grad_y is None:  # Y did not reach the loss
+            return (None, ) * (3 + len(ctx.args))
         *saved, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         need_b = need_b and ctx.has_bias

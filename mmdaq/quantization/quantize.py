@@ -47,7 +47,8 @@ from torch import Tensor
 
 from ..kernels import (clip_to_scale, clip_to_scale_reference, compiled_op_available, quantize_int8,
                        quantize_int8_applies, quantize_int8_pair, quantize_int8_reference,
-                       quantize_int8_stochastic)
+                       quantize_int8_stochastic, quantize_per_tensor_int8,
+                       quantize_per_tensor_int8_applies)
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _ROUNDING_MODES = ('nearest', 'stochastic')
@@ -142,6 +143,10 @@ def quantize(x: Tensor,
         raise ValueError(f'rounding must be one of {_ROUNDING_MODES}, but got {rounding!r}')
     x = _as_float32(x, 'x')
     dim = _normalize_dim(dim, x.dim())
+    if clip is None and dim is None and data_max is None and rounding == 'nearest' \
+            and qmax == 127 and quantize_per_tensor_int8_applies(x):
+        # Abs-max, step and codes in one compiled op (the same values, tested bit-exact).
+        return quantize_per_tensor_int8(x)
     if data_max is None:
         data_max = abs_max(x, dim)  # [] or [C]; non-finite exactly where the data are
     else:

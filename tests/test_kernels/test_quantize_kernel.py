@@ -57,7 +57,8 @@ def test_quantize_uses_kernel_with_identical_codes(monkeypatch, dim):
     x[2, 0, 0] = float('nan')
     clip = None if dim is None else torch.rand(x.shape[dim]) * 2
     fast = quantize_mod.quantize(x, clip=clip, dim=dim)
-    monkeypatch.setitem(extension._COMPILED_OPS, ('quantize_int8', 'cpu'), False)
+    for op in ('quantize_int8', 'quantize_per_tensor_int8'):
+        monkeypatch.setitem(extension._COMPILED_OPS, (op, 'cpu'), False)
     slow = quantize_mod.quantize(x, clip=clip, dim=dim)
     assert torch.equal(fast[0], slow[0])
     torch.testing.assert_close(fast[1], slow[1], equal_nan=True)
@@ -180,3 +181,51 @@ def test_per_channel_and_tensor_copies_without_the_pair_kernel_are_the_same(monk
     for a, b in zip(fast, slow):
         assert torch.equal(a[0], b[0])
         torch.testing.assert_close(a[1], b[1], rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.needs_ext
+@pytest.mark.parametrize('case', ['laplace', 'large', 'nan', 'inf', 'zeros', 'signed_zeros',
+                                  'strided', 'tiny', 'empty'])
+def test_per_tensor_kernel_is_abs_max_step_and_codes(case):
+    """quantize_per_tensor_int8 equals the eager abs-max, clip_to_scale and codes (NaN and Inf
+    give a NaN step and zero codes, all zeros a zero step), for any size (the abs-max reduction
+    split over threads) and layout."""
+    from mmdaq.kernels import clip_to_scale_reference, quantize_per_tensor_int8
+    from mmdaq.quantization.quantize import abs_max
+    gen = torch.Generator().manual_seed(0)
+    x = torch.distributions.Laplace(0.0, 2.0).sample((3, 7, 11))
+    if case == 'large':
+        x = torch.randn(5, 300, 129, generator=gen) * 1e3
+        x[4, 299, 128] = -2e4  # the largest value in the last thread's share
+    elif case == 'nan':
+        x[2, 6, 10] = float('nan')
+    elif case == 'inf':
+        x[0, 0, 0] = float('-inf')
+    elif case == 'zeros':
+        x = torch.zeros(4, 5)
+    elif case == 'signed_zeros':
+        x = torch.zeros(4, 5)
+        x[::2] = -0.0
+    elif case == 'strided':
+        x = torch.randn(6, 8, 10, generator=gen).permute(2, 0, 1)[:, ::2]
+    elif case == 'tiny':
+        x = torch.randn(3, generator=gen) * 1e-38  # subnormal steps
+    elif case == 'empty':
+        x = torch.zeros(0, 5)
+    codes, step = quantize_per_tensor_int8(x)
+    m = abs_max(x)
+    want_step = clip_to_scale_reference(m, m, 127)
+    assert step.shape == () and step.dtype == torch.float32
+    torch.testing.assert_close(step, want_step, rtol=0, atol=0, equal_nan=True)
+    assert codes.dtype == torch.int8 and torch.equal(codes, quantize_int8_reference(x, want_step))
+
+
+@pytest.mark.needs_ext
+def test_per_tensor_kernel_opcheck_and_bad_input():
+    from mmdaq.kernels import quantize_per_tensor_int8
+    x = torch.randn(4, 5)
+    torch.library.opcheck(torch.ops.mmdaq.quantize_per_tensor_int8.default, (x, ))
+    with pytest.raises(RuntimeError, match='x must be a float32 tensor with at least one dim'):
+        quantize_per_tensor_int8(x.double())
+    with pytest.raises(RuntimeError, match='x must be a float32 tensor with at least one dim'):
+        quantize_per_tensor_int8(torch.tensor(1.0))

@@ -30,3 +30,33 @@ def test_int8_conv_ops_pass_opcheck(x_shape, w_shape, geo, with_bias, device):
     for needs in [(True, True, with_bias), (False, True, False), (True, False, False)]:
         torch.library.opcheck(torch.ops.mmdaq.int8_conv_backward.default,
                               (grad_y, *saved, w.detach(), *args[3:], *needs))
+
+
+@pytest.mark.needs_ext
+def test_a_cpu_daq_conv_dispatches_one_kernel_op_per_job():
+    """DAQ conv forward + backward on CPU after warm-up, with the integer GEMMs of a VNNI CPU:
+    the kernel ops the CPU passes dispatch (the proxy of launches), each job one op, and no
+    zero tensors made for the gradients of the saved codes and scales."""
+    from mmdaq.analysis.op_trace import OpTrace
+    from mmdaq.cnn import DAQConv2d
+    from mmdaq.ops.int8_matmul import int8_matmul_backend
+    conv = DAQConv2d(16, 16, 3, padding=1, method='daq')
+    x = torch.randn(2, 16, 6, 6, requires_grad=True)
+    grad = torch.randn(2, 16, 6, 6)
+    with int8_matmul_backend('int_mm'):
+        for _ in range(2):
+            conv(x).backward(grad)
+        with OpTrace() as trace:
+            conv(x).backward(grad)
+    assert trace.syncs() == []
+    assert trace.counts() == {
+        'aten._int_mm': 3,  # forward, input gradient (a stride-1 conv of G_Y), weight gradient
+        'mmdaq.int8_im2col': 3,
+        'aten.mul.Tensor': 4,  # scale products on [] / [C] tensors
+        'mmdaq.int32_to_channels_first': 2,  # Y and G_X epilogues
+        'mmdaq.int8_channels_last': 2,  # W's codes as the forward and input-gradient operands
+        'mmdaq.quantize_per_tensor_int8': 2,  # X, W
+        'aten.flip': 1,  # W flipped for the input gradient
+        'mmdaq.daq_grad_codes': 1,  # G_Y: statistics, clip, both copies, bias gradient
+        'mmdaq.int32_to_weight': 1,  # G_W scaled into the weight layout
+    }, trace.counts()

@@ -30,18 +30,24 @@ from torch.autograd import DeviceType  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from mmdaq.analysis.benchmark import median_time, prepare, resnet50_conv_shapes  # noqa: E402
+from mmdaq.analysis.op_trace import OpTrace  # noqa: E402
 from mmdaq.ops.int8_matmul import cpu_isa  # noqa: E402
 
 #: Budget categories, by operator name (first match wins); what matches none is 'other'.
+#: ``aten::mm`` is the INT8 GEMM on a CPU without VNNI/AMX (float32 GEMMs on the codes,
+#: int8_matmul's float_exact backend). ``mmdaq::daq_grad_codes`` (DAQ's whole G_Y pass: the
+#: statistics and both copies) counts as statistics.
 CATEGORIES = (
-    ('int8 GEMM', ('aten::_int_mm', 'qconv')),
-    ('statistics', ('mmdaq::grad_channel_stats', )),
-    ('quantization', ('mmdaq::quantize_int8', 'mmdaq::clip_to_scale', 'aten::aminmax',
-                      'aten::amax', 'aten::abs', 'aten::max', 'aten::isfinite')),
+    ('int8 GEMM', ('aten::_int_mm', 'qconv', 'aten::mm')),
+    ('statistics', ('mmdaq::grad_channel_stats', 'mmdaq::daq_grad_codes')),
+    ('quantization', ('mmdaq::quantize_int8', 'mmdaq::quantize_per_tensor_int8',
+                      'mmdaq::clip_to_scale', 'aten::aminmax', 'aten::amax', 'aten::abs',
+                      'aten::max', 'aten::isfinite')),
     ('layout, scaling', ('mmdaq::int32_to_channels_first', 'mmdaq::int8_channels_last',
-                         'aten::copy_', 'aten::mul', 'aten::add', 'aten::clone', 'aten::fill_',
-                         'aten::zero', 'aten::flip', 'aten::constant_pad_nd', 'aten::sum',
-                         'aten::cat', 'aten::index')),
+                         'mmdaq::int8_im2col', 'mmdaq::int32_to_weight', 'aten::copy_',
+                         'aten::mul', 'aten::add', 'aten::clone', 'aten::fill_', 'aten::zero',
+                         'aten::flip', 'aten::constant_pad_nd', 'aten::sum', 'aten::cat',
+                         'aten::index')),
 )
 
 
@@ -156,6 +162,11 @@ def main(argv=None) -> None:
             gpu = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
             print(f'{precision}: {len(gpu) / 5:.1f} CUDA kernels (and copies) per forward + '
                   f'backward')
+        else:  # the CPU proxy of launches: ops dispatched to a kernel, views excluded
+            with OpTrace() as trace:
+                module(x).backward(grad)
+            print(f'{precision}: {len(trace.kernels())} kernel ops dispatched per forward + '
+                  f'backward ({len(trace.syncs())} host syncs): {trace.counts()}')
 
 
 if __name__ == '__main__':
