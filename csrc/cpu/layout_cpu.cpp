@@ -49,6 +49,22 @@ MMDAQ_CPU_CLONES void edge_block(const int8_t* __restrict__ in, uint8_t* __restr
   }
 }
 
+// One sample of at most kFewPositions positions: [C, L] -> [L, C], in blocks of kWideC
+// channels: per position a strided read of the block's codes and a contiguous write.
+constexpr int64_t kWideC = 64;
+constexpr int64_t kFewPositions = 4;
+MMDAQ_CPU_CLONES void few_positions(const int8_t* __restrict__ in, uint8_t* __restrict__ o,
+                                    int64_t c, int64_t l, uint8_t flip) {
+  for (int64_t c0 = 0; c0 < c; c0 += kWideC) {
+    const int64_t h = std::min(kWideC, c - c0);
+    for (int64_t i = 0; i < l; ++i) {
+      const int8_t* src = in + c0 * l + i;
+      uint8_t* dst = o + i * c + c0;
+      for (int64_t j = 0; j < h; ++j) dst[j] = static_cast<uint8_t>(src[j * l]) ^ flip;
+    }
+  }
+}
+
 at::Tensor int8_channels_last_cpu(const at::Tensor& x, bool to_uint8) {
   MMDAQ_CHECK(x.scalar_type() == at::kChar, "int8_channels_last: x must be int8, but got ",
               x.scalar_type());
@@ -70,6 +86,18 @@ at::Tensor int8_channels_last_cpu(const at::Tensor& x, bool to_uint8) {
   const uint8_t flip = to_uint8 ? 0x80u : 0x00u;
   if (to_uint8) out = out.view(at::kByte);
   if (x.numel() == 0) return out;
+  if (l <= kFewPositions && x.is_contiguous()) {
+    // A few positions (the taps of a 1x1 or 3x1x1 weight): whole samples in wide channel
+    // blocks (the 16 x 16 blocks below would be mostly empty).
+    const int8_t* xp = x.data_ptr<int8_t>();
+    uint8_t* op = static_cast<uint8_t*>(out.data_ptr());
+    const int64_t grain = std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(l * c, 1));
+    at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t s = begin; s < end; ++s)
+        few_positions(xp + s * c * l, op + s * l * c, c, l, flip);
+    });
+    return out;
+  }
   const auto xc = x.contiguous();
   const int8_t* xp = xc.data_ptr<int8_t>();
   uint8_t* op = static_cast<uint8_t*>(out.data_ptr());

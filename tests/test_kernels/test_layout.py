@@ -11,7 +11,8 @@ from mmdaq.ops.im2col import channels_inner_to_weight
 @pytest.mark.needs_ext
 # Weight shapes too ([C_out, C_in, *k]: fewer taps than a block, C_in past whole blocks).
 @pytest.mark.parametrize('shape', [(2, 5, 7), (2, 3, 5, 6), (1, 17, 3, 4, 5), (3, 130, 9, 70),
-                                   (0, 4, 3, 3), (40, 33, 3, 3), (6, 48, 3, 3, 3), (5, 16, 1, 2)])
+                                   (0, 4, 3, 3), (40, 33, 3, 3), (6, 48, 3, 3, 3), (5, 16, 1, 2),
+                                   (7, 70, 3, 1, 1)])
 @pytest.mark.parametrize('to_uint8', [False, True])
 def test_channels_last_kernel_equals_reference(shape, to_uint8):
     x = torch.randint(-127, 128, shape, generator=torch.Generator().manual_seed(0),
