@@ -87,6 +87,23 @@ def mixed_channel_grad(shape, seed: int) -> Tensor:
     return g
 
 
+def assert_same(got, want) -> None:
+    """``got`` equals ``want`` bit for bit (NaN where NaN), through nested dicts, tuples and
+    lists of tensors and plain values; tensors compared on CPU, dtype and shape included."""
+    if isinstance(got, dict):
+        assert got.keys() == want.keys()
+        for key in got:
+            assert_same(got[key], want[key])
+    elif isinstance(got, (tuple, list)):
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert_same(g, w)
+    elif isinstance(got, Tensor):
+        torch.testing.assert_close(got.cpu(), want.cpu(), rtol=0, atol=0, equal_nan=True)
+    else:
+        assert got == want
+
+
 def load_tool(path: str) -> ModuleType:
     """A script of the repository's ``tools/`` (e.g. ``'tools/benchmarks/roofline.py'``) loaded
     as a module, so that tests call its ``main(argv)``; needs a checkout (editable install)."""

@@ -18,7 +18,7 @@ from mmdaq.ops.geometry import ConvGeometry  # noqa: E402
 from mmdaq.ops.int8_layer import int8_conv_backward_pass, int8_conv_forward_pass  # noqa: E402
 from mmdaq.ops.triton_launch import count_launches  # noqa: E402
 from mmdaq.quantization.schemes import build_scheme  # noqa: E402
-from mmdaq.testing import mixed_channel_grad  # noqa: E402
+from mmdaq.testing import assert_same, mixed_channel_grad  # noqa: E402
 
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
 
@@ -77,21 +77,6 @@ def _scheme_state(scheme):
     return state, scheme.last_grad_weight_scale, getattr(scheme, 'is_gaussian', None)
 
 
-def _assert_same(got, want):
-    if isinstance(got, dict):
-        assert got.keys() == want.keys()
-        for key in got:
-            _assert_same(got[key], want[key])
-    elif isinstance(got, (tuple, list)):
-        assert len(got) == len(want)
-        for g, w in zip(got, want):
-            _assert_same(g, w)
-    elif isinstance(got, torch.Tensor):
-        torch.testing.assert_close(got.cpu(), want.cpu(), rtol=0, atol=0, equal_nan=True)
-    else:
-        assert got == want
-
-
 @pytest.mark.parametrize('method', ['daq', 'per_channel', 'per_tensor'])
 def test_layer_passes_take_the_chain_and_keep_the_scheme_state(method):
     """The CUDA passes of the INT8 op: the chain, 10 launches per forward + backward, the same
@@ -116,8 +101,8 @@ def test_layer_passes_take_the_chain_and_keep_the_scheme_state(method):
         y_ref, *saved_ref = int8_conv_forward_pass(x, weight, None, ref, geo)
         want = int8_conv_backward_pass(grad_y, *saved_ref, weight, ref, geo, slot, True, True,
                                        False)
-        _assert_same((y, saved, got), (y_ref, saved_ref, want))
-        _assert_same(_scheme_state(fused), _scheme_state(ref))
+        assert_same((y, saved, got), (y_ref, saved_ref, want))
+        assert_same(_scheme_state(fused), _scheme_state(ref))
 
 
 @pytest.mark.parametrize('method, options, forward_launches', [
@@ -143,7 +128,7 @@ def test_layer_passes_fall_back_where_the_chain_does_not_apply(method, options, 
     assert launches == [] or fused.dataflow != 'int8', launches
     y_ref, *saved_ref = int8_conv_forward_pass(x, weight, bias, ref, geo)
     want = int8_conv_backward_pass(grad_y, *saved_ref, weight, ref, geo, 0, True, True, True)
-    _assert_same((y, saved, got), (y_ref, saved_ref, want))
+    assert_same((y, saved, got), (y_ref, saved_ref, want))
 
 
 @pytest.mark.parametrize('need_b', [False, True])
@@ -206,4 +191,4 @@ def test_half_precision_activations_and_gradients():
     y_ref, *saved_ref = int8_conv_forward_pass(x, weight, None, ref, geo)
     want = int8_conv_backward_pass(grad_y, *saved_ref, weight, ref, geo, 0, True, True, False)
     assert y.dtype == torch.bfloat16 and got[0].dtype == torch.bfloat16
-    _assert_same((y, saved[:2], got[:2]), (y_ref, saved_ref[:2], (want[0].bfloat16(), want[1])))
+    assert_same((y, saved[:2], got[:2]), (y_ref, saved_ref[:2], (want[0].bfloat16(), want[1])))

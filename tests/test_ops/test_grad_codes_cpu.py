@@ -12,29 +12,13 @@ from mmdaq.ops.geometry import ConvGeometry
 from mmdaq.ops.grad_codes_cpu import daq_grad_codes_cpu, daq_grad_codes_cpu_applies
 from mmdaq.ops.int8_layer import int8_conv_backward_pass, int8_conv_forward_pass
 from mmdaq.quantization.schemes import build_scheme
-from mmdaq.testing import mixed_channel_grad
+from mmdaq.testing import assert_same, mixed_channel_grad
 
 pytestmark = pytest.mark.needs_ext
 
 
 def _state(scheme):
     return (scheme.state_dict(), scheme.last_grad_weight_scale, scheme.is_gaussian)
-
-
-def _assert_same(got, want):
-    if isinstance(got, dict):
-        assert got.keys() == want.keys()
-        for key in got:
-            _assert_same(got[key], want[key])
-    elif isinstance(got, (tuple, list)):
-        assert len(got) == len(want)
-        for g, w in zip(got, want):
-            _assert_same(g, w)
-    elif isinstance(got, torch.Tensor):
-        assert got.dtype == want.dtype and got.shape == want.shape
-        torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
-    else:
-        assert got == want
 
 
 def _grads():
@@ -72,9 +56,9 @@ def test_the_op_gives_what_quantize_grads_gives(options):
         op_scheme.record_fused_grads(slot, rule, codes)
         want_w, want_x = ref.quantize_grads(g, dim=1, slot=slot)
         clipped += int((codes.clip < codes.g_max).sum())
-        _assert_same(((codes.g_q_w, codes.s_w), (codes.g_q_x, codes.s_x)), (want_w, want_x))
-        _assert_same(codes.grad_bias, g.sum(dim=(0, 2, 3)))
-        _assert_same(_state(op_scheme), _state(ref))
+        assert_same(((codes.g_q_w, codes.s_w), (codes.g_q_x, codes.s_x)), (want_w, want_x))
+        assert_same(codes.grad_bias, g.sum(dim=(0, 2, 3)))
+        assert_same(_state(op_scheme), _state(ref))
     assert (clipped > 0) == (options.get('alpha') == 0.0)  # the objective clip ran
 
 
@@ -97,8 +81,8 @@ def test_the_layer_backward_runs_the_op_and_gives_the_eager_gradients(monkeypatc
             _, *saved_ref = int8_conv_forward_pass(x, weight, bias, ref, geo)
             want = int8_conv_backward_pass(grad_y, *saved_ref, weight, ref, geo, slot, True,
                                            True, True)
-        _assert_same(got, want)
-        _assert_same(_state(op_scheme), _state(ref))
+        assert_same(got, want)
+        assert_same(_state(op_scheme), _state(ref))
 
 
 @pytest.mark.parametrize('method, options, need_w', [
