@@ -49,21 +49,67 @@ MMDAQ_CPU_CLONES void edge_block(const int8_t* __restrict__ in, uint8_t* __restr
   }
 }
 
-// One sample of at most kFewPositions positions: [C, L] -> [L, C], in blocks of kWideC
-// channels: per position a strided read of the block's codes and a contiguous write.
+// One row of a weight with few taps: [C, K] -> K runs of C codes, tap t's run at
+// o + t * tap_stride (tap_stride may be negative: the taps reversed). In blocks of kWideC
+// channels: a contiguous read of the block, then per tap a strided read of it (in L1) and a
+// contiguous write. K a compile-time constant for the common kernels (3, 3x3, 3x3x3, 1x3x3's
+// 9...), so that the compiler turns the strided reads into shuffles.
 constexpr int64_t kWideC = 64;
-constexpr int64_t kFewPositions = 4;
-MMDAQ_CPU_CLONES void few_positions(const int8_t* __restrict__ in, uint8_t* __restrict__ o,
-                                    int64_t c, int64_t l, uint8_t flip) {
+template <int64_t K>
+MMDAQ_CPU_CLONES void taps_row_fixed(const int8_t* __restrict__ in, uint8_t* __restrict__ o,
+                                     int64_t c, int64_t tap_stride, uint8_t flip) {
+  int64_t c0 = 0;
+  for (; c0 + kWideC <= c; c0 += kWideC) {
+    const int8_t* src = in + c0 * K;
+    for (int64_t t = 0; t < K; ++t) {
+      uint8_t* dst = o + t * tap_stride + c0;
+      for (int64_t j = 0; j < kWideC; ++j) dst[j] = static_cast<uint8_t>(src[j * K + t]) ^ flip;
+    }
+  }
+  for (int64_t t = 0; t < K; ++t) {
+    uint8_t* dst = o + t * tap_stride;
+    for (int64_t j = c0; j < c; ++j) dst[j] = static_cast<uint8_t>(in[j * K + t]) ^ flip;
+  }
+}
+
+MMDAQ_CPU_CLONES void taps_row_any(const int8_t* __restrict__ in, uint8_t* __restrict__ o,
+                                   int64_t c, int64_t k, int64_t tap_stride, uint8_t flip) {
   for (int64_t c0 = 0; c0 < c; c0 += kWideC) {
     const int64_t h = std::min(kWideC, c - c0);
-    for (int64_t i = 0; i < l; ++i) {
-      const int8_t* src = in + c0 * l + i;
-      uint8_t* dst = o + i * c + c0;
-      for (int64_t j = 0; j < h; ++j) dst[j] = static_cast<uint8_t>(src[j * l]) ^ flip;
+    for (int64_t t = 0; t < k; ++t) {
+      const int8_t* src = in + c0 * k + t;
+      uint8_t* dst = o + t * tap_stride + c0;
+      for (int64_t j = 0; j < h; ++j) dst[j] = static_cast<uint8_t>(src[j * k]) ^ flip;
     }
   }
 }
+
+void taps_row(const int8_t* in, uint8_t* o, int64_t c, int64_t k, int64_t tap_stride,
+              uint8_t flip) {
+  switch (k) {
+    case 2:
+      return taps_row_fixed<2>(in, o, c, tap_stride, flip);
+    case 3:
+      return taps_row_fixed<3>(in, o, c, tap_stride, flip);
+    case 4:
+      return taps_row_fixed<4>(in, o, c, tap_stride, flip);
+    case 5:
+      return taps_row_fixed<5>(in, o, c, tap_stride, flip);
+    case 7:
+      return taps_row_fixed<7>(in, o, c, tap_stride, flip);
+    case 9:
+      return taps_row_fixed<9>(in, o, c, tap_stride, flip);
+    case 27:
+      return taps_row_fixed<27>(in, o, c, tap_stride, flip);
+    default:
+      return taps_row_any(in, o, c, k, tap_stride, flip);
+  }
+}
+
+// Rows of kFewPositions positions or fewer, or of fewer positions than a block and many
+// channels (weights [C_out, C_in, *k]): [C, L] -> [L, C] row by row with taps_row.
+constexpr int64_t kFewPositions = 4;
+bool by_rows(int64_t c, int64_t l) { return l <= kFewPositions || (l < kBlock && c >= kWideC); }
 
 at::Tensor int8_channels_last_cpu(const at::Tensor& x, bool to_uint8) {
   MMDAQ_CHECK(x.scalar_type() == at::kChar, "int8_channels_last: x must be int8, but got ",
@@ -86,15 +132,14 @@ at::Tensor int8_channels_last_cpu(const at::Tensor& x, bool to_uint8) {
   const uint8_t flip = to_uint8 ? 0x80u : 0x00u;
   if (to_uint8) out = out.view(at::kByte);
   if (x.numel() == 0) return out;
-  if (l <= kFewPositions && x.is_contiguous()) {
-    // A few positions (the taps of a 1x1 or 3x1x1 weight): whole samples in wide channel
-    // blocks (the 16 x 16 blocks below would be mostly empty).
+  if (by_rows(c, l) && x.is_contiguous()) {
+    // Few positions (the taps of a weight): whole samples in wide channel blocks (the
+    // 16 x 16 blocks below would be mostly empty).
     const int8_t* xp = x.data_ptr<int8_t>();
     uint8_t* op = static_cast<uint8_t*>(out.data_ptr());
     const int64_t grain = std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(l * c, 1));
     at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
-      for (int64_t s = begin; s < end; ++s)
-        few_positions(xp + s * c * l, op + s * l * c, c, l, flip);
+      for (int64_t s = begin; s < end; ++s) taps_row(xp + s * c * l, op + s * l * c, c, l, c, flip);
     });
     return out;
   }
@@ -123,6 +168,57 @@ at::Tensor int8_channels_last_cpu(const at::Tensor& x, bool to_uint8) {
         }
       }
     }
+  });
+  return out;
+}
+
+// The weight of the input gradient as a convolution of G_Y (stride 1, one group): w [C_out, C_in,
+// *k] -> w_t [C_in, C_out, *k] with w_t[i, o, j] = w[o, i, K - 1 - j] (flipped taps), stored
+// [*k, C_out, C_in] (K > 1: the GEMM operand of the im2col path is then a view) or contiguous
+// (K = 1: the transpose [C_in, C_out], the per-sample GEMMs' row-major left operand).
+at::Tensor int8_transposed_weight_cpu(const at::Tensor& w) {
+  MMDAQ_CHECK(w.scalar_type() == at::kChar, "int8_transposed_weight: w must be int8, but got ",
+              w.scalar_type());
+  MMDAQ_CHECK(w.dim() >= 3 && w.dim() <= 5,
+              "int8_transposed_weight: w must be [C_out, C_in, *k] with 1 to 3 spatial dims, "
+              "but got shape ",
+              w.sizes());
+  const int64_t c_out = w.size(0), c_in = w.size(1);
+  int64_t taps = 1;
+  for (int64_t d = 2; d < w.dim(); ++d) taps *= w.size(d);
+  std::vector<int64_t> sizes = w.sizes().vec();
+  std::swap(sizes[0], sizes[1]);
+  if (taps == 1) {
+    if (w.numel() == 0) return at::empty(sizes, w.options());
+    // [C_out, C_in] -> [C_in, C_out]: one sample of C_out channels at C_in positions, channels
+    // last.
+    const auto t = int8_channels_last_cpu(w.reshape({1, c_out, c_in}), false);
+    std::vector<int64_t> strides(sizes.size(), 1);  // contiguous, also those of the 1-sized dims
+    for (int64_t d = static_cast<int64_t>(sizes.size()) - 2; d >= 0; --d)
+      strides[d] = strides[d + 1] * sizes[d + 1];
+    return t.as_strided(sizes, strides);
+  }
+  // Strides of [C_in, C_out, *k] stored [*k, C_out, C_in].
+  std::vector<int64_t> strides(w.dim());
+  strides[0] = 1;
+  strides[1] = c_in;
+  int64_t step = c_in * c_out;
+  for (int64_t d = w.dim() - 1; d >= 2; --d) {
+    strides[d] = step;
+    step *= sizes[d];
+  }
+  auto out = at::empty_strided(sizes, strides, w.options());
+  if (out.numel() == 0) return out;
+  const auto wc = w.contiguous();
+  const int8_t* wp = wc.data_ptr<int8_t>();
+  uint8_t* op = reinterpret_cast<uint8_t*>(out.data_ptr<int8_t>());
+  // Row o of w ([C_in, K]) goes to the runs out[K - 1 - t, o, :] (flipping every spatial dim
+  // reverses the flat tap index): tap t at o * C_in + (K - 1 - t) * C_out * C_in.
+  const int64_t plane = c_out * c_in;
+  const int64_t grain = std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(taps * c_in, 1));
+  at::parallel_for(0, c_out, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t o = begin; o < end; ++o)
+      taps_row(wp + o * c_in * taps, op + o * c_in + (taps - 1) * plane, c_in, taps, -plane, 0);
   });
   return out;
 }
@@ -229,15 +325,35 @@ at::Tensor int8_im2col_cpu(const at::Tensor& x, at::IntArrayRef kernel, at::IntA
   return cols;
 }
 
-// Row o of int32_to_weight: [K, C] int32 -> [C, K] float times s.
-MMDAQ_CPU_CLONES void weight_row(const int32_t* __restrict__ a, float* __restrict__ o, int64_t k,
-                                 int64_t c, float s) {
-  if (k == 1) {
-    for (int64_t j = 0; j < c; ++j) o[j] = static_cast<float>(a[j]) * s;
-    return;
+// Row o of int32_to_weight: [K, C] int32 -> [C, K] float times s. K a compile-time constant
+// for the common kernels (as in taps_row), so that the per-channel loop over the taps unrolls.
+template <int64_t K>
+MMDAQ_CPU_CLONES void weight_row_fixed(const int32_t* __restrict__ a, float* __restrict__ o,
+                                       int64_t c, float s) {
+  for (int64_t j = 0; j < c; ++j) {
+    for (int64_t kk = 0; kk < K; ++kk) o[j * K + kk] = static_cast<float>(a[kk * c + j]) * s;
   }
+}
+
+MMDAQ_CPU_CLONES void weight_row_any(const int32_t* __restrict__ a, float* __restrict__ o,
+                                     int64_t k, int64_t c, float s) {
   for (int64_t j = 0; j < c; ++j) {
     for (int64_t kk = 0; kk < k; ++kk) o[j * k + kk] = static_cast<float>(a[kk * c + j]) * s;
+  }
+}
+
+void weight_row(const int32_t* a, float* o, int64_t k, int64_t c, float s) {
+  switch (k) {
+    case 1:
+      return weight_row_fixed<1>(a, o, c, s);
+    case 3:
+      return weight_row_fixed<3>(a, o, c, s);
+    case 9:
+      return weight_row_fixed<9>(a, o, c, s);
+    case 27:
+      return weight_row_fixed<27>(a, o, c, s);
+    default:
+      return weight_row_any(a, o, k, c, s);
   }
 }
 
@@ -275,6 +391,7 @@ at::Tensor int32_to_weight_cpu(const at::Tensor& acc, const at::Tensor& scale,
 
 TORCH_LIBRARY_IMPL(mmdaq, CPU, m) {
   m.impl("int8_channels_last", &int8_channels_last_cpu);
+  m.impl("int8_transposed_weight", &int8_transposed_weight_cpu);
   m.impl("int8_im2col", &int8_im2col_cpu);
   m.impl("int32_to_weight", &int32_to_weight_cpu);
 }

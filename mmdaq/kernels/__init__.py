@@ -12,7 +12,8 @@ from .extension import (ExtensionNotBuiltError, compiled_op_available, extension
                         is_extension_available, require_extension)
 from .grad_codes import daq_grad_codes
 from .layout import (UINT8_ZERO_POINT, int8_channels_last, int8_channels_last_reference,
-                     int8_im2col, int32_to_weight, int32_to_weight_reference)
+                     int8_im2col, int8_transposed_weight, int8_transposed_weight_reference,
+                     int32_to_weight, int32_to_weight_reference)
 from .quantize import (clip_to_scale, clip_to_scale_reference, philox_uniform, quantize_int8,
                        quantize_int8_applies, quantize_int8_pair, quantize_int8_reference,
                        quantize_int8_stochastic, quantize_per_tensor_int8,
@@ -26,7 +27,8 @@ __all__ = [
     'extension_status', 'grad_channel_stats', 'grad_channel_stats_applies',
     'int32_to_channels_first', 'int32_to_channels_first_reference', 'int32_to_weight',
     'int32_to_weight_reference', 'int8_channels_last', 'int8_channels_last_reference',
-    'int8_im2col', 'is_extension_available', 'philox_uniform', 'quantize_int8',
+    'int8_im2col', 'int8_transposed_weight', 'int8_transposed_weight_reference',
+    'is_extension_available', 'philox_uniform', 'quantize_int8',
     'quantize_int8_applies', 'quantize_int8_pair', 'quantize_int8_reference',
     'quantize_int8_stochastic', 'quantize_per_tensor_int8', 'quantize_per_tensor_int8_applies',
     'require_extension'

@@ -6,6 +6,7 @@ work without it. The first call of a compiled kernel raises
 build it.
 """
 import importlib
+import warnings
 from types import ModuleType
 from typing import Dict, Optional, Tuple
 
@@ -66,14 +67,20 @@ def extension_status() -> str:
 
 
 def register_fake_if_built(op_name: str):
-    """``torch.library.register_fake(op_name)`` when the extension (and so the op) exists.
+    """``torch.library.register_fake(op_name)`` when the extension has the op.
 
     Without the extension the op's schema is not defined; the decorated fake is then
-    returned unregistered, and the op's public wrapper raises on first use instead.
+    returned unregistered, and the op's public wrapper raises on first use instead. An
+    extension built from older sources, without the op, gets a warning that says to rebuild
+    (the op's wrapper then takes its reference path or raises, as without the extension).
     """
     def decorator(fn):
         if is_extension_available():
-            torch.library.register_fake(op_name)(fn)
+            if compiled_op_available(op_name.split('::', 1)[1]):
+                torch.library.register_fake(op_name)(fn)
+            else:
+                warnings.warn(f'mmdaq._ext has no op {op_name}: it was built from older '
+                              f'sources. {_BUILD_HINT}')
         return fn
     return decorator
 

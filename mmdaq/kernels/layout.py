@@ -1,7 +1,8 @@
 """``mmdaq::int8_channels_last``: int8 codes to channels-last storage in one pass;
-``mmdaq::int8_im2col``: the columns of a convolution from int8 codes in one pass; and
-``mmdaq::int32_to_weight``: the weight gradient from its GEMM's sums, scaled into the weight's
-layout.
+``mmdaq::int8_transposed_weight``: the weight of the input gradient (transposed, taps flipped)
+in the layout its GEMM reads, in one pass; ``mmdaq::int8_im2col``: the columns of a convolution
+from int8 codes in one pass; and ``mmdaq::int32_to_weight``: the weight gradient from its GEMM's
+sums, scaled into the weight's layout.
 
 Torch's strided copy moves one byte at a time when it turns an NC* int8 tensor into
 channels last; the compiled kernel does it in vectorized 16 x 16 blocks. Used by im2col
@@ -9,7 +10,7 @@ channels last; the compiled kernel does it in vectorized 16 x 16 blocks. Used by
 (:mod:`mmdaq.ops.onednn_conv`).
 """
 import math
-from typing import Sequence
+from typing import List, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -57,6 +58,62 @@ def int8_channels_last(x: Tensor, to_uint8: bool = False) -> Tensor:
     if compiled_op_available('int8_channels_last', x.device):
         return torch.ops.mmdaq.int8_channels_last(x, to_uint8)
     return int8_channels_last_reference(x, to_uint8)
+
+
+def _check_weight(w: Tensor) -> None:
+    torch._check(w.dtype == torch.int8 and 3 <= w.dim() <= 5,
+                 lambda: 'int8_transposed_weight: w must be int8 [C_out, C_in, *k] with 1 to 3 '
+                 f'spatial dims, but got {w.dtype} of shape {tuple(w.shape)}')
+
+
+def _transposed_weight_strides(w: Tensor) -> Tuple[List[int], List[int]]:
+    """Sizes [C_in, C_out, *k] and the strides of their storage: [*k, C_out, C_in], or
+    contiguous for a single tap."""
+    sizes = [w.shape[1], w.shape[0]] + list(w.shape[2:])
+    if math.prod(w.shape[2:]) == 1:
+        return sizes, list(torch.empty(sizes, device='meta').stride())
+    strides = [1, sizes[0]] + [0] * (len(sizes) - 2)
+    step = sizes[0] * sizes[1]
+    for d in reversed(range(2, len(sizes))):
+        strides[d] = step
+        step *= sizes[d]
+    return sizes, strides
+
+
+@register_fake_if_built('mmdaq::int8_transposed_weight')
+def _int8_transposed_weight_fake(w: Tensor) -> Tensor:
+    _check_weight(w)
+    return w.new_empty_strided(*_transposed_weight_strides(w))
+
+
+def int8_transposed_weight_reference(w: Tensor) -> Tensor:
+    """Plain-PyTorch twin of :func:`int8_transposed_weight` (same values and strides)."""
+    _check_weight(w)
+    nd = w.dim() - 2
+    w_t = w.transpose(0, 1).flip(dims=tuple(range(2, 2 + nd)))  # [C_in, C_out, *k]
+    if math.prod(w.shape[2:]) == 1:
+        return w_t.clone(memory_format=torch.contiguous_format)  # also the 1-sized dims' strides
+    stored = w_t.permute(tuple(range(2, 2 + nd)) + (1, 0)).contiguous()  # [*k, C_out, C_in]
+    return stored.permute((nd + 1, nd) + tuple(range(nd)))
+
+
+def int8_transposed_weight(w: Tensor) -> Tensor:
+    """The weight of G_X as a stride-1 convolution of G_Y (one group), stored for its GEMM.
+
+    ``w_t[i, o, j] = w[o, i, K - 1 - j]`` (taps flipped in every spatial dim), stored
+    [*k, C_out, C_in], where the im2col GEMM's right operand is a view of it; for a single tap
+    contiguous (the transpose, the per-sample GEMMs' left operand). The compiled kernel on CPU
+    where it is built, else :func:`int8_transposed_weight_reference`.
+
+    Args:
+        w (Tensor[C_out, C_in, *k], int8): Weight codes, 1 to 3 spatial dims.
+
+    Returns:
+        Tensor[C_in, C_out, *k], int8.
+    """
+    if compiled_op_available('int8_transposed_weight', w.device):
+        return torch.ops.mmdaq.int8_transposed_weight(w)
+    return int8_transposed_weight_reference(w)
 
 
 def _output_size(size, kernel, stride, padding, dilation):

@@ -21,9 +21,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..kernels import int8_transposed_weight
+
 
 def transposed_weight(w_q: Tensor, groups: int) -> Tensor:
-    """[C_out, C_in/G, *k] -> [C_in, C_out/G, *k], spatially flipped: the weight of G_X."""
+    """[C_out, C_in/G, *k] -> [C_in, C_out/G, *k], spatially flipped: the weight of G_X.
+
+    For int8 codes of one group in one pass, stored as the GEMM reads it
+    (:func:`~mmdaq.kernels.int8_transposed_weight`: spatial dims first, so also
+    :func:`_spatial_first` is then a view)."""
+    if groups == 1 and w_q.dtype == torch.int8 and 3 <= w_q.dim() <= 5:
+        return int8_transposed_weight(w_q)
     c_out, c_in_g = w_q.shape[:2]
     spatial = tuple(w_q.shape[2:])
     w = w_q.reshape((groups, c_out // groups, c_in_g) + spatial).transpose(1, 2)

@@ -21,3 +21,15 @@ def test_kernels_run_on_torchs_threads(two_threads):
     ext = require_extension('parallel_threads_used')
     assert ext.parallel_threads_used(64) == 2
     assert ext.parallel_threads_used(1) == 1  # one task: no fork
+
+
+def test_an_extension_without_an_op_warns_and_registers_no_fake():
+    """An extension built from older sources (the op missing) must not break the import of
+    mmdaq: no fake is registered for the op, and a warning says to rebuild."""
+    from mmdaq.kernels.extension import register_fake_if_built
+
+    def fake(x):
+        return x
+
+    with pytest.warns(UserWarning, match='no op mmdaq::no_such_op.*older sources'):
+        assert register_fake_if_built('mmdaq::no_such_op')(fake) is fake

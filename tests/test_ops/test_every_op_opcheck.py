@@ -45,6 +45,8 @@ SAMPLES = {
         (torch.randint(-999, 999, (4, 27), generator=_gen(), dtype=torch.int32), _steps(4),
          [4, 3, 3, 3])],
     'int8_channels_last': lambda: [(_codes(2, 3, 4, 4), False), (_codes(2, 5, 3, 2, 2), True)],
+    'int8_transposed_weight': lambda: [(_codes(4, 3, 3, 3), ), (_codes(4, 66, 3, 1, 1), ),
+                                       (_codes(5, 3, 1, 1), )],
     'philox_uniform': lambda: [(_randn(5, 7), 3, 0), (_randn(9), 11, 4)],
     'quantize_int8': lambda: [(_randn(2, 3, 4), _steps(3), 1), (_randn(2, 3, 4), _steps(1)[0], 0)],
     'quantize_int8_pair': lambda: [(_randn(2, 3, 4), _steps(3), 1, _steps(1)[0])],

@@ -54,9 +54,9 @@ def test_a_cpu_daq_conv_dispatches_one_kernel_op_per_job():
         'mmdaq.int8_im2col': 3,
         'aten.mul.Tensor': 4,  # scale products on [] / [C] tensors
         'mmdaq.int32_to_channels_first': 2,  # Y and G_X epilogues
-        'mmdaq.int8_channels_last': 2,  # W's codes as the forward and input-gradient operands
+        'mmdaq.int8_channels_last': 1,  # W's codes as the forward operand
+        'mmdaq.int8_transposed_weight': 1,  # and transposed, flipped, as the G_X operand
         'mmdaq.quantize_per_tensor_int8': 2,  # X, W
-        'aten.flip': 1,  # W flipped for the input gradient
         'mmdaq.daq_grad_codes': 1,  # G_Y: statistics, clip, both copies, bias gradient
         'mmdaq.int32_to_weight': 1,  # G_W scaled into the weight layout
     }, trace.counts()
