@@ -3,9 +3,9 @@ their plain-PyTorch references."""
 import pytest
 import torch
 
-from mmdaq.kernels import (int8_channels_last, int8_channels_last_reference,
-                           int8_transposed_weight, int8_transposed_weight_reference,
-                           int32_to_weight, int32_to_weight_reference)
+from mmdaq.kernels import (int8_channels_last, int8_channels_last_reference, int8_transposed_weight,
+                           int8_transposed_weight_reference, int32_to_weight,
+                           int32_to_weight_reference)
 from mmdaq.ops.im2col import channels_inner_to_weight, weight_columns
 
 
