@@ -9,8 +9,8 @@ TORCH_LIBRARY_FRAGMENT(mmdaq, m) {
   // with zero point 128. See mmdaq/kernels/layout.py.
   m.def("int8_channels_last(Tensor x, bool to_uint8) -> Tensor");
   // The weight of the input gradient as a stride-1 convolution of G_Y (one group): w [C_out,
-  // C_in, *k] -> [C_in, C_out, *k], taps flipped, stored [*k, C_out, C_in] (contiguous for a
-  // single tap). See mmdaq/ops/phase_grad_input.py (transposed_weight).
+  // C_in, *k] -> [C_in, C_out, *k], taps flipped, stored [*k, C_out, C_in]. See
+  // mmdaq/kernels/layout.py.
   m.def("int8_transposed_weight(Tensor w) -> Tensor");
   // The columns of a convolution from int8 codes x [N, C, *S] (S: 1 to 3 dims; channels last
   // in memory or laid out so first): cols [N * L, C * K], the columns of output position l in

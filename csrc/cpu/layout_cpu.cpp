@@ -174,8 +174,7 @@ at::Tensor int8_channels_last_cpu(const at::Tensor& x, bool to_uint8) {
 
 // The weight of the input gradient as a convolution of G_Y (stride 1, one group): w [C_out, C_in,
 // *k] -> w_t [C_in, C_out, *k] with w_t[i, o, j] = w[o, i, K - 1 - j] (flipped taps), stored
-// [*k, C_out, C_in] (K > 1: the GEMM operand of the im2col path is then a view) or contiguous
-// (K = 1: the transpose [C_in, C_out], the per-sample GEMMs' row-major left operand).
+// [*k, C_out, C_in]: the GEMM operand of the im2col path is then a view.
 at::Tensor int8_transposed_weight_cpu(const at::Tensor& w) {
   MMDAQ_CHECK(w.scalar_type() == at::kChar, "int8_transposed_weight: w must be int8, but got ",
               w.scalar_type());
@@ -188,16 +187,6 @@ at::Tensor int8_transposed_weight_cpu(const at::Tensor& w) {
   for (int64_t d = 2; d < w.dim(); ++d) taps *= w.size(d);
   std::vector<int64_t> sizes = w.sizes().vec();
   std::swap(sizes[0], sizes[1]);
-  if (taps == 1) {
-    if (w.numel() == 0) return at::empty(sizes, w.options());
-    // [C_out, C_in] -> [C_in, C_out]: one sample of C_out channels at C_in positions, channels
-    // last.
-    const auto t = int8_channels_last_cpu(w.reshape({1, c_out, c_in}), false);
-    std::vector<int64_t> strides(sizes.size(), 1);  // contiguous, also those of the 1-sized dims
-    for (int64_t d = static_cast<int64_t>(sizes.size()) - 2; d >= 0; --d)
-      strides[d] = strides[d + 1] * sizes[d + 1];
-    return t.as_strided(sizes, strides);
-  }
   // Strides of [C_in, C_out, *k] stored [*k, C_out, C_in].
   std::vector<int64_t> strides(w.dim());
   strides[0] = 1;

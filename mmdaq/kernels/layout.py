@@ -67,11 +67,8 @@ def _check_weight(w: Tensor) -> None:
 
 
 def _transposed_weight_strides(w: Tensor) -> Tuple[List[int], List[int]]:
-    """Sizes [C_in, C_out, *k] and the strides of their storage: [*k, C_out, C_in], or
-    contiguous for a single tap."""
+    """Sizes [C_in, C_out, *k] and the strides of their storage [*k, C_out, C_in]."""
     sizes = [w.shape[1], w.shape[0]] + list(w.shape[2:])
-    if math.prod(w.shape[2:]) == 1:
-        return sizes, list(torch.empty(sizes, device='meta').stride())
     strides = [1, sizes[0]] + [0] * (len(sizes) - 2)
     step = sizes[0] * sizes[1]
     for d in reversed(range(2, len(sizes))):
@@ -91,19 +88,17 @@ def int8_transposed_weight_reference(w: Tensor) -> Tensor:
     _check_weight(w)
     nd = w.dim() - 2
     w_t = w.transpose(0, 1).flip(dims=tuple(range(2, 2 + nd)))  # [C_in, C_out, *k]
-    if math.prod(w.shape[2:]) == 1:
-        return w_t.clone(memory_format=torch.contiguous_format)  # also the 1-sized dims' strides
     stored = w_t.permute(tuple(range(2, 2 + nd)) + (1, 0)).contiguous()  # [*k, C_out, C_in]
-    return stored.permute((nd + 1, nd) + tuple(range(nd)))
+    return stored.permute((nd + 1, nd) + tuple(range(nd))).as_strided(
+        *_transposed_weight_strides(w))  # also the strides of 1-sized dims
 
 
 def int8_transposed_weight(w: Tensor) -> Tensor:
     """The weight of G_X as a stride-1 convolution of G_Y (one group), stored for its GEMM.
 
     ``w_t[i, o, j] = w[o, i, K - 1 - j]`` (taps flipped in every spatial dim), stored
-    [*k, C_out, C_in], where the im2col GEMM's right operand is a view of it; for a single tap
-    contiguous (the transpose, the per-sample GEMMs' left operand). The compiled kernel on CPU
-    where it is built, else :func:`int8_transposed_weight_reference`.
+    [*k, C_out, C_in], where the im2col GEMM's right operand is a view of it. The compiled
+    kernel on CPU where it is built, else :func:`int8_transposed_weight_reference`.
 
     Args:
         w (Tensor[C_out, C_in, *k], int8): Weight codes, 1 to 3 spatial dims.

@@ -108,6 +108,16 @@ def resolve_backend(device: torch.device, backend: str = 'auto') -> str:
     return 'float_exact'
 
 
+def gemm_left_operand(a: Tensor, backend: str = 'auto') -> Tensor:
+    """``a`` (Tensor[M, K], int8) as :func:`int8_matmul` takes it as its left operand without a
+    copy per call: row-major where oneDNN's integer GEMM runs on CPU (it would copy any other
+    layout each call), as it is for the float-exact GEMMs (any strides). For a left operand of
+    many GEMMs."""
+    if a.device.type == 'cpu' and resolve_backend(a.device, backend) == 'int_mm':
+        return a.contiguous()
+    return a
+
+
 def _int_mm_padded(a: Tensor, b: Tensor) -> Tensor:
     """``torch._int_mm`` with the CUDA shape and layout rules met (exact).
 

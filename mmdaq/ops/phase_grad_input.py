@@ -15,6 +15,7 @@ product once; the sum of an input position is one exact integer sum instead of K
 the floats differ from col2im's (closer to the exact value; tested against float64).
 """
 import itertools
+import math
 from typing import Callable, Sequence
 
 import torch
@@ -27,9 +28,11 @@ from ..kernels import int8_transposed_weight
 def transposed_weight(w_q: Tensor, groups: int) -> Tensor:
     """[C_out, C_in/G, *k] -> [C_in, C_out/G, *k], spatially flipped: the weight of G_X.
 
-    For int8 codes of one group in one pass, stored as the GEMM reads it
-    (:func:`~mmdaq.kernels.int8_transposed_weight`: spatial dims first, so also
-    :func:`_spatial_first` is then a view)."""
+    For one group: a view of a single-tap weight; int8 codes of more taps in one pass, stored as
+    the GEMM reads them (:func:`~mmdaq.kernels.int8_transposed_weight`: spatial dims first, so
+    :func:`_spatial_first` is then a view too)."""
+    if groups == 1 and math.prod(w_q.shape[2:]) == 1:
+        return w_q.transpose(0, 1)
     if groups == 1 and w_q.dtype == torch.int8 and 3 <= w_q.dim() <= 5:
         return int8_transposed_weight(w_q)
     c_out, c_in_g = w_q.shape[:2]

@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .int8_matmul import MAX_CHUNK_K, int8_matmul
+from .int8_matmul import MAX_CHUNK_K, gemm_left_operand, int8_matmul
 
 
 def is_pointwise(geo) -> bool:
@@ -54,6 +54,7 @@ def _scaled_per_sample_gemm(a: Tensor, b: Tensor, scale: Tensor,
     still in cache, so no [N, M, L] int32 tensor is written to memory and read back. Two
     roundings (multiply, then add), as the fused epilogue of the GEMM path.
     """
+    a = gemm_left_operand(a)  # once, not per sample
     out = torch.empty((b.shape[0], a.shape[0], b.shape[2]), dtype=torch.float32)
     acc = torch.empty((a.shape[0], b.shape[2]), dtype=torch.int32)
     offset = None if bias is None else bias.float().reshape(-1, 1)
@@ -96,7 +97,7 @@ def pointwise_int8_grad_input(g_q: Tensor, w_q: Tensor, scale: Tensor, input_sha
     Returns:
         Tensor[N, C_in, *S]: zero where no output position reads the input (strides > 1).
     """
-    w_t = w_q.reshape(w_q.shape[0], -1).t().contiguous()  # [C_in, C_out]
+    w_t = w_q.reshape(w_q.shape[0], -1).t()  # [C_in, C_out]
     grad = _scaled_per_sample_gemm(w_t, g_q.reshape(g_q.shape[0], g_q.shape[1], -1), scale, None)
     grad = grad.reshape((g_q.shape[0], w_t.shape[0]) + tuple(g_q.shape[2:]))
     if all(s == 1 for s in geo.stride):
