@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "../common/check.h"
@@ -84,26 +85,42 @@ MMDAQ_CPU_CLONES void taps_row_any(const int8_t* __restrict__ in, uint8_t* __res
   }
 }
 
+// Calls fn(std::integral_constant<int64_t, K>) for the tap counts with a compiled loop of their
+// own (1, 2, 3, 4, 5, 7 and the 3x3 / 3x3x3 kernels' 9 and 27), fn(constant 0) for any other.
+template <typename Fn>
+void with_taps(int64_t k, Fn&& fn) {
+  using std::integral_constant;
+  switch (k) {
+    case 1:
+      return fn(integral_constant<int64_t, 1>{});
+    case 2:
+      return fn(integral_constant<int64_t, 2>{});
+    case 3:
+      return fn(integral_constant<int64_t, 3>{});
+    case 4:
+      return fn(integral_constant<int64_t, 4>{});
+    case 5:
+      return fn(integral_constant<int64_t, 5>{});
+    case 7:
+      return fn(integral_constant<int64_t, 7>{});
+    case 9:
+      return fn(integral_constant<int64_t, 9>{});
+    case 27:
+      return fn(integral_constant<int64_t, 27>{});
+    default:
+      return fn(integral_constant<int64_t, 0>{});
+  }
+}
+
 void taps_row(const int8_t* in, uint8_t* o, int64_t c, int64_t k, int64_t tap_stride,
               uint8_t flip) {
-  switch (k) {
-    case 2:
-      return taps_row_fixed<2>(in, o, c, tap_stride, flip);
-    case 3:
-      return taps_row_fixed<3>(in, o, c, tap_stride, flip);
-    case 4:
-      return taps_row_fixed<4>(in, o, c, tap_stride, flip);
-    case 5:
-      return taps_row_fixed<5>(in, o, c, tap_stride, flip);
-    case 7:
-      return taps_row_fixed<7>(in, o, c, tap_stride, flip);
-    case 9:
-      return taps_row_fixed<9>(in, o, c, tap_stride, flip);
-    case 27:
-      return taps_row_fixed<27>(in, o, c, tap_stride, flip);
-    default:
-      return taps_row_any(in, o, c, k, tap_stride, flip);
-  }
+  with_taps(k, [&](auto fixed) {
+    if constexpr (fixed.value == 0) {
+      taps_row_any(in, o, c, k, tap_stride, flip);
+    } else {
+      taps_row_fixed<fixed.value>(in, o, c, tap_stride, flip);
+    }
+  });
 }
 
 // Rows of kFewPositions positions or fewer, or of fewer positions than a block and many
@@ -315,7 +332,7 @@ at::Tensor int8_im2col_cpu(const at::Tensor& x, at::IntArrayRef kernel, at::IntA
 }
 
 // Row o of int32_to_weight: [K, C] int32 -> [C, K] float times s. K a compile-time constant
-// for the common kernels (as in taps_row), so that the per-channel loop over the taps unrolls.
+// for the common kernels (with_taps), so that the per-channel loop over the taps unrolls.
 template <int64_t K>
 MMDAQ_CPU_CLONES void weight_row_fixed(const int32_t* __restrict__ a, float* __restrict__ o,
                                        int64_t c, float s) {
@@ -332,18 +349,13 @@ MMDAQ_CPU_CLONES void weight_row_any(const int32_t* __restrict__ a, float* __res
 }
 
 void weight_row(const int32_t* a, float* o, int64_t k, int64_t c, float s) {
-  switch (k) {
-    case 1:
-      return weight_row_fixed<1>(a, o, c, s);
-    case 3:
-      return weight_row_fixed<3>(a, o, c, s);
-    case 9:
-      return weight_row_fixed<9>(a, o, c, s);
-    case 27:
-      return weight_row_fixed<27>(a, o, c, s);
-    default:
-      return weight_row_any(a, o, k, c, s);
-  }
+  with_taps(k, [&](auto fixed) {
+    if constexpr (fixed.value == 0) {
+      weight_row_any(a, o, k, c, s);
+    } else {
+      weight_row_fixed<fixed.value>(a, o, c, s);
+    }
+  });
 }
 
 at::Tensor int32_to_weight_cpu(const at::Tensor& acc, const at::Tensor& scale,
