@@ -20,10 +20,10 @@ mutations were graph breaks (``Mutating a variable from outside the scope of thi
 ops ``torch.compile`` traces a network of these layers as one graph.
 
 In plain eager mode the layer runs the same passes through an ``autograd.Function`` with the
-same autograd formula (:class:`LayerOp`): the custom op's Python wrappers (redispatch, argument
-defaults, alias checks) cost about 0.2 ms per layer and iteration on a CPU, as much as a small
-layer's kernels. Tracing (``torch.compile``, export), dispatch modes (fake tensors, op traces),
-tensor subclasses and functorch transforms get the op itself.
+same autograd formula (:class:`LayerOp`), without the custom op's Python wrappers (redispatch,
+argument defaults, alias checks), which on a CPU cost a measurable share of a small layer's
+forward + backward (docs/speed_cpu.md). Tracing (``torch.compile``, export), dispatch modes
+(fake tensors, op traces), tensor subclasses and functorch transforms get the op itself.
 """
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
