@@ -152,13 +152,19 @@ class LayerOp:
         return self.op(x, weight, bias, *args)
 
 
+#: torch's (private) probes of active dispatch modes and functorch transforms; where this torch
+#: lacks one, every call takes the op.
+_DISPATCH_MODES = getattr(torch._C, '_len_torch_dispatch_stack', None)
+_FUNCTORCH_ACTIVE = getattr(torch._C, '_are_functorch_transforms_active', None)
+
+
 def eager_route_applies(*tensors: Optional[Tensor]) -> bool:
     """Whether a call on ``tensors`` is plain eager: not traced by ``torch.compile``, under no
     dispatch mode (fake tensors, :class:`~mmdaq.analysis.op_trace.OpTrace`) or functorch
     transform, on CPU or CUDA tensors without ``__torch_function__`` (a parameter counts as a
     plain tensor)."""
-    if torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() > 0 \
-            or torch._C._are_functorch_transforms_active():
+    if _DISPATCH_MODES is None or _FUNCTORCH_ACTIVE is None or torch.compiler.is_compiling() \
+            or _DISPATCH_MODES() > 0 or _FUNCTORCH_ACTIVE():
         return False
     present = tuple(t for t in tensors if t is not None)
     return not torch.overrides.has_torch_function(present) and \

@@ -86,3 +86,11 @@ def test_each_call_takes_its_route():
     with FakeTensorMode() as mode:
         fake = mode.from_tensor(x)
         assert not layer_op.eager_route_applies(fake, None)
+
+
+def test_a_torch_without_the_probes_takes_the_op(monkeypatch):
+    monkeypatch.setattr(layer_op, '_DISPATCH_MODES', None)
+    layer = DAQConv2d(4, 6, 3, padding=1, method='daq')
+    x = torch.randn(2, 4, 5, 5, requires_grad=True)
+    assert not layer_op.eager_route_applies(x, layer.weight, None)
+    assert 'mmdaq_int8_conv' in _backward_name(layer, x)
