@@ -89,7 +89,9 @@ def mixed_channel_grad(shape, seed: int) -> Tensor:
 
 def assert_same(got, want) -> None:
     """``got`` equals ``want`` bit for bit (NaN where NaN), through nested dicts, tuples and
-    lists of tensors and plain values; tensors compared on CPU, dtype and shape included."""
+    lists of tensors and plain values, each of the same type as its twin; tensors compared on
+    CPU, dtype and shape included."""
+    assert type(got) is type(want), f'{type(got).__name__} != {type(want).__name__}'
     if isinstance(got, dict):
         assert got.keys() == want.keys()
         for key in got:

@@ -51,24 +51,7 @@ def test_eager_route_equals_the_op(build, x_shape, method, monkeypatch):
     assert len(got) == len(want)
     for g, w in zip(got, want):
         assert_same(g, w)
-    _assert_same_state(got_state, want_state)
-
-
-def _assert_same_state(got, want) -> None:
-    """Equal scheme states: tensors bit for bit, within dicts and sequences."""
-    assert type(got) is type(want)
-    if isinstance(got, torch.Tensor):
-        assert_same(got, want)
-    elif isinstance(got, dict):
-        assert got.keys() == want.keys()
-        for key in got:
-            _assert_same_state(got[key], want[key])
-    elif isinstance(got, (list, tuple)):
-        assert len(got) == len(want)
-        for g, w in zip(got, want):
-            _assert_same_state(g, w)
-    else:
-        assert got == want
+    assert_same(got_state, want_state)
 
 
 def _backward_name(layer, x) -> str:
